@@ -1,0 +1,52 @@
+# Chorus: `make run` installs and starts the studio; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip --disable-pip-version-check
+HOST ?= 127.0.0.1
+PORT ?= 8000
+export HOST PORT
+
+.PHONY: run test install install-dev lint format lock clean
+
+$(VENV)/.runtime: requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -r requirements.lock
+	touch $@
+
+$(VENV)/.dev: requirements-dev.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -r requirements-dev.lock
+	touch $@ $(VENV)/.runtime
+
+## install: the locked runtime dependencies into $(VENV) (the Dockerfile uses this too)
+install: $(VENV)/.runtime
+
+## install-dev: runtime + test dependencies
+install-dev: $(VENV)/.dev
+
+## run: install, migrate, make sure the demo workspace exists, start web + worker
+run: install
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py chorus_setup
+	exec $(PY) manage.py chorus_serve
+
+## test: the whole suite, on whatever DATABASE_URL / REDIS_URL say (embedded otherwise)
+test: install-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(VENV)/bin/ruff check .
+	$(PY) manage.py makemigrations --check --dry-run
+
+format: install-dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+## lock: re-pin requirements*.lock from pyproject.toml (needs pip-tools)
+lock:
+	$(PYTHON) -m piptools compile -q --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
+	$(PYTHON) -m piptools compile -q --strip-extras --no-emit-index-url --no-emit-find-links --extra test -o requirements-dev.lock pyproject.toml
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,94 @@
+"""Websocket relay of one job's progress to the browser (group ``job.<id>``)."""
+
+import asyncio
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import InMemoryChannelLayer
+
+from apps.workspaces.models import Membership
+
+from .models import Job
+
+POLL_SECONDS = 0.5
+
+
+@database_sync_to_async
+def _job_event_for(user, job_id: int) -> dict | None:
+    """The job's state if ``user`` belongs to its workspace, else None."""
+    job = Job.objects.filter(pk=job_id).first()
+    if (
+        job is None
+        or not Membership.objects.filter(workspace_id=job.workspace_id, user=user).exists()
+    ):
+        return None
+    return job.as_event()
+
+
+class JobProgressConsumer(AsyncJsonWebsocketConsumer):
+    """Sends the job's state on connect and every change after it.
+
+    Workers push changes through the channel layer. With the embedded in-memory layer a
+    worker (another process) cannot reach this one, so the consumer reads the row itself
+    every half second instead: the browser sees live progress either way.
+    """
+
+    poll_task: asyncio.Task | None = None
+
+    async def connect(self):
+        user = self.scope.get("user")
+        try:
+            self.job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
+        except (KeyError, ValueError):
+            await self.close()
+            return
+        if user is None or not user.is_authenticated:
+            await self.close()
+            return
+        event = await _job_event_for(user, self.job_id)
+        if event is None:  # unknown job or not a member: refused before accept
+            await self.close()
+            return
+        self.group_name = f"job.{self.job_id}"
+        await self.channel_layer.group_add(self.group_name, self.channel_name)
+        await self.accept()
+        self.last_event = event
+        await self.send_json(event)
+        if isinstance(self.channel_layer, InMemoryChannelLayer) and not event["finished"]:
+            self.poll_task = asyncio.create_task(self._poll())
+
+    async def disconnect(self, code):
+        if self.poll_task is not None:
+            self.poll_task.cancel()
+        if hasattr(self, "group_name"):
+            await self.channel_layer.group_discard(self.group_name, self.channel_name)
+
+    async def receive_json(self, content, **kwargs):
+        """Clients only listen; a ping gets the current state back."""
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self._refresh()
+
+    async def job_update(self, message):
+        """Group message from a worker or a web process: re-check access, then relay."""
+        event = await _job_event_for(self.scope["user"], self.job_id)
+        if event is None:
+            await self.close(code=4403)
+            return
+        pushed = message.get("job") or event
+        if pushed != self.last_event:
+            self.last_event = pushed
+            await self.send_json(pushed)
+
+    async def _refresh(self) -> bool:
+        event = await _job_event_for(self.scope["user"], self.job_id)
+        if event is None:
+            await self.close(code=4403)
+            return False
+        if event != self.last_event:
+            self.last_event = event
+            await self.send_json(event)
+        return not event["finished"]
+
+    async def _poll(self):
+        while await self._refresh():
+            await asyncio.sleep(POLL_SECONDS)

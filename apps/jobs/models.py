@@ -1,0 +1,98 @@
+"""A Job: one piece of background work, its status and progress, kept in the database."""
+
+from django.conf import settings
+from django.db import models
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+
+KIND_LABELS = {
+    "workspace_export": "Workspace export",
+}
+
+
+class Job(models.Model):
+    """The truth about a background job; websocket pushes only make it arrive sooner.
+
+    ``attempt`` grows with every (re)start; a task message carries the attempt it was sent
+    for, so a message redelivered after a worker died cannot run a job twice.
+    """
+
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="jobs"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kind = models.CharField(max_length=64, db_index=True)
+    status = models.CharField(
+        max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True
+    )
+    progress = models.PositiveSmallIntegerField(default=0)
+    message = models.CharField(max_length=300, blank=True)
+    error = models.TextField(blank=True)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    # What the job is about, e.g. ("transcript", "42"); empty for workspace-wide jobs.
+    subject_type = models.CharField(max_length=64, blank=True)
+    subject_id = models.CharField(max_length=64, blank=True)
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    attempt = models.PositiveIntegerField(default=1)
+    retries = models.PositiveIntegerField(default=0)  # automatic retries of this attempt
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["workspace", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind_label} #{self.pk} ({self.status})"
+
+    @property
+    def kind_label(self) -> str:
+        return KIND_LABELS.get(self.kind, self.kind.replace("_", " ").capitalize())
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def can_cancel(self) -> bool:
+        return self.status in {JobStatus.QUEUED, JobStatus.RUNNING}
+
+    @property
+    def can_retry(self) -> bool:
+        return self.status in {JobStatus.FAILED, JobStatus.CANCELLED}
+
+    @property
+    def group_name(self) -> str:
+        return f"job.{self.pk}"
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    def as_event(self) -> dict:
+        """The state pushed to browsers (also what a poll shows)."""
+        return {
+            "id": self.pk,
+            "status": self.status,
+            "progress": self.progress,
+            "message": self.message,
+            "error": self.error,
+            "finished": self.is_finished,
+        }

@@ -1,0 +1,90 @@
+"""Forms of the workspaces app: sign-in, workspace, invitations and roles."""
+
+from django import forms
+from django.contrib.auth import password_validation
+
+from .models import Role, User
+
+
+class SignInForm(forms.Form):
+    email = forms.EmailField(
+        label="E-mail",
+        widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True}),
+    )
+    password = forms.CharField(
+        label="Password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+
+    def clean_email(self):
+        return self.cleaned_data["email"].strip().lower()
+
+
+class WorkspaceForm(forms.Form):
+    name = forms.CharField(
+        label="Workspace name",
+        max_length=100,
+        widget=forms.TextInput(attrs={"autofocus": True, "placeholder": "e.g. Podcast team"}),
+    )
+
+    def clean_name(self):
+        name = self.cleaned_data["name"].strip()
+        if not name:
+            raise forms.ValidationError("A workspace needs a name.")
+        return name
+
+
+def _role_choices(*, for_owner: bool):
+    return [(r.value, r.label) for r in Role if for_owner or r != Role.OWNER]
+
+
+class InvitationForm(forms.Form):
+    email = forms.EmailField(
+        label="E-mail address",
+        widget=forms.EmailInput(attrs={"placeholder": "teammate@example.com"}),
+    )
+    role = forms.ChoiceField(label="Role", initial=Role.MEMBER)
+
+    def __init__(self, *args, for_owner: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["role"].choices = _role_choices(for_owner=for_owner)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(label="Role", choices=Role.choices)
+
+
+class InvitationSignupForm(forms.Form):
+    """Create the account of an invited person; the e-mail comes from the invitation."""
+
+    name = forms.CharField(label="Your name", max_length=150, required=False)
+    password1 = forms.CharField(
+        label="Choose a password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text=password_validation.password_validators_help_text_html(),
+    )
+    password2 = forms.CharField(
+        label="Repeat the password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+    )
+
+    def __init__(self, *args, email: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.email = email
+
+    def clean(self):
+        cleaned = super().clean()
+        p1, p2 = cleaned.get("password1"), cleaned.get("password2")
+        if p1 and p2 and p1 != p2:
+            self.add_error("password2", "The two passwords differ.")
+        if p1:
+            try:
+                password_validation.validate_password(
+                    p1, User(email=self.email, name=cleaned.get("name") or "")
+                )
+            except forms.ValidationError as exc:
+                self.add_error("password1", exc)
+        return cleaned

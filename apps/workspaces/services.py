@@ -1,0 +1,504 @@
+"""Business logic of workspaces: creation, roles, invitations, audit, sign-in throttling, export."""
+
+import io
+import json
+import logging
+import secrets
+import zipfile
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core import signing
+from django.core.cache import cache
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from .models import AuditEntry, Invitation, Membership, Role, User, Workspace
+
+log = logging.getLogger(__name__)
+
+INVITATION_SALT = "chorus.invitation"
+
+
+class ActionRefused(Exception):
+    """A request that breaks a rule of the workspace; the message is shown to the person."""
+
+
+# --- Audit ------------------------------------------------------------------------------
+
+
+def audit_record(
+    *,
+    workspace: Workspace,
+    actor: User | None,
+    action: str,
+    target: str = "",
+    data: dict | None = None,
+    ip: str | None = None,
+) -> AuditEntry:
+    """Append one entry to the workspace's audit log."""
+    return AuditEntry.objects.create(
+        workspace=workspace,
+        actor=actor,
+        actor_email=actor.email if actor else "",
+        action=action,
+        target=target[:200],
+        data=data or {},
+        ip_address=ip or None,
+    )
+
+
+# --- Workspaces -------------------------------------------------------------------------
+
+
+def _unique_slug(name: str) -> str:
+    base = slugify(name)[:50] or "workspace"
+    slug = base
+    while Workspace.objects.filter(slug=slug).exists():
+        slug = f"{base}-{secrets.token_hex(2)}"
+    return slug
+
+
+@transaction.atomic
+def workspace_create(*, name: str, owner: User, ip: str | None = None) -> Workspace:
+    """A new workspace with ``owner`` as its first owner."""
+    name = name.strip()
+    if not name:
+        raise ActionRefused("A workspace needs a name.")
+    workspace = Workspace.objects.create(name=name, slug=_unique_slug(name))
+    Membership.objects.create(workspace=workspace, user=owner, role=Role.OWNER)
+    audit_record(workspace=workspace, actor=owner, action="workspace.created", target=name, ip=ip)
+    return workspace
+
+
+@transaction.atomic
+def workspace_rename(*, workspace: Workspace, name: str, actor: User, ip: str | None = None):
+    old = workspace.name
+    workspace.name = name.strip()
+    workspace.save(update_fields=["name"])
+    audit_record(
+        workspace=workspace,
+        actor=actor,
+        action="workspace.renamed",
+        target=workspace.name,
+        data={"from": old, "to": workspace.name},
+        ip=ip,
+    )
+    return workspace
+
+
+# --- Members ----------------------------------------------------------------------------
+
+
+def _owner_count(workspace: Workspace) -> int:
+    return Membership.objects.filter(workspace=workspace, role=Role.OWNER).count()
+
+
+def _check_can_touch(actor_membership: Membership, membership: Membership, new_role: str | None):
+    if not actor_membership.can_manage:
+        raise ActionRefused("Only owners and managers can change members.")
+    touches_owner = membership.role == Role.OWNER or new_role == Role.OWNER
+    if touches_owner and not actor_membership.is_owner:
+        raise ActionRefused("Only an owner can grant or take away the owner role.")
+
+
+@transaction.atomic
+def membership_role_change(
+    *, membership: Membership, role: str, actor_membership: Membership, ip: str | None = None
+) -> Membership:
+    """Give a member another role; the last owner can never be demoted."""
+    role = Role(role)
+    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    _check_can_touch(actor_membership, membership, role)
+    if membership.role == role:
+        return membership
+    if membership.role == Role.OWNER and _owner_count(membership.workspace) <= 1:
+        raise ActionRefused("This is the workspace's last owner. Make someone else an owner first.")
+    old = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit_record(
+        workspace=membership.workspace,
+        actor=actor_membership.user,
+        action="member.role_changed",
+        target=membership.user.email,
+        data={"from": old, "to": role.value},
+        ip=ip,
+    )
+    return membership
+
+
+@transaction.atomic
+def membership_remove(
+    *, membership: Membership, actor_membership: Membership, ip: str | None = None
+) -> None:
+    """Remove someone from the workspace (or leave it yourself); never the last owner."""
+    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    leaving = membership.pk == actor_membership.pk
+    if not leaving:
+        _check_can_touch(actor_membership, membership, None)
+    if membership.role == Role.OWNER and _owner_count(membership.workspace) <= 1:
+        raise ActionRefused(
+            "This is the workspace's last owner and cannot be removed. "
+            "Make someone else an owner first."
+        )
+    email = membership.user.email
+    workspace = membership.workspace
+    membership.delete()
+    audit_record(
+        workspace=workspace,
+        actor=actor_membership.user,
+        action="member.left" if leaving else "member.removed",
+        target=email,
+        ip=ip,
+    )
+
+
+# --- Invitations ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedInvitation:
+    invitation: Invitation
+    token: str  # the secret part of the link; never stored
+
+
+def invitation_link(token: str, *, base_url: str) -> str:
+    from django.urls import reverse
+
+    return base_url.rstrip("/") + reverse("invitation_accept", args=[token])
+
+
+@transaction.atomic
+def invitation_create(
+    *,
+    workspace: Workspace,
+    email: str,
+    role: str,
+    inviter_membership: Membership,
+    base_url: str,
+    ip: str | None = None,
+) -> IssuedInvitation:
+    """Invite ``email`` with ``role``; e-mails the link and returns it for the inviter to copy.
+
+    A pending invitation for the same address is replaced (the old link stops working).
+    """
+    email = User.objects.normalize_email(email.strip()).lower()
+    role = Role(role)
+    if not inviter_membership.can_manage:
+        raise ActionRefused("Only owners and managers can invite people.")
+    if role == Role.OWNER and not inviter_membership.is_owner:
+        raise ActionRefused("Only an owner can invite another owner.")
+    if Membership.objects.filter(workspace=workspace, user__email__iexact=email).exists():
+        raise ActionRefused(f"{email} is already a member of this workspace.")
+    now = timezone.now()
+    replaced = Invitation.objects.filter(
+        workspace=workspace,
+        email__iexact=email,
+        accepted_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__gt=now,
+    ).update(revoked_at=now)
+    nonce = secrets.token_urlsafe(24)
+    invitation = Invitation.objects.create(
+        workspace=workspace,
+        email=email,
+        role=role,
+        token_hash=Invitation.hash_token(nonce),
+        invited_by=inviter_membership.user,
+    )
+    token = signing.dumps([invitation.pk, nonce], salt=INVITATION_SALT, compress=True)
+    audit_record(
+        workspace=workspace,
+        actor=inviter_membership.user,
+        action="invitation.created",
+        target=email,
+        data={"role": role.value, "replaced": replaced},
+        ip=ip,
+    )
+    link = invitation_link(token, base_url=base_url)
+    inviter = inviter_membership.user.display_name
+    transaction.on_commit(
+        lambda: send_mail(
+            subject=f"{inviter} invited you to {workspace.name} on Chorus",
+            message=(
+                f"{inviter} invited you to join the workspace “{workspace.name}” on Chorus "
+                f"as {role.label.lower()}.\n\nAccept the invitation:\n{link}\n\n"
+                f"The link works once and expires on {invitation.expires_at:%Y-%m-%d %H:%M} UTC."
+            ),
+            from_email=None,
+            recipient_list=[email],
+            fail_silently=True,
+        )
+    )
+    return IssuedInvitation(invitation=invitation, token=token)
+
+
+@transaction.atomic
+def invitation_revoke(*, invitation: Invitation, actor_membership: Membership, ip=None) -> None:
+    if not actor_membership.can_manage:
+        raise ActionRefused("Only owners and managers can revoke invitations.")
+    if not invitation.is_pending:
+        raise ActionRefused(f"This invitation is already {invitation.state}.")
+    invitation.revoked_at = timezone.now()
+    invitation.save(update_fields=["revoked_at"])
+    audit_record(
+        workspace=invitation.workspace,
+        actor=actor_membership.user,
+        action="invitation.revoked",
+        target=invitation.email,
+        ip=ip,
+    )
+
+
+class InvitationInvalid(Exception):
+    """Why a link cannot be used: ``reason`` is one of invalid, expired, used, revoked."""
+
+    def __init__(self, reason: str, invitation: Invitation | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.invitation = invitation
+
+
+def invitation_from_token(token: str) -> Invitation:
+    """The pending invitation behind a link, or ``InvitationInvalid`` saying why not."""
+    try:
+        pk, nonce = signing.loads(token, salt=INVITATION_SALT)
+        pk = int(pk)
+    except (signing.BadSignature, ValueError, TypeError) as exc:
+        raise InvitationInvalid("invalid") from exc
+    invitation = Invitation.objects.select_related("workspace", "invited_by").filter(pk=pk).first()
+    if invitation is None or not secrets.compare_digest(
+        invitation.token_hash, Invitation.hash_token(str(nonce))
+    ):
+        raise InvitationInvalid("invalid")
+    state = invitation.state
+    if state != "pending":
+        raise InvitationInvalid({"accepted": "used"}.get(state, state), invitation)
+    return invitation
+
+
+@transaction.atomic
+def invitation_accept(*, token: str, user: User, ip: str | None = None) -> Membership:
+    """Join the invitation's workspace as ``user`` (whose e-mail must match); single use."""
+    invitation = invitation_from_token(token)
+    invitation = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    if invitation.state != "pending":  # lost a race with another accept
+        raise InvitationInvalid("used", invitation)
+    if user.email.lower() != invitation.email.lower():
+        raise InvitationInvalid("mismatch", invitation)
+    membership, created = Membership.objects.get_or_create(
+        workspace=invitation.workspace, user=user, defaults={"role": invitation.role}
+    )
+    invitation.accepted_at = timezone.now()
+    invitation.accepted_by = user
+    invitation.save(update_fields=["accepted_at", "accepted_by"])
+    audit_record(
+        workspace=invitation.workspace,
+        actor=user,
+        action="invitation.accepted",
+        target=user.email,
+        data={"role": membership.role, "already_member": not created},
+        ip=ip,
+    )
+    return membership
+
+
+@transaction.atomic
+def invitation_signup(
+    *, token: str, name: str, password: str, ip: str | None = None
+) -> tuple[User, Membership]:
+    """Create the invited person's account and accept the invitation in one step."""
+    invitation = invitation_from_token(token)
+    if User.objects.filter(email__iexact=invitation.email).exists():
+        raise ActionRefused("An account with this e-mail already exists: sign in to accept.")
+    try:
+        with transaction.atomic():
+            user = User.objects.create_user(
+                email=invitation.email, password=password, name=name.strip()
+            )
+    except IntegrityError as exc:
+        raise ActionRefused(
+            "An account with this e-mail already exists: sign in to accept."
+        ) from exc
+    membership = invitation_accept(token=token, user=user, ip=ip)
+    return user, membership
+
+
+# --- Sign-in throttling -----------------------------------------------------------------
+
+
+def _throttle_keys(email: str, ip: str | None) -> list[tuple[str, int]]:
+    keys = [
+        (f"login-fail:acct:{email.strip().lower()}", settings.CHORUS_LOGIN_MAX_FAILURES_PER_ACCOUNT)
+    ]
+    if ip:
+        keys.append((f"login-fail:ip:{ip}", settings.CHORUS_LOGIN_MAX_FAILURES_PER_IP))
+    return keys
+
+
+def login_throttle_check(*, email: str, ip: str | None) -> str | None:
+    """A message when sign-in from this account or address is blocked for now, else None."""
+    for key, limit in _throttle_keys(email, ip):
+        if (cache.get(key) or 0) >= limit:
+            minutes = max(1, round(settings.CHORUS_LOGIN_WINDOW_SECONDS / 60))
+            what = "this account" if ":acct:" in key else "your network address"
+            return (
+                f"Too many failed sign-in attempts for {what}. "
+                f"Wait {minutes} minute{'s' if minutes != 1 else ''} and try again, "
+                "or reset your password."
+            )
+    return None
+
+
+def login_failure_record(*, email: str, ip: str | None) -> None:
+    window = settings.CHORUS_LOGIN_WINDOW_SECONDS
+    for key, _limit in _throttle_keys(email, ip):
+        if cache.add(key, 1, timeout=window):
+            continue
+        try:
+            cache.incr(key)
+        except ValueError:  # expired between add and incr
+            cache.set(key, 1, timeout=window)
+    log.warning("sign-in failed for an account from %s", ip or "unknown address")
+
+
+def login_success_reset(*, email: str) -> None:
+    cache.delete(f"login-fail:acct:{email.strip().lower()}")
+
+
+# --- Demo bootstrap ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    workspace: Workspace
+    user: User
+    password: str | None  # set only when this call chose or set the password
+
+
+@transaction.atomic
+def demo_bootstrap(*, email: str, password: str | None) -> DemoLogin:
+    """Make sure the demo workspace and its owner exist (idempotent, keeps existing data).
+
+    With an explicit ``password`` the owner's password is set to it; otherwise a new owner
+    gets a generated one (returned so it can be printed) and an existing owner keeps theirs.
+    """
+    email = email.strip().lower()
+    user = User.objects.filter(email__iexact=email).first()
+    chosen = None
+    if user is None:
+        chosen = password or secrets.token_urlsafe(12)
+        user = User.objects.create_superuser(email=email, password=chosen, name="Studio admin")
+    elif password and not user.check_password(password):
+        user.set_password(password)
+        user.save(update_fields=["password"])
+        chosen = password
+    membership = (
+        Membership.objects.filter(user=user, role=Role.OWNER).select_related("workspace").first()
+    )
+    if membership is None:
+        workspace = workspace_create(name="Demo studio", owner=user)
+    else:
+        workspace = membership.workspace
+    return DemoLogin(workspace=workspace, user=user, password=chosen)
+
+
+# --- Export -----------------------------------------------------------------------------
+
+
+def _iso(dt):
+    return dt.isoformat() if dt else None
+
+
+def workspace_export_sections(workspace: Workspace) -> list[tuple[str, object]]:
+    """The files of a workspace export as (name, JSON-able data); later apps add theirs."""
+    memberships = Membership.objects.filter(workspace=workspace).select_related("user")
+    return [
+        (
+            "workspace.json",
+            {
+                "name": workspace.name,
+                "slug": workspace.slug,
+                "created_at": _iso(workspace.created_at),
+                "exported_at": _iso(timezone.now()),
+                "format": "chorus-workspace-export/1",
+            },
+        ),
+        (
+            "members.json",
+            [
+                {
+                    "email": m.user.email,
+                    "name": m.user.name,
+                    "role": m.role,
+                    "joined_at": _iso(m.created_at),
+                }
+                for m in memberships
+            ],
+        ),
+        (
+            "invitations.json",
+            [
+                {
+                    "email": i.email,
+                    "role": i.role,
+                    "state": i.state,
+                    "invited_by": i.invited_by.email if i.invited_by else None,
+                    "created_at": _iso(i.created_at),
+                    "expires_at": _iso(i.expires_at),
+                    "accepted_at": _iso(i.accepted_at),
+                }
+                for i in workspace.invitations.select_related("invited_by")
+            ],
+        ),
+        (
+            "audit_log.json",
+            [
+                {
+                    "at": _iso(a.created_at),
+                    "actor": a.actor_email,
+                    "action": a.action,
+                    "target": a.target,
+                    "data": a.data,
+                    "ip": a.ip_address,
+                }
+                for a in workspace.audit_entries.all().iterator()
+            ],
+        ),
+    ]
+
+
+def workspace_export_run(*, job, progress) -> dict:
+    """Job runner: write the workspace's data as a ZIP into storage and return where it is."""
+    workspace = job.workspace
+    progress(5, "Collecting workspace data")
+    sections = workspace_export_sections(workspace)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for index, (name, data) in enumerate(sections, start=1):
+            archive.writestr(name, json.dumps(data, indent=2, ensure_ascii=False))
+            progress(10 + int(80 * index / len(sections)), f"Wrote {name}")
+        archive.writestr(
+            "README.txt",
+            f"Chorus export of the workspace “{workspace.name}”.\n"
+            "Each .json file holds one kind of data; times are ISO 8601 in UTC.\n",
+        )
+    progress(95, "Saving the archive")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    filename = f"chorus-{workspace.slug}-{stamp}.zip"
+    path = default_storage.save(
+        f"exports/{workspace.pk}/{job.pk}/{filename}", ContentFile(buffer.getvalue())
+    )
+    audit_record(
+        workspace=workspace,
+        actor=job.created_by,
+        action="workspace.exported",
+        target=filename,
+        data={"job": job.pk, "bytes": buffer.tell()},
+    )
+    return {"file": path, "filename": filename, "size": buffer.getbuffer().nbytes}

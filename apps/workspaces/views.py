@@ -1,0 +1,416 @@
+"""Pages of the workspaces app: home, sign-in, members, invitations, audit log, settings."""
+
+from django.contrib import messages
+from django.contrib.auth import authenticate, login
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Q
+from django.http import HttpResponseRedirect
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from apps.jobs import services as job_services
+from apps.jobs.models import Job, JobStatus
+
+from . import services
+from .access import get_scoped, scoped, workspace_view
+from .forms import InvitationForm, InvitationSignupForm, RoleForm, SignInForm, WorkspaceForm
+from .middleware import SESSION_KEY
+from .models import ROLE_DESCRIPTIONS, AuditEntry, Invitation, Membership, Role
+
+
+def client_ip(request) -> str | None:
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def _redirect(request, url: str):
+    """After a successful POST: a client redirect for htmx, a 303 otherwise."""
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return HttpResponseRedirect(url, status=303)
+
+
+# --- Sign-in ----------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def sign_in(request):
+    """E-mail + password sign-in, throttled per account and per address."""
+    next_url = request.POST.get("next") or request.GET.get("next") or ""
+    if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
+        next_url = ""
+    if request.user.is_authenticated and request.method == "GET":
+        return redirect(next_url or "workspaces:home")
+    form = SignInForm(request.POST or None)
+    status = 200
+    if request.method == "POST" and form.is_valid():
+        email, ip = form.cleaned_data["email"], client_ip(request)
+        blocked = services.login_throttle_check(email=email, ip=ip)
+        if blocked:
+            form.add_error(None, blocked)
+            status = 429
+        else:
+            user = authenticate(request, username=email, password=form.cleaned_data["password"])
+            if user is None:
+                services.login_failure_record(email=email, ip=ip)
+                form.add_error(
+                    None,
+                    "That e-mail and password do not match an account. "
+                    "Check both, or reset your password.",
+                )
+                status = 400
+            else:
+                services.login_success_reset(email=email)
+                login(request, user)
+                return redirect(next_url or "workspaces:home")
+    elif request.method == "POST":
+        status = 400
+    return render(
+        request, "registration/login.html", {"form": form, "next": next_url}, status=status
+    )
+
+
+# --- Workspaces -------------------------------------------------------------------------
+
+
+@workspace_view()
+@require_GET
+def home(request):
+    memberships = scoped(request, Membership).select_related("user").order_by("user__email")
+    running = scoped(request, Job).filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])[:10]
+    recent = scoped(request, Job).exclude(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])[:5]
+    return render(
+        request,
+        "workspaces/home.html",
+        {"memberships": memberships, "running_jobs": running, "recent_jobs": recent},
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def workspace_create(request):
+    form = WorkspaceForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        workspace = services.workspace_create(
+            name=form.cleaned_data["name"], owner=request.user, ip=client_ip(request)
+        )
+        request.session[SESSION_KEY] = workspace.pk
+        messages.success(request, f"Workspace “{workspace.name}” created. You are its owner.")
+        return _redirect(request, reverse("workspaces:home"))
+    return render(
+        request,
+        "workspaces/create.html",
+        {"form": form},
+        status=400 if form.is_bound else 200,
+    )
+
+
+@login_required
+@require_POST
+def workspace_switch(request):
+    membership = (
+        Membership.objects.filter(user=request.user, workspace_id=request.POST.get("workspace"))
+        .select_related("workspace")
+        .first()
+        if str(request.POST.get("workspace", "")).isdigit()
+        else None
+    )
+    if membership is None:
+        messages.error(request, "You are not a member of that workspace.")
+        return _redirect(request, reverse("workspaces:home"))
+    request.session[SESSION_KEY] = membership.workspace_id
+    messages.info(request, f"Switched to {membership.workspace.name}.")
+    return _redirect(request, reverse("workspaces:home"))
+
+
+@workspace_view(Role.OWNER)
+@require_http_methods(["GET", "POST"])
+def workspace_settings(request):
+    form = WorkspaceForm(request.POST or None, initial={"name": request.workspace.name})
+    if request.method == "POST" and form.is_valid():
+        services.workspace_rename(
+            workspace=request.workspace,
+            name=form.cleaned_data["name"],
+            actor=request.user,
+            ip=client_ip(request),
+        )
+        messages.success(request, "Workspace renamed.")
+        return _redirect(request, reverse("workspaces:settings"))
+    exports = scoped(request, Job).filter(kind="workspace_export")[:10]
+    return render(
+        request,
+        "workspaces/settings.html",
+        {"form": form, "exports": exports},
+        status=400 if form.is_bound else 200,
+    )
+
+
+@workspace_view(Role.OWNER)
+@require_POST
+def workspace_export(request):
+    """Start a ZIP export of the workspace as a background job."""
+    job = job_services.job_start(
+        workspace=request.workspace, kind="workspace_export", created_by=request.user
+    )
+    messages.info(request, "Export started. It keeps running if you leave this page.")
+    return _redirect(request, reverse("jobs:detail", args=[job.pk]))
+
+
+# --- Members ----------------------------------------------------------------------------
+
+
+def _members_context(request, *, invite_form=None, issued=None, issued_invitation=None):
+    membership = request.membership
+    ctx = {
+        "memberships": scoped(request, Membership).select_related("user").order_by("user__email"),
+        "roles": [(r.value, r.label, ROLE_DESCRIPTIONS[r]) for r in Role],
+        "owner_count": scoped(request, Membership).filter(role=Role.OWNER).count(),
+    }
+    if membership.can_manage:
+        ctx["invite_form"] = invite_form or InvitationForm(for_owner=membership.is_owner)
+        ctx["invitations"] = scoped(request, Invitation).select_related("invited_by")[:50]
+        ctx["issued_link"] = issued
+        ctx["issued_invitation"] = issued_invitation
+    return ctx
+
+
+@workspace_view()
+@require_GET
+def members(request):
+    return render(request, "workspaces/members.html", _members_context(request))
+
+
+@workspace_view(Role.MANAGER)
+@require_POST
+def invitation_create(request):
+    form = InvitationForm(request.POST, for_owner=request.membership.is_owner)
+    issued_link = issued_invitation = None
+    status = 400
+    if form.is_valid():
+        try:
+            issued = services.invitation_create(
+                workspace=request.workspace,
+                email=form.cleaned_data["email"],
+                role=form.cleaned_data["role"],
+                inviter_membership=request.membership,
+                base_url=request.build_absolute_uri("/"),
+                ip=client_ip(request),
+            )
+        except services.ActionRefused as exc:
+            form.add_error("email", str(exc))
+        else:
+            issued_link = services.invitation_link(
+                issued.token, base_url=request.build_absolute_uri("/")
+            )
+            issued_invitation = issued.invitation
+            status = 200
+            form = None
+            if not request.htmx:
+                # The link is shown once; a plain POST renders it instead of redirecting.
+                messages.success(request, f"Invitation sent to {issued.invitation.email}.")
+    ctx = _members_context(
+        request, invite_form=form, issued=issued_link, issued_invitation=issued_invitation
+    )
+    template = "workspaces/members.html#invite" if request.htmx else "workspaces/members.html"
+    return render(request, template, ctx, status=status)
+
+
+@workspace_view(Role.MANAGER)
+@require_POST
+def invitation_revoke(request, pk: int):
+    invitation = get_scoped(request, Invitation, pk=pk)
+    try:
+        services.invitation_revoke(
+            invitation=invitation, actor_membership=request.membership, ip=client_ip(request)
+        )
+        messages.success(request, f"Invitation for {invitation.email} revoked.")
+    except services.ActionRefused as exc:
+        messages.error(request, str(exc))
+    return _redirect(request, reverse("workspaces:members"))
+
+
+def _member_action_done(request, error: str | None):
+    if error:
+        messages.error(request, error)
+    if request.htmx:
+        response = render(
+            request, "workspaces/members.html#member-table", _members_context(request)
+        )
+        if error:
+            response.status_code = 400
+        return response
+    return HttpResponseRedirect(reverse("workspaces:members"), status=303)
+
+
+@workspace_view(Role.MANAGER)
+@require_POST
+def member_role(request, pk: int):
+    membership = get_scoped(request, Membership.objects.select_related("user"), pk=pk)
+    form = RoleForm(request.POST)
+    error = None
+    if not form.is_valid():
+        error = "Choose one of the roles: owner, manager, member or viewer."
+    else:
+        try:
+            services.membership_role_change(
+                membership=membership,
+                role=form.cleaned_data["role"],
+                actor_membership=request.membership,
+                ip=client_ip(request),
+            )
+            messages.success(
+                request,
+                f"{membership.user.email} is now {Role(form.cleaned_data['role']).label.lower()}.",
+            )
+        except services.ActionRefused as exc:
+            error = str(exc)
+    return _member_action_done(request, error)
+
+
+@workspace_view(Role.MANAGER)
+@require_POST
+def member_remove(request, pk: int):
+    membership = get_scoped(request, Membership.objects.select_related("user"), pk=pk)
+    error = None
+    try:
+        services.membership_remove(
+            membership=membership, actor_membership=request.membership, ip=client_ip(request)
+        )
+        messages.success(request, f"{membership.user.email} was removed from the workspace.")
+    except services.ActionRefused as exc:
+        error = str(exc)
+    return _member_action_done(request, error)
+
+
+@workspace_view()
+@require_POST
+def workspace_leave(request):
+    name = request.workspace.name
+    try:
+        services.membership_remove(
+            membership=request.membership,
+            actor_membership=request.membership,
+            ip=client_ip(request),
+        )
+    except services.ActionRefused as exc:
+        messages.error(request, str(exc))
+        return _redirect(request, reverse("workspaces:members"))
+    request.session.pop(SESSION_KEY, None)
+    messages.info(request, f"You left {name}.")
+    return _redirect(request, reverse("workspaces:home"))
+
+
+# --- Invitation links -------------------------------------------------------------------
+
+_INVALID_TEXT = {
+    "invalid": (
+        "This invitation link is not valid",
+        "The link is incomplete or was changed. Copy the whole link from the e-mail, "
+        "or ask whoever invited you to send a new one.",
+    ),
+    "expired": (
+        "This invitation has expired",
+        "Invitations work for a limited time. Ask whoever invited you to send a new one.",
+    ),
+    "used": (
+        "This invitation was already used",
+        "Each invitation link works once. If it was you, sign in; otherwise ask for a new one.",
+    ),
+    "revoked": (
+        "This invitation was withdrawn",
+        "Whoever invited you withdrew it. Ask them if you should still join.",
+    ),
+    "mismatch": (
+        "This invitation is for someone else",
+        "You are signed in with a different e-mail address than the one invited. "
+        "Sign out and open the link again, or ask for an invitation to your address.",
+    ),
+}
+
+
+def _invitation_problem(request, reason: str, invitation=None):
+    title, text = _INVALID_TEXT[reason]
+    return render(
+        request,
+        "workspaces/invitation_invalid.html",
+        {"title": title, "text": text, "reason": reason, "invitation": invitation},
+        status=410 if reason in {"expired", "used", "revoked"} else 400,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def invitation_accept(request, token: str):
+    """Public page behind an invitation link: join, sign in first, or create the account."""
+    try:
+        invitation = services.invitation_from_token(token)
+    except services.InvitationInvalid as exc:
+        return _invitation_problem(request, exc.reason, exc.invitation)
+    from .models import User
+
+    ctx = {"invitation": invitation, "token": token}
+    if request.user.is_authenticated:
+        if request.user.email.lower() != invitation.email.lower():
+            return _invitation_problem(request, "mismatch", invitation)
+        if request.method == "POST":
+            try:
+                membership = services.invitation_accept(
+                    token=token, user=request.user, ip=client_ip(request)
+                )
+            except services.InvitationInvalid as exc:
+                return _invitation_problem(request, exc.reason, exc.invitation)
+            request.session[SESSION_KEY] = membership.workspace_id
+            messages.success(request, f"Welcome to {membership.workspace.name}.")
+            return HttpResponseRedirect(reverse("workspaces:home"), status=303)
+        return render(request, "workspaces/invitation_accept.html", ctx)
+
+    if User.objects.filter(email__iexact=invitation.email).exists():
+        ctx["sign_in_url"] = f"{reverse('login')}?next={request.path}"
+        return render(request, "workspaces/invitation_accept.html", ctx)
+
+    form = InvitationSignupForm(request.POST or None, email=invitation.email)
+    if request.method == "POST" and form.is_valid():
+        try:
+            user, membership = services.invitation_signup(
+                token=token,
+                name=form.cleaned_data["name"],
+                password=form.cleaned_data["password1"],
+                ip=client_ip(request),
+            )
+        except services.InvitationInvalid as exc:
+            return _invitation_problem(request, exc.reason, exc.invitation)
+        except services.ActionRefused as exc:
+            form.add_error(None, str(exc))
+        else:
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            request.session[SESSION_KEY] = membership.workspace_id
+            messages.success(request, f"Welcome to {membership.workspace.name}.")
+            return HttpResponseRedirect(reverse("workspaces:home"), status=303)
+    ctx["form"] = form
+    return render(
+        request,
+        "workspaces/invitation_accept.html",
+        ctx,
+        status=400 if form.is_bound and form.errors else 200,
+    )
+
+
+# --- Audit log --------------------------------------------------------------------------
+
+
+@workspace_view(Role.MANAGER)
+@require_GET
+def audit_log(request):
+    entries = scoped(request, AuditEntry)
+    query = request.GET.get("q", "").strip()
+    if query:
+        entries = entries.filter(
+            Q(action__icontains=query)
+            | Q(target__icontains=query)
+            | Q(actor_email__icontains=query)
+        )
+    page = Paginator(entries, 50).get_page(request.GET.get("page"))
+    template = "workspaces/audit.html#entries" if request.htmx else "workspaces/audit.html"
+    return render(request, template, {"page": page, "query": query})

@@ -1,0 +1,23 @@
+"""Top-level URLs.
+
+Media files are never served directly: downloads go through views that check access.
+"""
+
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from apps.workspaces import views as workspace_views
+
+from .health import healthz
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("accounts/login/", workspace_views.sign_in, name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", include("django.contrib.auth.urls")),
+    path("invite/<str:token>/", workspace_views.invitation_accept, name="invitation_accept"),
+    path("jobs/", include("apps.jobs.urls")),
+    path("admin/", admin.site.urls),
+    path("", include("apps.workspaces.urls")),
+]
