@@ -1,6 +1,7 @@
 """Websocket relay of one job's progress to the browser (group ``job.<id>``)."""
 
 import asyncio
+import logging
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -11,6 +12,7 @@ from apps.workspaces.models import Membership
 from .models import Job
 
 POLL_SECONDS = 0.5
+log = logging.getLogger(__name__)
 
 
 @database_sync_to_async
@@ -90,5 +92,11 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
         return not event["finished"]
 
     async def _poll(self):
-        while await self._refresh():
-            await asyncio.sleep(POLL_SECONDS)
+        try:
+            while await self._refresh():
+                await asyncio.sleep(POLL_SECONDS)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the database went away: the page falls back to polling
+            log.warning("job %s: polling for progress failed", self.job_id, exc_info=True)
+            await self.close(code=1011)

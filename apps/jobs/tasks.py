@@ -7,7 +7,7 @@ import threading
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 
 from . import services
 
@@ -41,7 +41,6 @@ class JobTask(Task):
     ignore_result = True
 
     def run_job(self, job_id: int, attempt: int) -> None:
-        close_old_connections()
         job = services.job_claim(job_id=job_id, attempt=attempt)
         if job is None:
             log.info(

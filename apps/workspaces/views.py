@@ -44,7 +44,7 @@ def sign_in(request):
         next_url = ""
     if request.user.is_authenticated and request.method == "GET":
         return redirect(next_url or "workspaces:home")
-    form = SignInForm(request.POST or None)
+    form = SignInForm(request.POST if request.method == "POST" else None)
     status = 200
     if request.method == "POST" and form.is_valid():
         email, ip = form.cleaned_data["email"], client_ip(request)
@@ -92,7 +92,7 @@ def home(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def workspace_create(request):
-    form = WorkspaceForm(request.POST or None)
+    form = WorkspaceForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         workspace = services.workspace_create(
             name=form.cleaned_data["name"], owner=request.user, ip=client_ip(request)
@@ -129,7 +129,9 @@ def workspace_switch(request):
 @workspace_view(Role.OWNER)
 @require_http_methods(["GET", "POST"])
 def workspace_settings(request):
-    form = WorkspaceForm(request.POST or None, initial={"name": request.workspace.name})
+    form = WorkspaceForm(
+        request.POST if request.method == "POST" else None, initial={"name": request.workspace.name}
+    )
     if request.method == "POST" and form.is_valid():
         services.workspace_rename(
             workspace=request.workspace,
@@ -370,7 +372,9 @@ def invitation_accept(request, token: str):
         ctx["sign_in_url"] = f"{reverse('login')}?next={request.path}"
         return render(request, "workspaces/invitation_accept.html", ctx)
 
-    form = InvitationSignupForm(request.POST or None, email=invitation.email)
+    form = InvitationSignupForm(
+        request.POST if request.method == "POST" else None, email=invitation.email
+    )
     if request.method == "POST" and form.is_valid():
         try:
             user, membership = services.invitation_signup(

@@ -1,0 +1,147 @@
+"""The job progress websocket, on the real ASGI application (auth, origin check, routing)."""
+
+import asyncio
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+
+from apps.jobs import services
+from apps.jobs.models import Job, JobStatus
+from studio_site.asgi import application
+from tests.conftest import session_cookie_for
+
+# Consumers reach the database from other threads: rows must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _headers(user=None, origin="http://localhost"):
+    headers = [(b"origin", origin.encode())]
+    if user is not None:
+        cookie = f"{settings.SESSION_COOKIE_NAME}={session_cookie_for(user)}"
+        headers.append((b"cookie", cookie.encode()))
+    return headers
+
+
+def _connect(job_id, headers):
+    return WebsocketCommunicator(application, f"/ws/jobs/{job_id}/", headers=headers)
+
+
+@pytest.fixture
+def job(workspace, owner):
+    return Job.objects.create(workspace=workspace, kind="test_sleep", created_by=owner)
+
+
+def _refused(job_id, headers) -> bool:
+    async def scenario():
+        communicator = _connect(job_id, headers)
+        connected, _ = await communicator.connect()
+        await communicator.disconnect()
+        return not connected
+
+    return async_to_sync(scenario)()
+
+
+def test_anonymous_visitors_are_refused(job):
+    assert _refused(job.pk, _headers())
+
+
+def test_outsiders_are_refused(job, outsider):
+    assert _refused(job.pk, _headers(outsider))
+
+
+def test_a_foreign_origin_is_refused(job, viewer):
+    assert _refused(job.pk, _headers(viewer, origin="http://evil.example"))
+
+
+def test_an_unknown_job_is_refused(job, viewer):
+    assert _refused(987654, _headers(viewer))
+
+
+def test_a_viewer_gets_the_state_then_every_push(job, viewer):
+    headers = _headers(viewer)
+
+    async def scenario():
+        communicator = _connect(job.pk, headers)
+        connected, _ = await communicator.connect()
+        assert connected
+        first = await communicator.receive_json_from(timeout=5)
+        assert first == {
+            "id": job.pk,
+            "status": "queued",
+            "progress": 0,
+            "message": "",
+            "error": "",
+            "finished": False,
+        }
+        layer = get_channel_layer()
+        pushed = {**first, "status": "running", "progress": 40, "message": "Halfway"}
+        await layer.group_send(f"job.{job.pk}", {"type": "job.update", "job": pushed})
+        assert await communicator.receive_json_from(timeout=5) == pushed
+        await communicator.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_a_member_removed_meanwhile_is_disconnected(job, member, workspace):
+    from apps.workspaces.models import Membership
+
+    headers = _headers(member)
+
+    async def scenario():
+        communicator = _connect(job.pk, headers)
+        assert (await communicator.connect())[0]
+        await communicator.receive_json_from(timeout=5)
+        await sync_to_async(Membership.objects.filter(user=member).delete)()
+        await get_channel_layer().group_send(
+            f"job.{job.pk}", {"type": "job.update", "job": {"progress": 50}}
+        )
+        message = await communicator.receive_output(timeout=5)
+        assert message["type"] == "websocket.close"
+
+    async_to_sync(scenario)()
+
+
+def test_with_the_in_memory_layer_the_consumer_follows_the_row(job, viewer, settings):
+    """Embedded mode: workers cannot reach this process's layer, so the consumer polls."""
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    headers = _headers(viewer)
+
+    async def scenario():
+        communicator = _connect(job.pk, headers)
+        assert (await communicator.connect())[0]
+        assert (await communicator.receive_json_from(timeout=5))["status"] == "queued"
+        # Another process would do this; only the database changes, nothing is pushed.
+        await sync_to_async(
+            lambda: Job.objects.filter(pk=job.pk).update(
+                status=JobStatus.RUNNING, progress=30, message="Working"
+            )
+        )()
+        event = await communicator.receive_json_from(timeout=5)
+        assert (event["status"], event["progress"]) == ("running", 30)
+        await sync_to_async(
+            lambda: Job.objects.filter(pk=job.pk).update(status=JobStatus.SUCCEEDED, progress=100)
+        )()
+        event = await communicator.receive_json_from(timeout=5)
+        assert event["finished"] is True
+        await asyncio.sleep(0.1)
+        await communicator.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_cancel_from_the_web_is_pushed(job, viewer, owner):
+    headers = _headers(viewer)
+
+    async def scenario():
+        communicator = _connect(job.pk, headers)
+        assert (await communicator.connect())[0]
+        await communicator.receive_json_from(timeout=5)
+        await sync_to_async(services.job_cancel)(job=job)
+        event = await communicator.receive_json_from(timeout=5)
+        assert (event["status"], event["finished"]) == ("cancelled", True)
+        await communicator.disconnect()
+
+    async_to_sync(scenario)()
