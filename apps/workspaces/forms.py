@@ -6,7 +6,15 @@ from django.contrib.auth import password_validation
 from .models import Role, User
 
 
-class SignInForm(forms.Form):
+class StudioForm(forms.Form):
+    """Labels without Django's trailing colon, as everywhere else in the studio."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+
+
+class SignInForm(StudioForm):
     email = forms.EmailField(
         label="E-mail",
         widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True}),
@@ -21,7 +29,7 @@ class SignInForm(forms.Form):
         return self.cleaned_data["email"].strip().lower()
 
 
-class WorkspaceForm(forms.Form):
+class WorkspaceForm(StudioForm):
     name = forms.CharField(
         label="Workspace name",
         max_length=100,
@@ -39,7 +47,7 @@ def _role_choices(*, for_owner: bool):
     return [(r.value, r.label) for r in Role if for_owner or r != Role.OWNER]
 
 
-class InvitationForm(forms.Form):
+class InvitationForm(StudioForm):
     email = forms.EmailField(
         label="E-mail address",
         widget=forms.EmailInput(attrs={"placeholder": "teammate@example.com"}),
@@ -51,11 +59,11 @@ class InvitationForm(forms.Form):
         self.fields["role"].choices = _role_choices(for_owner=for_owner)
 
 
-class RoleForm(forms.Form):
+class RoleForm(StudioForm):
     role = forms.ChoiceField(label="Role", choices=Role.choices)
 
 
-class InvitationSignupForm(forms.Form):
+class InvitationSignupForm(StudioForm):
     """Create the account of an invited person; the e-mail comes from the invitation."""
 
     name = forms.CharField(label="Your name", max_length=150, required=False)

@@ -1,0 +1,150 @@
+"""A team lead's first day, in a real Chromium against a real Daphne server and Celery worker:
+sign in, invite a teammate who joins from another browser, export the workspace and download it.
+"""
+
+import io
+import json
+import os
+import re
+import shutil
+import zipfile
+
+import pytest
+
+from tests.conftest import IN_CI
+from tests.factories import PASSWORD, make_user, make_workspace
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def browser():
+    if not os.path.exists(CHROMIUM):
+        if IN_CI:
+            pytest.fail("Chromium is missing: .ci/run installs Debian's chromium package")
+        pytest.skip("Debian's chromium is not installed here (apt-get install chromium)")
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
+    # in between are ordinary blocking calls.
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def test_invite_a_teammate_then_export_and_download(browser, daphne_server, celery_worker):
+    from playwright.sync_api import expect
+
+    owner = make_user("lead@example.com", name="Lena Lead")
+    make_workspace("Acme audio", owner=owner)
+
+    lead = browser.new_context(base_url=daphne_server.url, accept_downloads=True)
+    page = lead.new_page()
+    page.goto("/")
+    expect(page).to_have_url(re.compile(r"/accounts/login/"))
+    page.get_by_label("E-mail").fill("lead@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Acme audio", level=1)).to_be_visible()
+
+    # Invite a teammate; the link is shown to copy.
+    page.get_by_role("link", name="Members").click()
+    page.get_by_label("E-mail address").fill("nia@example.com")
+    page.get_by_label("Role", exact=True).select_option("member")
+    page.get_by_role("button", name="Send invitation").click()
+    link_box = page.locator("[data-invite-link]")
+    expect(link_box).to_be_visible()
+    link = link_box.input_value()
+    assert "/invite/" in link
+    expect(page.get_by_text("nia@example.com")).to_be_visible()
+
+    # The teammate opens the link in their own browser and creates an account.
+    teammate = browser.new_context(base_url=daphne_server.url)
+    other = teammate.new_page()
+    other.goto(link)
+    expect(other.get_by_role("heading", name="Join Acme audio")).to_be_visible()
+    other.get_by_label("Your name").fill("Nia New")
+    other.get_by_label("Choose a password").fill("a long fresh passphrase")
+    other.get_by_label("Repeat the password").fill("a long fresh passphrase")
+    other.get_by_role("button", name="Create account and join").click()
+    expect(other.get_by_role("heading", name="Acme audio", level=1)).to_be_visible()
+    expect(other.get_by_text("You are member here")).to_be_visible()
+
+    # Both appear on the lead's Members page.
+    page.reload()
+    table = page.locator("#member-table")
+    expect(table).to_contain_text("lead@example.com")
+    expect(table).to_contain_text("nia@example.com")
+
+    # Export the workspace and watch the job finish live.
+    page.get_by_role("link", name="Settings").click()
+    page.get_by_role("button", name="Export workspace").click()
+    expect(page).to_have_url(re.compile(r"/jobs/\d+/$"))
+    status = page.locator("[data-job-status]")
+    expect(status).to_have_text("Succeeded", timeout=60_000)
+    expect(page.locator("[data-job-bar]")).to_have_attribute("value", "100")
+    download_link = page.locator("[data-job-download]")
+    expect(download_link).to_be_visible()
+    with page.expect_download() as info:
+        download_link.click()
+    download = info.value
+    assert download.suggested_filename.endswith(".zip")
+    with open(download.path(), "rb") as handle:
+        archive = zipfile.ZipFile(io.BytesIO(handle.read()))
+    members = {(m["email"], m["role"]) for m in json.loads(archive.read("members.json"))}
+    assert members == {("lead@example.com", "owner"), ("nia@example.com", "member")}
+    actions = [a["action"] for a in json.loads(archive.read("audit_log.json"))]
+    assert "invitation.created" in actions and "invitation.accepted" in actions
+
+    teammate.close()
+    lead.close()
+
+
+def test_progress_bar_moves_live_on_the_jobs_page(browser, daphne_server, celery_worker):
+    """A slower job: the bar is seen between 0 and 100 before it completes, without reloads."""
+    from playwright.sync_api import expect
+
+    from apps.jobs import services
+
+    owner = make_user("lead@example.com")
+    workspace = make_workspace("Acme audio", owner=owner)
+    context = browser.new_context(base_url=daphne_server.url)
+    page = context.new_page()
+    page.goto("/accounts/login/")
+    page.get_by_label("E-mail").fill("lead@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    job = services.job_start(
+        workspace=workspace,
+        kind="test_sleep",
+        created_by=owner,
+        params={"steps": 10, "step_seconds": 0.4},
+    )
+    page.goto(f"/jobs/{job.pk}/")
+    bar = page.locator("[data-job-bar]")
+    seen = set()
+    page.wait_for_function(
+        "() => { const v = +document.querySelector('[data-job-bar]').value;"
+        " return v > 0 && v < 100; }",
+        timeout=30_000,
+    )
+    seen.add(int(bar.get_attribute("value") or 0))
+    # The update came over the websocket: the card is marked live (htmx polling is off).
+    expect(page.locator(f"#job-card-{job.pk}[data-live]")).to_have_count(1)
+    expect(page.locator("[data-job-status]")).to_have_text("Succeeded", timeout=60_000)
+    assert any(0 < v < 100 for v in seen)
+    context.close()
