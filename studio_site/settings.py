@@ -101,7 +101,7 @@ def database_from_url(url: str) -> dict:
 
 # --- Core -------------------------------------------------------------------------------
 
-VAR_DIR = Path(env_str("CHORUS_VAR_DIR") or BASE_DIR / "var").resolve()
+VAR_DIR = (BASE_DIR / (env_str("CHORUS_VAR_DIR") or "var")).resolve()  # relative to the repo
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", True)
