@@ -11,7 +11,7 @@ from apps.workspaces.models import Membership
 
 from .models import Job
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.25
 log = logging.getLogger(__name__)
 
 
@@ -32,7 +32,7 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
 
     Workers push changes through the channel layer. With the embedded in-memory layer a
     worker (another process) cannot reach this one, so the consumer reads the row itself
-    every half second instead: the browser sees live progress either way.
+    every quarter second instead: the browser sees live progress either way.
     """
 
     poll_task: asyncio.Task | None = None

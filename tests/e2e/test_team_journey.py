@@ -148,3 +148,34 @@ def test_progress_bar_moves_live_on_the_jobs_page(browser, daphne_server, celery
     expect(page.locator("[data-job-status]")).to_have_text("Succeeded", timeout=60_000)
     assert any(0 < v < 100 for v in seen)
     context.close()
+
+
+def test_without_websockets_the_page_falls_back_to_polling(browser, daphne_server, celery_worker):
+    """A proxy that drops websockets: the bar still reaches done, fetched by htmx polling."""
+    from playwright.sync_api import expect
+
+    from apps.jobs import services
+
+    owner = make_user("lead@example.com")
+    workspace = make_workspace("Acme audio", owner=owner)
+    context = browser.new_context(base_url=daphne_server.url)
+    context.add_init_script("delete window.WebSocket;")
+    page = context.new_page()
+    page.goto("/accounts/login/")
+    page.get_by_label("E-mail").fill("lead@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    job = services.job_start(
+        workspace=workspace,
+        kind="test_sleep",
+        created_by=owner,
+        params={"steps": 6, "step_seconds": 0.5},
+    )
+    polls = []
+    page.on("request", lambda r: polls.append(r.url) if r.headers.get("hx-request") else None)
+    page.goto(f"/jobs/{job.pk}/")
+    expect(page.locator(f"#job-card-{job.pk}[data-live]")).to_have_count(0)
+    expect(page.locator("[data-job-status]")).to_have_text("Succeeded", timeout=60_000)
+    expect(page.locator("[data-job-bar]")).to_have_attribute("value", "100")
+    assert len(polls) >= 2 and all(url.endswith(f"/jobs/{job.pk}/") for url in polls)
+    context.close()

@@ -35,7 +35,8 @@ def test_the_detail_partial_is_what_polling_fetches(client_as, viewer, workspace
     )
     body = client_as(viewer, **HTMX).get(reverse("jobs:detail", args=[job.pk])).content.decode()
     assert "<html" not in body
-    assert body.strip().startswith('<section class="card job-card"')
+    assert body.strip().startswith(f'<div class="job-card" id="job-card-{job.pk}"')
+    assert "Details" in body  # the facts refresh with the bar
     assert "every 2s[!this.dataset.live]" in body
     page = client_as(viewer).get(reverse("jobs:detail", args=[job.pk])).content.decode()
     assert "<html" in page and "Cancel job" not in page  # viewers cannot cancel
