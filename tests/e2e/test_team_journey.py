@@ -46,6 +46,13 @@ def browser():
     os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
+def _sign_in(page, email, password=PASSWORD):
+    page.goto("/accounts/login/")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
 def test_invite_a_teammate_then_export_and_download(browser, daphne_server, celery_worker):
     from playwright.sync_api import expect
 
@@ -56,9 +63,7 @@ def test_invite_a_teammate_then_export_and_download(browser, daphne_server, cele
     page = lead.new_page()
     page.goto("/")
     expect(page).to_have_url(re.compile(r"/accounts/login/"))
-    page.get_by_label("E-mail").fill("lead@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    _sign_in(page, "lead@example.com")
     expect(page.get_by_role("heading", name="Acme audio", level=1)).to_be_visible()
 
     # Invite a teammate; the link is shown to copy.
@@ -124,10 +129,7 @@ def test_progress_bar_moves_live_on_the_jobs_page(browser, daphne_server, celery
     workspace = make_workspace("Acme audio", owner=owner)
     context = browser.new_context(base_url=daphne_server.url)
     page = context.new_page()
-    page.goto("/accounts/login/")
-    page.get_by_label("E-mail").fill("lead@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    _sign_in(page, "lead@example.com")
     job = services.job_start(
         workspace=workspace,
         kind="test_sleep",
@@ -161,10 +163,7 @@ def test_without_websockets_the_page_falls_back_to_polling(browser, daphne_serve
     context = browser.new_context(base_url=daphne_server.url)
     context.add_init_script("delete window.WebSocket;")
     page = context.new_page()
-    page.goto("/accounts/login/")
-    page.get_by_label("E-mail").fill("lead@example.com")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    _sign_in(page, "lead@example.com")
     job = services.job_start(
         workspace=workspace,
         kind="test_sleep",
