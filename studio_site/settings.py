@@ -256,6 +256,12 @@ CHORUS_LOGIN_MAX_FAILURES_PER_ACCOUNT = env_int(
 CHORUS_LOGIN_MAX_FAILURES_PER_IP = env_int("CHORUS_LOGIN_MAX_FAILURES_PER_IP", 20, minimum=1)
 CHORUS_LOGIN_WINDOW_SECONDS = env_int("CHORUS_LOGIN_WINDOW_SECONDS", 900, minimum=1)
 
+# Fernet key for secrets stored in the database (upstream API keys). Derived from SECRET_KEY
+# when unset (see .env.example for how to generate one).
+CHORUS_ENCRYPTION_KEY = env_str("CHORUS_ENCRYPTION_KEY")
+# Where a new ElevenLabs connection points by default.
+CHORUS_ELEVENLABS_BASE_URL = env_str("CHORUS_ELEVENLABS_BASE_URL", "https://api.elevenlabs.io")
+
 CHORUS_INVITATION_DAYS = env_int("CHORUS_INVITATION_DAYS", 7, minimum=1)
 CHORUS_ADMIN_EMAIL = env_str("CHORUS_ADMIN_EMAIL", "admin@chorus.local")
 CHORUS_ADMIN_PASSWORD = env_str("CHORUS_ADMIN_PASSWORD", "")

@@ -59,6 +59,8 @@ VIEWS = [
     ("workspaces:settings", None, "get", None, Role.OWNER),
     ("workspaces:settings", None, "post", {"name": "Renamed"}, Role.OWNER),
     ("workspaces:export", None, "post", {}, Role.OWNER),
+    ("workspaces:engine", None, "get", None, Role.OWNER),
+    ("workspaces:engine", None, "post", {"kind": "local"}, Role.OWNER),
     ("workspaces:invite", None, "post", {"email": "x@example.com", "role": "member"}, Role.MANAGER),
     ("workspaces:member_role", "viewer_membership", "post", {"role": "member"}, Role.MANAGER),
     ("workspaces:member_remove", "viewer_membership", "post", {}, Role.MANAGER),
@@ -115,8 +117,8 @@ def test_anonymous_is_sent_to_sign_in(client_as, things, name, key, method, data
     assert response["Location"].startswith(reverse("login"))
 
 
-# Settings takes GET and POST; its other methods are checked on their own below.
-ONE_METHOD = [v for v in VIEWS if v[0] != "workspaces:settings"]
+# Settings pages take GET and POST; their other methods are checked on their own below.
+ONE_METHOD = [v for v in VIEWS if v[0] not in {"workspaces:settings", "workspaces:engine"}]
 
 
 @pytest.mark.parametrize(
@@ -129,10 +131,11 @@ def test_the_wrong_method_is_rejected(client_as, owner, things, name, key, metho
     assert response.status_code == 405
 
 
-def test_settings_rejects_put_and_delete(client_as, owner, workspace):
+def test_settings_pages_reject_put_and_delete(client_as, owner, workspace):
     client = client_as(owner)
-    assert client.put(reverse("workspaces:settings")).status_code == 405
-    assert client.delete(reverse("workspaces:settings")).status_code == 405
+    for name in ("workspaces:settings", "workspaces:engine"):
+        assert client.put(reverse(name)).status_code == 405
+        assert client.delete(reverse(name)).status_code == 405
 
 
 def test_a_member_cannot_cancel_a_teammates_job(client_as, member, workspace, owner):

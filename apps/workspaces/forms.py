@@ -3,7 +3,7 @@
 from django import forms
 from django.contrib.auth import password_validation
 
-from .models import Role, User
+from .models import EngineKind, Role, User
 
 
 class StudioForm(forms.Form):
@@ -95,4 +95,48 @@ class InvitationSignupForm(StudioForm):
                 )
             except forms.ValidationError as exc:
                 self.add_error("password1", exc)
+        return cleaned
+
+
+class EngineSettingsForm(StudioForm):
+    kind = forms.ChoiceField(label="Engine", choices=EngineKind.choices, widget=forms.RadioSelect)
+    api_key = forms.CharField(
+        label="ElevenLabs API key",
+        required=False,
+        strip=True,
+        max_length=200,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+        help_text="Stored encrypted. Leave empty to keep the current key.",
+    )
+    remove_key = forms.BooleanField(label="Remove the stored key", required=False)
+    base_url = forms.URLField(
+        label="API base URL",
+        required=False,
+        assume_scheme="https",
+        help_text="Leave empty for the default. Regional or self-hosted gateways go here.",
+    )
+
+    def __init__(self, *args, has_key: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.has_key = has_key
+
+    def clean_api_key(self):
+        key = self.cleaned_data["api_key"]
+        if key and (len(key) < 8 or any(c.isspace() for c in key)):
+            raise forms.ValidationError("This does not look like an API key.")
+        return key or None
+
+    def clean_base_url(self):
+        url = self.cleaned_data["base_url"]
+        if url and not url.startswith(("http://", "https://")):
+            raise forms.ValidationError("Use an http:// or https:// address.")
+        return url
+
+    def clean(self):
+        cleaned = super().clean()
+        keeps_key = self.has_key and not cleaned.get("remove_key")
+        if cleaned.get("kind") == EngineKind.ELEVENLABS and not (
+            cleaned.get("api_key") or keeps_key
+        ):
+            self.add_error("api_key", "The ElevenLabs engine needs an API key.")
         return cleaned

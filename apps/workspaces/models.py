@@ -207,3 +207,35 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_email} {self.action} {self.target}"
+
+
+class EngineKind(models.TextChoices):
+    LOCAL = "local", "Local (offline, built in)"
+    ELEVENLABS = "elevenlabs", "ElevenLabs"
+
+
+class EngineSettings(models.Model):
+    """Which engine a workspace uses, and its ElevenLabs connection.
+
+    The API key is stored encrypted (``apps.workspaces.crypto``); only its last four
+    characters are ever shown again.
+    """
+
+    workspace = models.OneToOneField(
+        Workspace, on_delete=models.CASCADE, related_name="engine_settings"
+    )
+    kind = models.CharField(max_length=16, choices=EngineKind.choices, default=EngineKind.LOCAL)
+    api_key_encrypted = models.TextField(blank=True)
+    api_key_last4 = models.CharField(max_length=4, blank=True)
+    base_url = models.URLField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "engine settings"
+
+    def __str__(self) -> str:
+        return f"{self.workspace}: {self.kind}"
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.api_key_encrypted)

@@ -1,11 +1,14 @@
 """Business logic of workspaces: creation, roles, invitations, audit, sign-in throttling, export."""
 
+import hashlib
 import io
 import json
 import logging
 import secrets
+import threading
 import zipfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core import signing
@@ -17,7 +20,17 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from .models import AuditEntry, Invitation, Membership, Role, User, Workspace
+from . import crypto
+from .models import (
+    AuditEntry,
+    EngineKind,
+    EngineSettings,
+    Invitation,
+    Membership,
+    Role,
+    User,
+    Workspace,
+)
 
 log = logging.getLogger(__name__)
 
@@ -502,3 +515,126 @@ def workspace_export_run(*, job, progress) -> dict:
         data={"job": job.pk, "bytes": buffer.tell()},
     )
     return {"file": path, "filename": filename, "size": buffer.getbuffer().nbytes}
+
+
+# --- Engine settings --------------------------------------------------------------------
+
+_engine_cache: dict[tuple, object] = {}
+_engine_lock = threading.Lock()
+
+
+def engine_settings_for(workspace: Workspace) -> EngineSettings:
+    """The workspace's engine settings (the local engine until an owner changes them)."""
+    row = EngineSettings.objects.filter(workspace=workspace).first()
+    return row or EngineSettings(workspace=workspace, kind=EngineKind.LOCAL)
+
+
+@transaction.atomic
+def engine_settings_update(
+    *,
+    workspace: Workspace,
+    actor: User,
+    kind: str,
+    api_key: str | None,
+    remove_key: bool = False,
+    base_url: str = "",
+    ip: str | None = None,
+) -> EngineSettings:
+    """Change the engine; a new ``api_key`` is encrypted, ``None`` keeps the stored one."""
+    row, _ = EngineSettings.objects.select_for_update().get_or_create(workspace=workspace)
+    before = {"kind": row.kind, "base_url": row.base_url, "key": row.api_key_last4}
+    key_changed = False
+    if remove_key:
+        row.api_key_encrypted, row.api_key_last4 = "", ""
+        key_changed = True
+    elif api_key:
+        row.api_key_encrypted = crypto.encrypt(api_key)
+        row.api_key_last4 = api_key[-4:]
+        key_changed = True
+    if kind == EngineKind.ELEVENLABS and not row.api_key_encrypted:
+        raise ActionRefused("The ElevenLabs engine needs an API key.")
+    row.kind = EngineKind(kind)
+    row.base_url = base_url.strip().rstrip("/")
+    row.save()
+    audit_record(
+        workspace=workspace,
+        actor=actor,
+        action="engine.changed",
+        target=row.kind,
+        data={
+            "from": before["kind"],
+            "to": row.kind,
+            "base_url": row.base_url,
+            "key_changed": key_changed,
+            "key_removed": remove_key,
+        },
+        ip=ip,
+    )
+    cache.delete(f"engine-status:{workspace.pk}")
+    return row
+
+
+def engine_for(workspace: Workspace):
+    """The engine this workspace uses, built once per process and configuration."""
+    row = engine_settings_for(workspace)
+    if row.kind == EngineKind.ELEVENLABS:
+        key = crypto.decrypt(row.api_key_encrypted)
+        base_url = row.base_url or settings.CHORUS_ELEVENLABS_BASE_URL
+        cache_key = ("elevenlabs", workspace.pk, hashlib.sha256(key.encode()).hexdigest(), base_url)
+        with _engine_lock:
+            engine = _engine_cache.get(cache_key)
+            if engine is None:
+                from apps.engines.elevenlabs.client import ElevenLabsEngine
+
+                engine = ElevenLabsEngine(api_key=key, base_url=base_url, workspace=workspace.slug)
+                _engine_cache[cache_key] = engine
+        return engine
+    from apps.engines.local.engine import local_engine
+
+    return local_engine()
+
+
+@dataclass(frozen=True)
+class EngineCheck:
+    ok: bool
+    engine: str
+    tier: str = ""
+    character_count: int | None = None
+    character_limit: int | None = None
+    next_reset: object = None
+    error: str = ""
+
+
+def engine_test_connection(*, workspace: Workspace) -> EngineCheck:
+    """Ask the engine who we are (user and subscription): what Settings → Engine shows."""
+    from apps.engines.base import EngineError
+
+    row = engine_settings_for(workspace)
+    try:
+        engine = engine_for(workspace)
+        engine.user()
+        sub = engine.subscription()
+    except (EngineError, crypto.SecretUnreadable) as exc:
+        check = EngineCheck(ok=False, engine=row.kind, error=getattr(exc, "message", str(exc)))
+    else:
+        reset = (
+            datetime.fromtimestamp(sub.next_character_count_reset_unix, tz=UTC)
+            if sub.next_character_count_reset_unix
+            else None
+        )
+        check = EngineCheck(
+            ok=True,
+            engine=row.kind,
+            tier=sub.tier,
+            character_count=sub.character_count,
+            character_limit=sub.character_limit,
+            next_reset=reset,
+        )
+    cache.set(f"engine-status:{workspace.pk}", check, timeout=120)
+    return check
+
+
+def engine_status(*, workspace: Workspace) -> EngineCheck:
+    """The last known answer of the workspace's engine (checked at most every two minutes)."""
+    check = cache.get(f"engine-status:{workspace.pk}")
+    return check if check is not None else engine_test_connection(workspace=workspace)

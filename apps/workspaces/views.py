@@ -17,7 +17,14 @@ from apps.jobs.models import Job, JobStatus
 
 from . import services
 from .access import get_scoped, scoped, workspace_view
-from .forms import InvitationForm, InvitationSignupForm, RoleForm, SignInForm, WorkspaceForm
+from .forms import (
+    EngineSettingsForm,
+    InvitationForm,
+    InvitationSignupForm,
+    RoleForm,
+    SignInForm,
+    WorkspaceForm,
+)
 from .middleware import SESSION_KEY
 from .models import ROLE_DESCRIPTIONS, AuditEntry, Invitation, Membership, Role
 
@@ -145,7 +152,11 @@ def workspace_settings(request):
     return render(
         request,
         "workspaces/settings.html",
-        {"form": form, "exports": exports},
+        {
+            "form": form,
+            "exports": exports,
+            "engine": services.engine_settings_for(request.workspace),
+        },
         status=400 if form.is_bound else 200,
     )
 
@@ -418,3 +429,52 @@ def audit_log(request):
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
     template = "workspaces/audit.html#entries" if request.htmx else "workspaces/audit.html"
     return render(request, template, {"page": page, "query": query})
+
+
+# --- Engine settings --------------------------------------------------------------------
+
+
+@workspace_view(Role.OWNER)
+@require_http_methods(["GET", "POST"])
+def engine_settings(request):
+    row = services.engine_settings_for(request.workspace)
+    form = EngineSettingsForm(
+        request.POST if request.method == "POST" else None,
+        initial={"kind": row.kind, "base_url": row.base_url},
+        has_key=row.has_api_key,
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.engine_settings_update(
+                workspace=request.workspace,
+                actor=request.user,
+                kind=form.cleaned_data["kind"],
+                api_key=form.cleaned_data["api_key"],
+                remove_key=form.cleaned_data["remove_key"],
+                base_url=form.cleaned_data["base_url"],
+                ip=client_ip(request),
+            )
+        except services.ActionRefused as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, "Engine settings saved.")
+            return _redirect(request, reverse("workspaces:engine"))
+    return render(
+        request,
+        "workspaces/engine.html",
+        {"form": form, "engine": row},
+        status=400 if form.is_bound else 200,
+    )
+
+
+@workspace_view(Role.OWNER)
+@require_POST
+def engine_test(request):
+    """Call the engine's user and subscription endpoints and show what came back."""
+    check = services.engine_test_connection(workspace=request.workspace)
+    template = "workspaces/engine.html#check" if request.htmx else "workspaces/engine.html"
+    row = services.engine_settings_for(request.workspace)
+    form = EngineSettingsForm(
+        initial={"kind": row.kind, "base_url": row.base_url}, has_key=row.has_api_key
+    )
+    return render(request, template, {"form": form, "engine": row, "check": check})

@@ -1,0 +1,76 @@
+"""Settings → Engine: the ElevenLabs key is encrypted at rest, never shown again, audited."""
+
+import pytest
+from django.urls import reverse
+
+from apps.workspaces import crypto
+from apps.workspaces.models import AuditEntry, EngineKind, EngineSettings
+
+KEY = "sk_live_0123456789abcdefWXYZ"
+
+
+def _save(client, **data):
+    return client.post(reverse("workspaces:engine"), {"kind": "elevenlabs", **data})
+
+
+def test_the_key_is_stored_encrypted_and_only_its_last_four_shown(client_as, owner, workspace):
+    client = client_as(owner)
+    assert _save(client, api_key=KEY, base_url="https://api.eu.example").status_code == 303
+    row = EngineSettings.objects.get(workspace=workspace)
+    assert row.kind == EngineKind.ELEVENLABS
+    assert KEY not in row.api_key_encrypted
+    assert crypto.decrypt(row.api_key_encrypted) == KEY
+    assert row.api_key_last4 == "WXYZ"
+    assert row.base_url == "https://api.eu.example"
+    for url in (reverse("workspaces:engine"), reverse("workspaces:settings")):
+        page = client.get(url).content.decode()
+        assert KEY not in page and KEY[:-4] not in page
+        assert "WXYZ" in page
+    entry = AuditEntry.objects.get(action="engine.changed")
+    assert entry.data["to"] == "elevenlabs" and entry.data["key_changed"] is True
+    assert KEY not in str(entry.data)
+
+
+def test_an_empty_key_keeps_the_stored_one(client_as, owner, workspace):
+    client = client_as(owner)
+    _save(client, api_key=KEY)
+    assert _save(client, api_key="").status_code == 303
+    row = EngineSettings.objects.get(workspace=workspace)
+    assert crypto.decrypt(row.api_key_encrypted) == KEY
+    assert AuditEntry.objects.filter(action="engine.changed").first().data["key_changed"] is False
+
+
+def test_elevenlabs_without_a_key_is_a_field_error(client_as, owner, workspace):
+    response = _save(client_as(owner))
+    assert response.status_code == 400
+    assert "needs an API key" in response.content.decode()
+    assert not EngineSettings.objects.exists()
+
+
+def test_bad_inputs_are_field_errors(client_as, owner, workspace):
+    client = client_as(owner)
+    for data, message in [
+        ({"api_key": "short"}, "does not look like an API key"),
+        ({"api_key": KEY, "base_url": "ftp://x.example"}, "Use an http:// or https:// address"),
+        ({"api_key": KEY, "kind": "mystery"}, "Select a valid choice"),
+    ]:
+        response = client.post(reverse("workspaces:engine"), {"kind": "elevenlabs", **data})
+        assert response.status_code == 400, data
+        assert message in response.content.decode(), data
+    assert not EngineSettings.objects.exists()
+
+
+def test_removing_the_key_returns_to_local(client_as, owner, workspace):
+    client = client_as(owner)
+    _save(client, api_key=KEY)
+    response = client.post(reverse("workspaces:engine"), {"kind": "local", "remove_key": "on"})
+    assert response.status_code == 303
+    row = EngineSettings.objects.get(workspace=workspace)
+    assert (row.kind, row.api_key_encrypted, row.api_key_last4) == ("local", "", "")
+
+
+def test_a_key_encrypted_under_another_secret_is_reported_not_crashed(settings, db):
+    token = crypto.encrypt(KEY)
+    settings.SECRET_KEY = "rotated" * 8
+    with pytest.raises(crypto.SecretUnreadable, match="Enter it again"):
+        crypto.decrypt(token)
