@@ -5,6 +5,7 @@ With no environment at all Chorus runs embedded: SQLite, files and a broker fold
 PostgreSQL and Redis; nothing else has to change.
 """
 
+import math
 import os
 import secrets
 from pathlib import Path
@@ -56,14 +57,18 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
-def env_float(name: str, default: float) -> float:
+def env_float(name: str, default: float, *, minimum: float = 0.0) -> float:
+    """A strict, finite number of at least ``minimum``."""
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
     try:
-        return float(raw.strip())
+        value = float(raw.strip())
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from exc
+    if not math.isfinite(value) or value < minimum:
+        raise ImproperlyConfigured(f"{name}={raw!r} must be a finite number of at least {minimum}.")
+    return value
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
@@ -93,7 +98,8 @@ def database_from_url(url: str) -> dict:
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
             "OPTIONS": options,
-            "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+            # Persistent connections do not suit ASGI (Django's docs): 0 unless asked for.
+            "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
             "CONN_HEALTH_CHECKS": True,
         }
     raise ImproperlyConfigured(f"DATABASE_URL scheme {parts.scheme!r} is not supported.")
@@ -119,8 +125,10 @@ def _secret_key() -> str:
     # Embedded default: generated once and kept under var/ so sessions survive restarts.
     path = VAR_DIR / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
+        # Created 0600 from the start: never readable by others, not even for a moment.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(50))
     return path.read_text().strip()
 
 
@@ -238,6 +246,7 @@ FILE_UPLOAD_PERMISSIONS = 0o640
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "workspaces:home"
 LOGOUT_REDIRECT_URL = "login"
+AUTHENTICATION_BACKENDS = ["apps.workspaces.backends.ThrottledBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {
@@ -269,9 +278,9 @@ CHORUS_ADMIN_PASSWORD = env_str("CHORUS_ADMIN_PASSWORD", "")
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
-SECURE_PROXY_SSL_HEADER = (
-    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("CHORUS_BEHIND_TLS_PROXY", False) else None
-)
+# Behind a reverse proxy that sets X-Forwarded-For / -Proto (and strips clients' own).
+CHORUS_BEHIND_PROXY = env_bool("CHORUS_BEHIND_TLS_PROXY", False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if CHORUS_BEHIND_PROXY else None
 X_FRAME_OPTIONS = "DENY"
 
 # --- E-mail -----------------------------------------------------------------------------
@@ -330,10 +339,15 @@ CELERY_BEAT_SCHEDULE = {
 }
 
 # Jobs: a running job whose worker has not written a heartbeat for this long is failed.
-CHORUS_JOB_HEARTBEAT_SECONDS = env_float("CHORUS_JOB_HEARTBEAT_SECONDS", 5.0)
-CHORUS_JOB_STALE_SECONDS = env_float("CHORUS_JOB_STALE_SECONDS", 60.0)
+CHORUS_JOB_HEARTBEAT_SECONDS = env_float("CHORUS_JOB_HEARTBEAT_SECONDS", 5.0, minimum=0.1)
+CHORUS_JOB_STALE_SECONDS = env_float("CHORUS_JOB_STALE_SECONDS", 60.0, minimum=1.0)
+if CHORUS_JOB_STALE_SECONDS < 2 * CHORUS_JOB_HEARTBEAT_SECONDS:
+    raise ImproperlyConfigured(
+        "CHORUS_JOB_STALE_SECONDS must be at least twice CHORUS_JOB_HEARTBEAT_SECONDS, "
+        "or healthy jobs would be failed by the sweeper."
+    )
 CHORUS_JOB_MAX_RETRIES = env_int("CHORUS_JOB_MAX_RETRIES", 4, minimum=0)
-CHORUS_JOB_RETRY_BASE_SECONDS = env_float("CHORUS_JOB_RETRY_BASE_SECONDS", 2.0)
+CHORUS_JOB_RETRY_BASE_SECONDS = env_float("CHORUS_JOB_RETRY_BASE_SECONDS", 2.0, minimum=0.01)
 # What each job kind runs: kind -> dotted path of a function(job, progress).
 CHORUS_JOB_KINDS = {
     "workspace_export": "apps.workspaces.services.workspace_export_run",

@@ -87,6 +87,11 @@ def _url(name, key, things):
 def test_each_role_gets_the_right_answer(
     client_as, cast, things, workspace, name, key, method, data, minimum, role, htmx
 ):
+    before = {
+        "members": workspace.memberships.count(),
+        "invitations": workspace.invitations.count(),
+        "jobs": workspace.jobs.count(),
+    }
     client = client_as(cast[role], **(HTMX if htmx else {}))
     url = _url(name, key, things)
     response = getattr(client, method)(url, data) if method == "post" else client.get(url)
@@ -95,13 +100,22 @@ def test_each_role_gets_the_right_answer(
             assert response.status_code == 404, response.content[:300]
         else:
             # Not an object of ``workspace``: the outsider acts in their own workspace and
-            # must never see this one's people or data.
+            # must never see or change this one's people or data.
+            assert response.status_code < 500
             body = response.content.decode()
             assert "Acme audio" not in body
             assert "member@example.com" not in body
+            workspace.refresh_from_db()
+            assert workspace.name == "Acme audio"
+            assert workspace.memberships.count() == before["members"]
+            assert workspace.invitations.count() == before["invitations"]
+            assert workspace.jobs.count() == before["jobs"]
         return
     if RANK[role] >= ROLE_RANK[Role(minimum)]:
         assert response.status_code in {200, 204, 302, 303}, (role, response.status_code)
+        if response.status_code in {302, 303}:  # a success, not a bounce to sign-in
+            assert not response["Location"].startswith(reverse("login"))
+            assert response["Location"] != reverse("workspaces:create")
     else:
         assert response.status_code == 403, (role, response.status_code)
 

@@ -47,13 +47,17 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self.close()
             return
-        event = await _job_event_for(user, self.job_id)
-        if event is None:  # unknown job or not a member: refused before accept
-            await self.close()
+        if await _job_event_for(user, self.job_id) is None:
+            await self.close()  # unknown job or not a member: refused before accept
             return
         self.group_name = f"job.{self.job_id}"
+        # Join first, then read: a push that lands in between is not lost.
         await self.channel_layer.group_add(self.group_name, self.channel_name)
         await self.accept()
+        event = await _job_event_for(user, self.job_id)
+        if event is None:
+            await self.close(code=4403)
+            return
         self.last_event = event
         await self.send_json(event)
         if isinstance(self.channel_layer, InMemoryChannelLayer) and not event["finished"]:
@@ -71,15 +75,11 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
             await self._refresh()
 
     async def job_update(self, message):
-        """Group message from a worker or a web process: re-check access, then relay."""
-        event = await _job_event_for(self.scope["user"], self.job_id)
-        if event is None:
-            await self.close(code=4403)
-            return
-        pushed = message.get("job") or event
-        if pushed != self.last_event:
-            self.last_event = pushed
-            await self.send_json(pushed)
+        """Group message from a worker or a web process: re-check access, relay the row.
+
+        The row, not the pushed payload, is sent: pushes can arrive out of order.
+        """
+        await self._refresh()
 
     async def _refresh(self) -> bool:
         event = await _job_event_for(self.scope["user"], self.job_id)

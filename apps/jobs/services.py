@@ -54,9 +54,22 @@ def job_push(job: Job) -> None:
 
 
 def _enqueue(job: Job) -> None:
+    """Send the job's task; if the broker cannot take it, the job fails with the reason."""
     from .tasks import job_run
 
-    job_run.apply_async(args=[job.pk, job.attempt], task_id=job.celery_task_id)
+    try:
+        job_run.apply_async(args=[job.pk, job.attempt], task_id=job.celery_task_id)
+    except Exception as exc:
+        log.exception("could not enqueue job %s", job.pk)
+        now = timezone.now()
+        Job.objects.filter(pk=job.pk, attempt=job.attempt, status=JobStatus.QUEUED).update(
+            status=JobStatus.FAILED,
+            finished_at=now,
+            updated_at=now,
+            message="Failed",
+            error=f"The job could not be queued (the broker did not answer: "
+            f"{exc.__class__.__name__}). Retry it once the studio is healthy again.",
+        )
 
 
 @transaction.atomic

@@ -7,7 +7,7 @@ import threading
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import connection
+from django.db import close_old_connections, connection
 
 from . import services
 
@@ -25,10 +25,12 @@ class _Heartbeat(threading.Thread):
     def run(self):
         try:
             while not self.stopped.wait(settings.CHORUS_JOB_HEARTBEAT_SECONDS):
-                if not services.job_heartbeat(job=self.job):
-                    return
-        except Exception:
-            log.warning("heartbeat of job %s failed", self.job.pk, exc_info=True)
+                try:
+                    if not services.job_heartbeat(job=self.job):
+                        return  # cancelled or superseded: nothing left to keep alive
+                except Exception:  # one failed write (e.g. a locked SQLite) is not fatal
+                    log.warning("heartbeat of job %s failed", self.job.pk, exc_info=True)
+                    close_old_connections()
         finally:
             connection.close()
 

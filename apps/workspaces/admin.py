@@ -45,6 +45,9 @@ class AuditEntryAdmin(admin.ModelAdmin):
     list_filter = ["action"]
     search_fields = ["actor_email", "target", "action"]
 
+    def has_add_permission(self, request):
+        return False  # entries are written by the services, never by hand
+
     def has_change_permission(self, request, obj=None):
         return False  # the audit log is append-only
 

@@ -17,6 +17,7 @@ class StudioForm(forms.Form):
 class SignInForm(StudioForm):
     email = forms.EmailField(
         label="E-mail",
+        max_length=254,
         widget=forms.EmailInput(attrs={"autocomplete": "email", "autofocus": True}),
     )
     password = forms.CharField(
@@ -50,6 +51,7 @@ def _role_choices(*, for_owner: bool):
 class InvitationForm(StudioForm):
     email = forms.EmailField(
         label="E-mail address",
+        max_length=254,
         widget=forms.EmailInput(attrs={"placeholder": "teammate@example.com"}),
     )
     role = forms.ChoiceField(label="Role", initial=Role.MEMBER)

@@ -55,6 +55,11 @@ class User(AbstractBaseUser, PermissionsMixin):
     def __str__(self) -> str:
         return self.email
 
+    def save(self, *args, **kwargs):
+        # One account per address whatever its case (sign-in looks addresses up case-blind).
+        self.email = (self.email or "").strip().lower()
+        super().save(*args, **kwargs)
+
     @property
     def display_name(self) -> str:
         return self.name or self.email.split("@")[0]

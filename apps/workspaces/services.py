@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import ipaddress
 import json
 import logging
 import secrets
@@ -35,6 +36,15 @@ from .models import (
 log = logging.getLogger(__name__)
 
 INVITATION_SALT = "chorus.invitation"
+
+
+def client_ip(request) -> str | None:
+    """The client's address as Daphne reports it (proxy headers only when configured)."""
+    raw = (request.META.get("REMOTE_ADDR") or "").strip()
+    try:
+        return str(ipaddress.ip_address(raw))
+    except ValueError:
+        return None
 
 
 class ActionRefused(Exception):
@@ -111,6 +121,19 @@ def _owner_count(workspace: Workspace) -> int:
     return Membership.objects.filter(workspace=workspace, role=Role.OWNER).count()
 
 
+def _lock_workspace(membership: Membership, actor_membership: Membership):
+    """Serialize member changes of one workspace, then re-read both memberships.
+
+    Two owners demoting each other at once must not leave the workspace without an owner.
+    """
+    Workspace.objects.select_for_update().get(pk=membership.workspace_id)
+    target = Membership.objects.select_related("user", "workspace").get(pk=membership.pk)
+    actor = Membership.objects.filter(pk=actor_membership.pk).first()
+    if actor is None:
+        raise ActionRefused("You are no longer a member of this workspace.")
+    return target, actor
+
+
 def _check_can_touch(actor_membership: Membership, membership: Membership, new_role: str | None):
     if not actor_membership.can_manage:
         raise ActionRefused("Only owners and managers can change members.")
@@ -125,7 +148,7 @@ def membership_role_change(
 ) -> Membership:
     """Give a member another role; the last owner can never be demoted."""
     role = Role(role)
-    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    membership, actor_membership = _lock_workspace(membership, actor_membership)
     _check_can_touch(actor_membership, membership, role)
     if membership.role == role:
         return membership
@@ -150,7 +173,7 @@ def membership_remove(
     *, membership: Membership, actor_membership: Membership, ip: str | None = None
 ) -> None:
     """Remove someone from the workspace (or leave it yourself); never the last owner."""
-    membership = Membership.objects.select_for_update().get(pk=membership.pk)
+    membership, actor_membership = _lock_workspace(membership, actor_membership)
     leaving = membership.pk == actor_membership.pk
     if not leaving:
         _check_can_touch(actor_membership, membership, None)

@@ -1,12 +1,14 @@
 """Pages of the workspaces app: home, sign-in, members, invitations, audit log, settings."""
 
+import re
+
 from django.contrib import messages
 from django.contrib.auth import authenticate, login
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import HttpResponseRedirect
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -28,9 +30,7 @@ from .forms import (
 from .middleware import SESSION_KEY
 from .models import ROLE_DESCRIPTIONS, AuditEntry, Invitation, Membership, Role
 
-
-def client_ip(request) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+client_ip = services.client_ip
 
 
 def _redirect(request, url: str):
@@ -50,7 +50,7 @@ def sign_in(request):
     if not url_has_allowed_host_and_scheme(next_url, {request.get_host()}, request.is_secure()):
         next_url = ""
     if request.user.is_authenticated and request.method == "GET":
-        return redirect(next_url or "workspaces:home")
+        return HttpResponseRedirect(next_url or reverse("workspaces:home"))
     form = SignInForm(request.POST if request.method == "POST" else None)
     status = 200
     if request.method == "POST" and form.is_valid():
@@ -60,19 +60,19 @@ def sign_in(request):
             form.add_error(None, blocked)
             status = 429
         else:
+            # The backend counts failures (for the admin's sign-in too).
             user = authenticate(request, username=email, password=form.cleaned_data["password"])
             if user is None:
-                services.login_failure_record(email=email, ip=ip)
                 form.add_error(
                     None,
-                    "That e-mail and password do not match an account. "
+                    services.login_throttle_check(email=email, ip=ip)
+                    or "That e-mail and password do not match an account. "
                     "Check both, or reset your password.",
                 )
                 status = 400
             else:
-                services.login_success_reset(email=email)
                 login(request, user)
-                return redirect(next_url or "workspaces:home")
+                return HttpResponseRedirect(next_url or reverse("workspaces:home"))
     elif request.method == "POST":
         status = 400
     return render(
@@ -89,9 +89,10 @@ def home(request):
     memberships = scoped(request, Membership).select_related("user").order_by("user__email")
     running = scoped(request, Job).filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])[:10]
     recent = scoped(request, Job).exclude(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])[:5]
+    template = "workspaces/home.html#jobs" if request.htmx else "workspaces/home.html"
     return render(
         request,
-        "workspaces/home.html",
+        template,
         {"memberships": memberships, "running_jobs": running, "recent_jobs": recent},
     )
 
@@ -118,11 +119,12 @@ def workspace_create(request):
 @login_required
 @require_POST
 def workspace_switch(request):
+    wanted = request.POST.get("workspace", "")
     membership = (
-        Membership.objects.filter(user=request.user, workspace_id=request.POST.get("workspace"))
+        Membership.objects.filter(user=request.user, workspace_id=int(wanted))
         .select_related("workspace")
         .first()
-        if str(request.POST.get("workspace", "")).isdigit()
+        if re.fullmatch(r"[0-9]{1,18}", wanted)
         else None
     )
     if membership is None:
@@ -399,7 +401,7 @@ def invitation_accept(request, token: str):
         except services.ActionRefused as exc:
             form.add_error(None, str(exc))
         else:
-            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            login(request, user, backend="apps.workspaces.backends.ThrottledBackend")
             request.session[SESSION_KEY] = membership.workspace_id
             messages.success(request, f"Welcome to {membership.workspace.name}.")
             return HttpResponseRedirect(reverse("workspaces:home"), status=303)
@@ -419,7 +421,7 @@ def invitation_accept(request, token: str):
 @require_GET
 def audit_log(request):
     entries = scoped(request, AuditEntry)
-    query = request.GET.get("q", "").strip()
+    query = request.GET.get("q", "").replace("\x00", "").strip()[:200]
     if query:
         entries = entries.filter(
             Q(action__icontains=query)

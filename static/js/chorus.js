@@ -105,9 +105,6 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     init(document);
-    document.querySelectorAll("[data-autosubmit]").forEach((select) => {
-      select.addEventListener("change", () => select.form.submit());
-    });
     const toggle = document.querySelector("[data-toggle-sidebar]");
     if (toggle) {
       toggle.addEventListener("click", () => {

@@ -76,6 +76,10 @@ def test_invite_a_teammate_then_export_and_download(browser, daphne_server, cele
     link = link_box.input_value()
     assert "/invite/" in link
     expect(page.get_by_text("nia@example.com")).to_be_visible()
+    # A refused invitation shows its reason next to the field (a 400 partial htmx swaps in).
+    page.get_by_label("E-mail address").fill("lead@example.com")
+    page.get_by_role("button", name="Send invitation").click()
+    expect(page.get_by_text("lead@example.com is already a member")).to_be_visible()
 
     # The teammate opens the link in their own browser and creates an account.
     teammate = browser.new_context(base_url=daphne_server.url)

@@ -1,5 +1,6 @@
 """Members page: roles, removal, last-owner protection, audit entries, htmx both ways."""
 
+import pytest
 from django.urls import reverse
 
 from apps.workspaces.models import AuditEntry, Membership, Role
@@ -178,3 +179,15 @@ def test_settings_rename_is_audited_and_validated(client_as, owner, workspace):
     assert workspace.name == "Acme voices"
     entry = AuditEntry.objects.get(action="workspace.renamed")
     assert entry.data == {"from": "Acme audio", "to": "Acme voices"}
+
+
+@pytest.mark.parametrize("value", ["²", "9" * 40, "", "-1", "1e3"])
+def test_odd_workspace_ids_in_the_switcher_are_refused_not_a_500(
+    client_as, owner, workspace, value
+):
+    response = client_as(owner).post(reverse("workspaces:switch"), {"workspace": value})
+    assert response.status_code == 303
+
+
+def test_an_audit_search_with_a_nul_byte_is_fine(client_as, owner, workspace):
+    assert client_as(owner).get(reverse("workspaces:audit"), {"q": "a\x00b"}).status_code == 200

@@ -111,3 +111,33 @@ def test_sign_out_needs_a_post(client_as, owner, workspace):
     assert client.get(reverse("logout")).status_code == 405
     assert client.post(reverse("logout")).status_code == 302
     assert client.get(reverse("workspaces:home")).status_code == 302
+
+
+def test_the_admin_sign_in_is_throttled_too(client, db):
+    from tests.factories import make_user
+
+    staff = make_user("staff@example.com")
+    staff.is_staff = True
+    staff.save()
+    for _ in range(5):
+        client.post("/admin/login/", {"username": "staff@example.com", "password": "nope"})
+    response = client.post("/admin/login/", {"username": "staff@example.com", "password": PASSWORD})
+    assert response.status_code == 200  # the form again, not a redirect into the admin
+    assert client.get("/admin/").status_code == 302
+
+
+def test_a_garbage_client_address_is_not_stored(client, owner, workspace):
+    _sign_in(client, "owner@example.com", ip="not-an-ip")
+    client.post(reverse("workspaces:settings"), {"name": "Renamed"}, REMOTE_ADDR="not-an-ip")
+    from apps.workspaces.models import AuditEntry
+
+    assert AuditEntry.objects.get(action="workspace.renamed").ip_address is None
+
+
+def test_mixed_case_duplicates_cannot_exist(db):
+    from apps.workspaces.models import User
+
+    User.objects.create_user(email="case@example.com")
+    user = User(email="CASE@Example.com")
+    with pytest.raises(Exception):  # noqa: B017 (the unique constraint, whatever the backend)
+        user.save()

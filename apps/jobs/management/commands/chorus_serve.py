@@ -29,17 +29,11 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, concurrency, **options):
         python = sys.executable
-        web = [
-            python,
-            "-m",
-            "daphne",
-            "-b",
-            host,
-            "-p",
-            str(port),
-            "--proxy-headers",
-            "studio_site.asgi:application",
-        ]
+        web = [python, "-m", "daphne", "-b", host, "-p", str(port)]
+        if settings.CHORUS_BEHIND_PROXY:
+            # Only behind a proxy that sets them: otherwise any client could forge its address.
+            web.append("--proxy-headers")
+        web.append("studio_site.asgi:application")
         worker = [
             python,
             "-m",

@@ -19,16 +19,19 @@ class Command(BaseCommand):
         remembered = settings.VAR_DIR / "demo-login.txt"
         demo = demo_bootstrap(email=email, password=explicit)
         if demo.password and not explicit:
-            remembered.write_text(demo.password + "\n")
-            os.chmod(remembered, 0o600)
+            remembered.unlink(missing_ok=True)
+            fd = os.open(remembered, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(demo.password + "\n")
         host = os.environ.get("HOST", "127.0.0.1")
         port = os.environ.get("PORT", "8000")
         if explicit:
             password_line = "the password in CHORUS_ADMIN_PASSWORD"  # noqa: S105
-        elif remembered.exists():
+        elif demo.password or (settings.DEBUG and remembered.exists()):
+            # Shown at every start in development; in production only when it was created.
             password_line = remembered.read_text().strip() + "   (kept in var/demo-login.txt)"
         else:
-            password_line = "the password you chose"  # noqa: S105
+            password_line = "unchanged (see var/demo-login.txt)"  # noqa: S105
         self.stdout.write(
             "\n"
             f"  Chorus      http://{host}:{port}/\n"
