@@ -61,6 +61,7 @@ VIEWS = [
     ("workspaces:export", None, "post", {}, Role.OWNER),
     ("workspaces:engine", None, "get", None, Role.OWNER),
     ("workspaces:engine", None, "post", {"kind": "local"}, Role.OWNER),
+    ("workspaces:engine_test", None, "post", {}, Role.OWNER),
     ("workspaces:invite", None, "post", {"email": "x@example.com", "role": "member"}, Role.MANAGER),
     ("workspaces:member_role", "viewer_membership", "post", {"role": "member"}, Role.MANAGER),
     ("workspaces:member_remove", "viewer_membership", "post", {}, Role.MANAGER),

@@ -89,12 +89,12 @@ def home(request):
     memberships = scoped(request, Membership).select_related("user").order_by("user__email")
     running = scoped(request, Job).filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])[:10]
     recent = scoped(request, Job).exclude(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])[:5]
-    template = "workspaces/home.html#jobs" if request.htmx else "workspaces/home.html"
-    return render(
-        request,
-        template,
-        {"memberships": memberships, "running_jobs": running, "recent_jobs": recent},
-    )
+    ctx = {"memberships": memberships, "running_jobs": running, "recent_jobs": recent}
+    if request.htmx:
+        return render(request, "workspaces/home.html#jobs", ctx)
+    ctx["engine"] = services.engine_settings_for(request.workspace)
+    ctx["engine_check"] = services.engine_status(workspace=request.workspace)
+    return render(request, "workspaces/home.html", ctx)
 
 
 @login_required

@@ -74,3 +74,29 @@ def test_a_key_encrypted_under_another_secret_is_reported_not_crashed(settings, 
     settings.SECRET_KEY = "rotated" * 8
     with pytest.raises(crypto.SecretUnreadable, match="Enter it again"):
         crypto.decrypt(token)
+
+
+def test_test_connection_on_the_local_engine_answers(client_as, owner, workspace):
+    from tests.conftest import HTMX
+
+    response = client_as(owner, **HTMX).post(reverse("workspaces:engine_test"))
+    body = response.content.decode()
+    assert response.status_code == 200 and "<html" not in body
+    assert 'data-check="ok"' in body and "local" in body
+    home = client_as(owner).get(reverse("workspaces:home")).content.decode()
+    assert 'data-engine="local"' in home and "data-engine-answers>" in home
+
+
+def test_test_connection_reports_an_unreachable_elevenlabs(client_as, owner, workspace):
+    """A real socket to a closed port: the page shows the error, nothing crashes."""
+    from tests.conftest import HTMX, free_port
+
+    client = client_as(owner)
+    _save(client, api_key=KEY, base_url=f"http://127.0.0.1:{free_port()}")
+    response = client_as(owner, **HTMX).post(reverse("workspaces:engine_test"))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert 'data-check="error"' in body
+    assert KEY not in body
+    home = client.get(reverse("workspaces:home")).content.decode()
+    assert 'data-engine-answers="no"' in home
