@@ -1,0 +1,758 @@
+"""The ElevenLabs engine: every capability of base.Engine over the real HTTP API with httpx.
+
+One ``httpx.Client`` per engine, reused for every call. Every call goes through the same retry
+policy (retry.py), turns error bodies into typed errors (errors.py), fills a ``CallInfo`` from
+the response headers, and writes exactly one log line to ``chorus.engines.elevenlabs`` (INFO,
+or WARNING when it failed). The API key is sent as ``xi-api-key`` and never logged: log lines
+carry no headers and no URLs with secrets, and httpx itself never logs headers.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import mimetypes
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from apps.engines.base import (
+    AudioResult,
+    CallInfo,
+    CloneRequest,
+    DesignRequest,
+    DesignResult,
+    DubbingRequest,
+    DubbingStatus,
+    Engine,
+    EngineError,
+    HistoryPage,
+    InvalidRequest,
+    ModelInfo,
+    MusicRequest,
+    OutputFormat,
+    RealtimeSTTSession,
+    SaveDesignRequest,
+    SoundRequest,
+    STTRequest,
+    Subscription,
+    Transcript,
+    TTSChunk,
+    TTSRequest,
+    TTSResult,
+    TTSStream,
+    UpstreamUnavailable,
+    UserInfo,
+    Voice,
+    VoicePage,
+    VoiceQuery,
+)
+
+from . import mapping
+from .retry import RetryPolicy, Verdict, judge
+
+DEFAULT_BASE_URL = "https://api.elevenlabs.io"
+DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=60.0, pool=10.0)
+LOGGER_NAME = "chorus.engines.elevenlabs"
+logger = logging.getLogger(LOGGER_NAME)
+
+T = TypeVar("T")
+_END: Any = object()
+
+
+def chorus_version() -> str:
+    try:
+        return importlib.metadata.version("chorus")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+def user_agent() -> str:
+    return f"chorus/{chorus_version()}"
+
+
+def log_call(
+    *,
+    workspace: str,
+    capability: str,
+    method: str,
+    path: str,
+    status: int | None,
+    attempts: int,
+    latency_ms: float,
+    request_id: str | None,
+    error: EngineError | None = None,
+    **more: Any,
+) -> None:
+    """The one log line of a call. Never give it headers, bodies or full URLs."""
+    fields: dict[str, Any] = {
+        "workspace": workspace,
+        "capability": capability,
+        "method": method,
+        "path": path,
+        "status": status,
+        "attempts": attempts,
+        "latency_ms": round(latency_ms, 1),
+        "request_id": request_id,
+    }
+    if error is not None:
+        fields["error"] = error.code
+    fields.update(more)
+    text = " ".join(f"{key}={value}" for key, value in fields.items())
+    logger.log(
+        logging.WARNING if error is not None else logging.INFO,
+        "elevenlabs call %s",
+        text,
+        extra=fields,
+    )
+
+
+def output_format(name: str | None, *, allow_wav: bool = True) -> OutputFormat:
+    fmt = OutputFormat.parse(name)
+    if fmt.codec == "wav" and not allow_wav:
+        raise InvalidRequest.for_field(
+            "output_format", "ElevenLabs cannot stream WAV; choose an mp3, pcm or opus format."
+        )
+    return fmt
+
+
+def _segment(value: str) -> str:
+    """A path segment from user input: quoted so it cannot climb to another endpoint."""
+    if not value:
+        raise InvalidRequest("An id is required.", fields={"__all__": ["An id is required."]})
+    return quote(str(value), safe="")
+
+
+@dataclass
+class _Call:
+    capability: str
+    method: str
+    path: str
+    params: dict[str, Any] | None = None
+    json: Any = None
+    data: dict[str, Any] | None = None
+    files: Any = None
+    model_id: str | None = None
+
+    def query(self) -> dict[str, Any] | None:
+        if not self.params:
+            return None
+        return {k: v for k, v in self.params.items() if v is not None}
+
+
+class _Stream(Generic[T]):
+    """An open streamed response: iterate for items as they arrive; ``close()`` ends it.
+
+    It was retried (if need be) until its first item arrived; from then on a broken connection
+    surfaces as ``UpstreamUnavailable`` to the caller, never as a silent retry that would
+    repeat audio the caller already has. Logs its one line when it ends or is closed.
+    """
+
+    def __init__(self, engine, call, response, iterator, first, info, started, size):
+        self._engine = engine
+        self._call = call
+        self._response: httpx.Response = response
+        self._iterator: Iterator[T] = iterator
+        self._pending: list[T] = [] if first is _END else [first]
+        self.info: CallInfo = info
+        self._started = started
+        self._size: Callable[[T], int] = size
+        self.delivered_bytes = 0
+        self._done = False
+
+    def __iter__(self) -> _Stream[T]:
+        return self
+
+    def __next__(self) -> T:
+        if self._pending:
+            item = self._pending.pop()
+        elif self._done:
+            raise StopIteration
+        else:
+            try:
+                item = next(self._iterator)
+            except StopIteration:
+                self._finish("complete")
+                raise
+            except httpx.RequestError as exc:
+                error = UpstreamUnavailable(
+                    f"The ElevenLabs stream broke off after {self.delivered_bytes} bytes.",
+                    request_id=self.info.request_id,
+                )
+                self._finish("broken", error)
+                raise error from exc
+            except EngineError as error:
+                self._finish("broken", error)
+                raise
+        self.delivered_bytes += self._size(item)
+        return item
+
+    def close(self) -> None:
+        self._finish("closed")
+
+    def _finish(self, outcome: str, error: EngineError | None = None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._response.close()
+        self._engine._log(
+            self._call,
+            self._response.status_code,
+            self.info.attempts,
+            self._started,
+            self.info.request_id,
+            error,
+            outcome=outcome,
+            bytes=self.delivered_bytes,
+        )
+
+
+def _audio_size(item: bytes) -> int:
+    return len(item)
+
+
+def _chunk_size(item: TTSChunk) -> int:
+    return len(item.audio)
+
+
+def _ndjson_chunks(response: httpx.Response) -> Iterator[TTSChunk]:
+    for line in response.iter_lines():
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise UpstreamUnavailable("ElevenLabs sent an unreadable stream line.") from exc
+        yield mapping.timestamp_chunk(data)
+
+
+def _audio_chunks(response: httpx.Response) -> Iterator[TTSChunk]:
+    for piece in response.iter_bytes():
+        yield TTSChunk(audio=piece)
+
+
+class ElevenLabsEngine(Engine):
+    """The ElevenLabs API behind the Engine interface (API notes: shared/docs/ELEVENLABS-API.md).
+
+    ``transport``, ``sleep`` and ``rng`` exist for tests: inject faults at the network edge
+    with an ``httpx.MockTransport`` and record the backoff delays instead of sleeping.
+    """
+
+    name = "elevenlabs"
+    label = "ElevenLabs"
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        workspace: str = "",
+        timeout: httpx.Timeout | float | None = DEFAULT_TIMEOUT,
+        max_retries: int = 3,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+        max_server_delay: float = 60.0,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.workspace = workspace
+        self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        self._api_key = api_key
+        self._sleep = sleep
+        self._policy = RetryPolicy(
+            max_retries=max_retries, rng=rng, max_server_delay=max_server_delay
+        )
+        self._client = httpx.Client(
+            base_url=self.base_url,
+            headers={"xi-api-key": api_key, "User-Agent": user_agent()},
+            timeout=self.timeout,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:  # never show the key
+        return f"<ElevenLabsEngine {self.base_url} workspace={self.workspace!r}>"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> ElevenLabsEngine:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # --- The call machinery -------------------------------------------------------------
+
+    def _log(self, call, status, attempts, started, request_id, error=None, **more) -> None:
+        log_call(
+            workspace=self.workspace,
+            capability=call.capability,
+            method=call.method,
+            path=call.path,
+            status=status,
+            attempts=attempts,
+            latency_ms=(time.monotonic() - started) * 1000,
+            request_id=request_id,
+            error=error,
+            **more,
+        )
+
+    def _judge(self, attempt: int, *, response=None, exc=None) -> Verdict:
+        if exc is not None:
+            return judge(
+                self._policy,
+                attempt,
+                exc=exc,
+                retryable_exc=isinstance(exc, httpx.TransportError),
+            )
+        return judge(
+            self._policy,
+            attempt,
+            status=response.status_code,
+            headers=response.headers,
+            body=response.content,
+            reason=response.reason_phrase,
+        )
+
+    def _give_up(self, call, attempt, started, response, verdict) -> None:
+        error = verdict.error
+        self._log(
+            call,
+            response.status_code if response is not None else None,
+            attempt,
+            started,
+            error.request_id,
+            error,
+        )
+        raise error
+
+    def _request(self, call: _Call) -> tuple[httpx.Response, CallInfo]:
+        """Send a call, retrying per the policy; the successful response, read in full."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            response = None
+            try:
+                response = self._client.request(
+                    call.method,
+                    call.path,
+                    params=call.query(),
+                    json=call.json,
+                    data=call.data,
+                    files=call.files,
+                )
+            except httpx.RequestError as exc:
+                verdict = self._judge(attempt, exc=exc)
+            else:
+                if response.is_success:
+                    info = mapping.call_info(
+                        response.headers,
+                        attempts=attempt,
+                        latency_ms=(time.monotonic() - started) * 1000,
+                        model_id=call.model_id,
+                    )
+                    self._log(call, response.status_code, attempt, started, info.request_id)
+                    return response, info
+                verdict = self._judge(attempt, response=response)
+            if not verdict.retry:
+                self._give_up(call, attempt, started, response, verdict)
+            self._sleep(verdict.delay)
+
+    def _json(self, call: _Call) -> tuple[Any, CallInfo]:
+        response, info = self._request(call)
+        try:
+            return (response.json() if response.content else {}), info
+        except ValueError as exc:
+            raise UpstreamUnavailable(
+                "ElevenLabs sent a response that is not JSON.", request_id=info.request_id
+            ) from exc
+
+    def _stream(
+        self,
+        call: _Call,
+        items: Callable[[httpx.Response], Iterator[T]],
+        size: Callable[[T], int],
+    ) -> _Stream[T]:
+        """Open a streamed call, retrying until its first item arrives."""
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            response = None
+            try:
+                request = self._client.build_request(
+                    call.method,
+                    call.path,
+                    params=call.query(),
+                    json=call.json,
+                    data=call.data,
+                    files=call.files,
+                )
+                response = self._client.send(request, stream=True)
+                if response.is_success:
+                    iterator = items(response)
+                    first = next(iterator, _END)
+                    info = mapping.call_info(
+                        response.headers,
+                        attempts=attempt,
+                        latency_ms=(time.monotonic() - started) * 1000,
+                        model_id=call.model_id,
+                    )
+                    return _Stream(self, call, response, iterator, first, info, started, size)
+                response.read()
+                response.close()
+                verdict = self._judge(attempt, response=response)
+            except httpx.RequestError as exc:
+                if response is not None:
+                    response.close()
+                verdict = self._judge(attempt, exc=exc)
+            except EngineError as error:  # e.g. an unreadable first line
+                if response is not None:
+                    response.close()
+                self._log(
+                    call, getattr(response, "status_code", None), attempt, started, None, error
+                )
+                raise
+            if not verdict.retry:
+                self._give_up(call, attempt, started, response, verdict)
+            self._sleep(verdict.delay)
+
+    # --- Text to speech -----------------------------------------------------------------
+
+    def tts(self, request: TTSRequest, *, with_timestamps: bool = False) -> TTSResult:
+        """Speak text in one response; with timestamps the result carries the alignment."""
+        fmt = output_format(request.output_format)
+        path = f"/v1/text-to-speech/{_segment(request.voice_id)}"
+        call = _Call(
+            "tts",
+            "POST",
+            path + ("/with-timestamps" if with_timestamps else ""),
+            params={"output_format": fmt.name},
+            json=mapping.tts_body(request),
+            model_id=request.model_id,
+        )
+        if with_timestamps:
+            data, info = self._json(call)
+            chunk = mapping.timestamp_chunk(data)
+            ends = chunk.alignment.character_end_times_seconds if chunk.alignment else []
+            return TTSResult(
+                audio=chunk.audio,
+                output_format=fmt.name,
+                content_type=fmt.content_type,
+                characters=len(request.text),
+                duration_secs=max(ends) if ends else mapping.audio_duration(chunk.audio, fmt),
+                alignment=chunk.alignment,
+                normalized_alignment=chunk.normalized_alignment,
+                info=info,
+            )
+        response, info = self._request(call)
+        return TTSResult(
+            audio=response.content,
+            output_format=fmt.name,
+            content_type=fmt.content_type,
+            characters=len(request.text),
+            duration_secs=mapping.audio_duration(response.content, fmt),
+            info=info,
+        )
+
+    def tts_stream(self, request: TTSRequest, *, with_timestamps: bool = False) -> TTSStream:
+        """Stream speech as it is synthesised: ``/stream``, or ``/stream/with-timestamps``
+        (newline-delimited JSON, each line audio plus the alignment of its characters)."""
+        fmt = output_format(request.output_format, allow_wav=False)
+        path = f"/v1/text-to-speech/{_segment(request.voice_id)}/stream"
+        call = _Call(
+            "tts_stream",
+            "POST",
+            path + ("/with-timestamps" if with_timestamps else ""),
+            params={"output_format": fmt.name},
+            json=mapping.tts_body(request),
+            model_id=request.model_id,
+        )
+        stream = self._stream(
+            call, _ndjson_chunks if with_timestamps else _audio_chunks, _chunk_size
+        )
+        return TTSStream(stream, info=stream.info, output_format=fmt.name)
+
+    # --- Speech to text -----------------------------------------------------------------
+
+    def stt(self, request: STTRequest) -> Transcript:
+        mime = mimetypes.guess_type(request.filename)[0] or "application/octet-stream"
+        call = _Call(
+            "stt",
+            "POST",
+            "/v1/speech-to-text",
+            data=mapping.stt_form(request),
+            files={"file": (request.filename or "audio", request.audio, mime)},
+            model_id=request.model_id,
+        )
+        data, info = self._json(call)
+        return mapping.transcript(data, info)
+
+    def stt_realtime(self, *, language_code: str | None = None, **options) -> RealtimeSTTSession:
+        """A live transcription session over the realtime WebSocket (see realtime.py)."""
+        from .realtime import connect  # websockets is only needed by this capability
+
+        return connect(
+            api_key=self._api_key,
+            base_url=self.base_url,
+            workspace=self.workspace,
+            policy=self._policy,
+            sleep=self._sleep,
+            open_timeout=self.timeout.connect,
+            language_code=language_code,
+            **options,
+        )
+
+    # --- Voices -------------------------------------------------------------------------
+
+    def voices(self, query: VoiceQuery) -> VoicePage:
+        call = _Call(
+            "voices",
+            "GET",
+            "/v2/voices",
+            params={
+                "search": query.search or None,
+                "page_size": query.page_size,
+                "next_page_token": query.next_page_token,
+                "category": query.category,
+                "sort": query.sort,
+                "sort_direction": query.sort_direction,
+                "include_total_count": "true",
+            },
+        )
+        data, info = self._json(call)
+        voices = [mapping.voice(v) for v in data.get("voices") or []]
+        return VoicePage(
+            voices=voices,
+            has_more=bool(data.get("has_more")),
+            total_count=int(data.get("total_count") or len(voices)),
+            next_page_token=data.get("next_page_token"),
+            info=info,
+        )
+
+    def voice(self, voice_id: str) -> Voice:
+        data, _ = self._json(_Call("voice", "GET", f"/v1/voices/{_segment(voice_id)}"))
+        return mapping.voice(data)
+
+    def voice_delete(self, voice_id: str) -> None:
+        self._request(_Call("voice_delete", "DELETE", f"/v1/voices/{_segment(voice_id)}"))
+
+    def voice_clone(self, request: CloneRequest) -> Voice:
+        """Instant voice cloning: ``files`` repeated, ``labels`` as a JSON string."""
+        if not request.samples:
+            raise InvalidRequest.for_field("samples", "Add at least one audio sample.")
+        form: dict[str, Any] = {
+            "name": request.name,
+            "labels": json.dumps(request.labels or {}),
+            "remove_background_noise": mapping.form_bool(request.remove_background_noise),
+        }
+        if request.description:
+            form["description"] = request.description
+        files = [
+            ("files", (name, content, mimetypes.guess_type(name)[0] or "application/octet-stream"))
+            for name, content in request.samples
+        ]
+        data, _ = self._json(_Call("voice_clone", "POST", "/v1/voices/add", data=form, files=files))
+        return Voice(
+            voice_id=str(data.get("voice_id", "")),
+            name=request.name,
+            category="cloned",
+            labels=dict(request.labels),
+            description=request.description,
+            engine=self.name,
+        )
+
+    def voice_design(self, request: DesignRequest) -> DesignResult:
+        fmt = output_format(request.output_format, allow_wav=False)
+        body: dict[str, Any] = {
+            "voice_description": request.voice_description,
+            "model_id": request.model_id,
+            "auto_generate_text": request.auto_generate_text,
+            "guidance_scale": request.guidance_scale,
+            "loudness": request.loudness,
+        }
+        if request.text is not None:
+            body["text"] = request.text
+        if request.seed is not None:
+            body["seed"] = request.seed
+        call = _Call(
+            "voice_design",
+            "POST",
+            "/v1/text-to-voice/design",
+            params={"output_format": fmt.name},
+            json=body,
+            model_id=request.model_id,
+        )
+        data, info = self._json(call)
+        return DesignResult(
+            previews=[mapping.design_preview(p) for p in data.get("previews") or []],
+            text=str(data.get("text") or request.text or ""),
+            info=info,
+        )
+
+    def voice_design_save(self, request: SaveDesignRequest) -> Voice:
+        body: dict[str, Any] = {
+            "voice_name": request.voice_name,
+            "voice_description": request.voice_description,
+            "generated_voice_id": request.generated_voice_id,
+        }
+        if request.labels:
+            body["labels"] = dict(request.labels)
+        data, _ = self._json(_Call("voice_design_save", "POST", "/v1/text-to-voice", json=body))
+        return mapping.voice(data)
+
+    def voice_design_stream(self, generated_voice_id: str, *, recipe=None) -> Iterator[bytes]:
+        """The audio of a designed preview, streamed; ``close()`` the iterator to stop early."""
+        path = f"/v1/text-to-voice/{_segment(generated_voice_id)}/stream"
+        return self._stream(
+            _Call("voice_design_stream", "GET", path),
+            lambda response: response.iter_bytes(),
+            _audio_size,
+        )
+
+    # --- Sound, music, dubbing ----------------------------------------------------------
+
+    def sound_effect(self, request: SoundRequest) -> AudioResult:
+        fmt = output_format(request.output_format)
+        body: dict[str, Any] = {
+            "text": request.text,
+            "loop": request.loop,
+            "prompt_influence": request.prompt_influence,
+            "model_id": request.model_id,
+        }
+        if request.duration_seconds is not None:
+            body["duration_seconds"] = request.duration_seconds
+        if request.seed is not None:
+            body["seed"] = request.seed
+        call = _Call(
+            "sound_effect",
+            "POST",
+            "/v1/sound-generation",
+            params={"output_format": fmt.name},
+            json=body,
+            model_id=request.model_id,
+        )
+        response, info = self._request(call)
+        return AudioResult(
+            audio=response.content,
+            output_format=fmt.name,
+            content_type=fmt.content_type,
+            duration_secs=request.duration_seconds or mapping.audio_duration(response.content, fmt),
+            info=info,
+        )
+
+    def music(self, request: MusicRequest) -> AudioResult:
+        fmt = output_format(request.output_format)
+        body: dict[str, Any] = {
+            "prompt": request.prompt,
+            "model_id": request.model_id,
+            "force_instrumental": request.force_instrumental,
+        }
+        if request.music_length_ms is not None:
+            body["music_length_ms"] = request.music_length_ms
+        if request.seed is not None:
+            body["seed"] = request.seed
+        call = _Call(
+            "music",
+            "POST",
+            "/v1/music",
+            params={"output_format": fmt.name},
+            json=body,
+            model_id=request.model_id,
+        )
+        response, info = self._request(call)
+        song_id = response.headers.get("song-id")
+        return AudioResult(
+            audio=response.content,
+            output_format=fmt.name,
+            content_type=fmt.content_type,
+            duration_secs=(request.music_length_ms / 1000)
+            if request.music_length_ms
+            else mapping.audio_duration(response.content, fmt),
+            info=info,
+            extra={"song_id": song_id} if song_id else {},
+        )
+
+    def dubbing_start(self, request: DubbingRequest) -> DubbingStatus:
+        form: dict[str, Any] = {
+            "target_lang": request.target_lang,
+            "source_lang": request.source_lang,
+            "num_speakers": str(request.num_speakers),
+        }
+        if request.name:
+            form["name"] = request.name
+        mime = mimetypes.guess_type(request.filename)[0] or "application/octet-stream"
+        call = _Call(
+            "dubbing_start",
+            "POST",
+            "/v1/dubbing",
+            data=form,
+            files={"file": (request.filename, request.audio, mime)},
+        )
+        data, info = self._json(call)
+        return DubbingStatus(
+            dubbing_id=str(data.get("dubbing_id", "")),
+            name=request.name or request.filename,
+            status="dubbing",
+            target_languages=[request.target_lang],
+            source_language=request.source_lang,
+            expected_duration_sec=mapping.opt_float(data.get("expected_duration_sec")),
+            info=info,
+        )
+
+    def dubbing_status(self, dubbing_id: str) -> DubbingStatus:
+        data, info = self._json(
+            _Call("dubbing_status", "GET", f"/v1/dubbing/{_segment(dubbing_id)}")
+        )
+        return mapping.dubbing_status(data, info)
+
+    def dubbing_audio(self, dubbing_id: str, language_code: str) -> AudioResult:
+        path = f"/v1/dubbing/{_segment(dubbing_id)}/audio/{_segment(language_code)}"
+        response, info = self._request(_Call("dubbing_audio", "GET", path))
+        content_type = response.headers.get("content-type", "audio/mpeg").split(";")[0].strip()
+        return AudioResult(
+            audio=response.content,
+            output_format="mp4" if content_type == "video/mp4" else "mp3",
+            content_type=content_type,
+            info=info,
+        )
+
+    def dubbing_transcript(self, dubbing_id: str, language_code: str, fmt: str = "srt") -> str:
+        if fmt not in ("srt", "webvtt", "json"):
+            raise InvalidRequest.for_field("format", "Choose srt, webvtt or json.")
+        path = f"/v1/dubbing/{_segment(dubbing_id)}/transcript/{_segment(language_code)}"
+        response, _ = self._request(
+            _Call("dubbing_transcript", "GET", path, params={"format_type": fmt})
+        )
+        return response.text
+
+    # --- Account ------------------------------------------------------------------------
+
+    def models(self) -> list[ModelInfo]:
+        data, _ = self._json(_Call("models", "GET", "/v1/models"))
+        return [mapping.model(m) for m in data or [] if isinstance(m, dict)]
+
+    def user(self) -> UserInfo:
+        data, info = self._json(_Call("user", "GET", "/v1/user"))
+        return mapping.user(data, info)
+
+    def subscription(self) -> Subscription:
+        data, info = self._json(_Call("subscription", "GET", "/v1/user/subscription"))
+        return mapping.subscription(data, info)
+
+    def history(self, *, page_size: int = 100, start_after: str | None = None) -> HistoryPage:
+        call = _Call(
+            "history",
+            "GET",
+            "/v1/history",
+            params={"page_size": page_size, "start_after_history_item_id": start_after},
+        )
+        data, info = self._json(call)
+        return mapping.history_page(data, info)
