@@ -9,13 +9,21 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 
 from apps.engines.base import (
+    AudioResult,
     CallInfo,
+    CloneRequest,
+    DesignRequest,
+    DesignResult,
     Engine,
     InvalidRequest,
     ModelInfo,
+    MusicRequest,
     RealtimeSTTSession,
+    SaveDesignRequest,
+    SoundRequest,
     STTRequest,
     Subscription,
     Transcript,
@@ -114,6 +122,37 @@ class LocalEngine(Engine):
         raise InvalidRequest.for_field(
             "voice_id", f"Voice '{voice_id}' does not exist in the local engine."
         )
+
+    def voice_clone(self, request: CloneRequest) -> Voice:
+        from . import design
+
+        return design.clone(request)
+
+    def voice_design(self, request: DesignRequest) -> DesignResult:
+        from . import design
+
+        return design.design(request)
+
+    def voice_design_save(self, request: SaveDesignRequest) -> Voice:
+        from . import design
+
+        return design.save(request)
+
+    def voice_design_stream(self, generated_voice_id: str, *, recipe=None) -> Iterator[bytes]:
+        from . import design
+
+        return design.stream_preview(generated_voice_id, recipe=recipe)
+
+    # Sound and music
+    def sound_effect(self, request: SoundRequest) -> AudioResult:
+        from . import synth
+
+        return synth.sound_effect(request)
+
+    def music(self, request: MusicRequest) -> AudioResult:
+        from . import synth
+
+        return synth.music(request)
 
     # Account
     def models(self) -> list[ModelInfo]:
