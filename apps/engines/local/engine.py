@@ -17,6 +17,8 @@ from apps.engines.base import (
     CloneRequest,
     DesignRequest,
     DesignResult,
+    DubbingRequest,
+    DubbingStatus,
     Engine,
     InvalidRequest,
     ModelInfo,
@@ -153,6 +155,38 @@ class LocalEngine(Engine):
         from . import synth
 
         return synth.music(request)
+
+    # Dubbing (a re-voicing: the local engine cannot translate)
+    def dubbing_start(self, request: DubbingRequest) -> DubbingStatus:
+        from . import dubbing
+
+        return dubbing.dub(request).status
+
+    def dubbing_status(self, dubbing_id: str) -> DubbingStatus:
+        from . import dubbing
+
+        return dubbing.get(dubbing_id).status
+
+    def dubbing_audio(self, dubbing_id: str, language_code: str) -> AudioResult:
+        from . import dubbing
+
+        found = dubbing.get(dubbing_id)
+        if language_code.lower().split("-")[0] not in found.status.target_languages:
+            raise InvalidRequest.for_field(
+                "language_code", f"This dub has no {language_code!r} track."
+            )
+        return AudioResult(
+            audio=found.audio,
+            output_format="mp3_44100_128",
+            content_type="audio/mpeg",
+            info=_info(),
+            extra={"voices": found.voices},
+        )
+
+    def dubbing_transcript(self, dubbing_id: str, language_code: str, fmt: str = "srt") -> str:
+        from . import dubbing
+
+        return dubbing.transcript(dubbing_id, language_code, fmt)
 
     # Account
     def models(self) -> list[ModelInfo]:
