@@ -110,6 +110,22 @@ def test_voices_are_searchable_and_paged(engine):
     assert engine.voice("local-joe").labels["gender"] == "male"
 
 
+def test_sound_and_music_honour_duration_and_seed_through_the_engine(engine):
+    sound = engine.sound_effect(
+        base.SoundRequest(text="rain on a tin roof", duration_seconds=2.5, seed=4)
+    )
+    again = engine.sound_effect(
+        base.SoundRequest(text="rain on a tin roof", duration_seconds=2.5, seed=4)
+    )
+    assert sound.audio == again.audio and sound.extra["draft"] is True
+    assert audio.probe_duration(sound.audio) == pytest.approx(2.5, rel=0.02)
+    song = engine.music(
+        base.MusicRequest(prompt="upbeat pop with drums, 120 bpm", music_length_ms=6000, seed=1)
+    )
+    assert audio.probe_duration(song.audio) == pytest.approx(6.0, rel=0.02)
+    assert song.info.engine == "local" and song.info.character_cost == 0.0
+
+
 def test_the_engine_is_one_per_process(engine):
     assert local_engine() is engine
 
@@ -227,6 +243,17 @@ SILENCE = audio.encode(np.zeros(32000, np.float32), 16000, "wav_16000")
         ),
         (lambda e: e.dubbing_status("local-dub-nope"), base.InvalidRequest, "dubbing_id"),
         (lambda e: e.history(), base.NotSupported, None),
+        (lambda e: e.sound_effect(base.SoundRequest(text="")), base.InvalidRequest, "text"),
+        (
+            lambda e: e.sound_effect(base.SoundRequest(text="rain", duration_seconds=31)),
+            base.InvalidRequest,
+            "duration_seconds",
+        ),
+        (
+            lambda e: e.music(base.MusicRequest(prompt="calm piano", music_length_ms=1000)),
+            base.InvalidRequest,
+            "music_length_ms",
+        ),
     ],
 )
 def test_bad_input_gets_the_typed_error_with_a_clear_message(engine, call, error, field):
