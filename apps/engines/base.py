@@ -544,7 +544,7 @@ class Engine:
         raise NotSupported(f"The {self.label} engine cannot {what}.")
 
     # Text to speech
-    def tts(self, request: TTSRequest) -> TTSResult:
+    def tts(self, request: TTSRequest, *, with_timestamps: bool = False) -> TTSResult:
         self._unsupported("speak text")
 
     def tts_stream(self, request: TTSRequest, *, with_timestamps: bool = False) -> TTSStream:

@@ -1,5 +1,7 @@
 """Forms of the workspaces app: sign-in, workspace, invitations and roles."""
 
+from urllib.parse import urlsplit
+
 from django import forms
 from django.contrib.auth import password_validation
 
@@ -130,8 +132,15 @@ class EngineSettingsForm(StudioForm):
 
     def clean_base_url(self):
         url = self.cleaned_data["base_url"]
-        if url and not url.startswith(("http://", "https://")):
-            raise forms.ValidationError("Use an http:// or https:// address.")
+        if not url:
+            return url
+        parts = urlsplit(url)
+        loopback = parts.hostname in {"localhost", "127.0.0.1", "::1"}
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise forms.ValidationError(
+                "Use an https:// address (plain http:// only for this machine), "
+                "so the key never travels in clear text."
+            )
         return url
 
     def clean(self):

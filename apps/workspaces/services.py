@@ -20,6 +20,7 @@ from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.text import slugify
+from django.views.decorators.debug import sensitive_variables
 
 from . import crypto
 from .models import (
@@ -542,7 +543,8 @@ def workspace_export_run(*, job, progress) -> dict:
 
 # --- Engine settings --------------------------------------------------------------------
 
-_engine_cache: dict[tuple, object] = {}
+# One ElevenLabs engine (and HTTP connection pool) per workspace and configuration.
+_engine_cache: dict[int, tuple[tuple[str, str], object]] = {}
 _engine_lock = threading.Lock()
 
 
@@ -552,6 +554,7 @@ def engine_settings_for(workspace: Workspace) -> EngineSettings:
     return row or EngineSettings(workspace=workspace, kind=EngineKind.LOCAL)
 
 
+@sensitive_variables("api_key")
 @transaction.atomic
 def engine_settings_update(
     *,
@@ -567,6 +570,10 @@ def engine_settings_update(
     row, _ = EngineSettings.objects.select_for_update().get_or_create(workspace=workspace)
     before = {"kind": row.kind, "base_url": row.base_url, "key": row.api_key_last4}
     key_changed = False
+    new_base = base_url.strip().rstrip("/")
+    if row.api_key_encrypted and not api_key and not remove_key and new_base != row.base_url:
+        # The stored key is only ever sent where it was entered for.
+        raise ActionRefused("Enter the API key again to use it with another base URL.")
     if remove_key:
         row.api_key_encrypted, row.api_key_last4 = "", ""
         key_changed = True
@@ -577,7 +584,7 @@ def engine_settings_update(
     if kind == EngineKind.ELEVENLABS and not row.api_key_encrypted:
         raise ActionRefused("The ElevenLabs engine needs an API key.")
     row.kind = EngineKind(kind)
-    row.base_url = base_url.strip().rstrip("/")
+    row.base_url = new_base
     row.save()
     audit_record(
         workspace=workspace,
@@ -597,20 +604,31 @@ def engine_settings_update(
     return row
 
 
+@sensitive_variables("key")
 def engine_for(workspace: Workspace):
     """The engine this workspace uses, built once per process and configuration."""
     row = engine_settings_for(workspace)
     if row.kind == EngineKind.ELEVENLABS:
-        key = crypto.decrypt(row.api_key_encrypted)
-        base_url = row.base_url or settings.CHORUS_ELEVENLABS_BASE_URL
-        cache_key = ("elevenlabs", workspace.pk, hashlib.sha256(key.encode()).hexdigest(), base_url)
-        with _engine_lock:
-            engine = _engine_cache.get(cache_key)
-            if engine is None:
-                from apps.engines.elevenlabs.client import ElevenLabsEngine
+        from apps.engines.base import AuthenticationFailed
 
-                engine = ElevenLabsEngine(api_key=key, base_url=base_url, workspace=workspace.slug)
-                _engine_cache[cache_key] = engine
+        try:
+            key = crypto.decrypt(row.api_key_encrypted)
+        except crypto.SecretUnreadable as exc:
+            raise AuthenticationFailed(str(exc)) from exc
+        base_url = row.base_url or settings.CHORUS_ELEVENLABS_BASE_URL
+        fingerprint = (hashlib.sha256(key.encode()).hexdigest(), base_url)
+        with _engine_lock:
+            cached = _engine_cache.get(workspace.pk)
+            if cached is not None and cached[0] == fingerprint:
+                return cached[1]
+            from apps.engines.elevenlabs.client import ElevenLabsEngine
+
+            engine = ElevenLabsEngine(api_key=key, base_url=base_url, workspace=workspace.slug)
+            _engine_cache[workspace.pk] = (fingerprint, engine)
+        if cached is not None:  # the configuration changed: let the old client go
+            close = getattr(cached[1], "close", None)
+            if close is not None:
+                close()
         return engine
     from apps.engines.local.engine import local_engine
 

@@ -11,6 +11,7 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -436,6 +437,7 @@ def audit_log(request):
 # --- Engine settings --------------------------------------------------------------------
 
 
+@sensitive_post_parameters("api_key")
 @workspace_view(Role.OWNER)
 @require_http_methods(["GET", "POST"])
 def engine_settings(request):

@@ -126,8 +126,15 @@ def test_sound_and_music_honour_duration_and_seed_through_the_engine(engine):
     assert song.info.engine == "local" and song.info.character_cost == 0.0
 
 
-def test_the_engine_is_one_per_process(engine):
-    assert local_engine() is engine
+def test_models_load_once_per_process(engine):
+    from apps.engines.local import stt, tts
+
+    engine.tts(base.TTSRequest(text="One.", voice_id="local-joe", seed=1))
+    engine.stt(base.STTRequest(audio=SILENCE, filename="s.wav"))
+    piper, whisper = tts._piper(), stt.whisper_model("tiny")
+    engine.tts(base.TTSRequest(text="Two.", voice_id="local-joe", seed=2))
+    engine.stt(base.STTRequest(audio=SILENCE, filename="s.wav"))
+    assert tts._piper() is piper and stt.whisper_model("tiny") is whisper
 
 
 TURNS = [
@@ -243,6 +250,13 @@ SILENCE = audio.encode(np.zeros(32000, np.float32), 16000, "wav_16000")
         ),
         (lambda e: e.dubbing_status("local-dub-nope"), base.InvalidRequest, "dubbing_id"),
         (lambda e: e.history(), base.NotSupported, None),
+        (
+            lambda e: e.tts(
+                base.TTSRequest(text="Hallo", voice_id="local-joe", language_code="de")
+            ),
+            base.NotSupported,
+            None,
+        ),
         (lambda e: e.sound_effect(base.SoundRequest(text="")), base.InvalidRequest, "text"),
         (
             lambda e: e.sound_effect(base.SoundRequest(text="rain", duration_seconds=31)),

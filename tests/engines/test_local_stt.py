@@ -741,3 +741,23 @@ def test_live_captions_in_another_language_are_not_supported(monkeypatch):
 def test_live_options_out_of_range_are_invalid(options):
     with pytest.raises(InvalidRequest):
         stt.RealtimeSession(**options)
+
+
+def test_two_entities_inside_one_word_are_both_redacted():
+    words = [
+        Word("Mail", 0.0, 0.3),
+        Word(" ", 0.3, 0.3, type="spacing"),
+        Word("a@b.com,c@d.com.", 0.3, 1.0),
+    ]
+    text, new_words, entities = redaction.apply(
+        words,
+        detect_types={"email_address"},
+        redact_types={"email_address"},
+        mode="enumerated_entity_type",
+    )
+    assert text == "Mail [EMAIL_ADDRESS_1],[EMAIL_ADDRESS_2]."
+    assert "".join(w.text for w in new_words) == text
+    assert [text[e.start_char : e.end_char] for e in entities] == [
+        "[EMAIL_ADDRESS_1]",
+        "[EMAIL_ADDRESS_2]",
+    ]

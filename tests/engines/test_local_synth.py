@@ -385,3 +385,17 @@ def test_bad_music_requests_are_refused_naming_the_field(changes, field, words):
 
     message = field_error(excinfo, field)
     assert words in message and field in message
+
+
+def test_a_flood_of_adjectives_neither_crashes_nor_stalls():
+    import time
+
+    from apps.engines.base import SoundRequest
+    from apps.engines.local import synth
+
+    started = time.perf_counter()
+    result = synth.sound_effect(
+        SoundRequest(text="heavy " * 150 + "rain", duration_seconds=2.0, seed=1)
+    )
+    assert time.perf_counter() - started < 5.0
+    assert result.audio and result.extra["seed"] == 1

@@ -51,7 +51,8 @@ def test_bad_inputs_are_field_errors(client_as, owner, workspace):
     client = client_as(owner)
     for data, message in [
         ({"api_key": "short"}, "does not look like an API key"),
-        ({"api_key": KEY, "base_url": "ftp://x.example"}, "Use an http:// or https:// address"),
+        ({"api_key": KEY, "base_url": "ftp://x.example"}, "Use an https:// address"),
+        ({"api_key": KEY, "base_url": "http://api.example.com"}, "Use an https:// address"),
         ({"api_key": KEY, "kind": "mystery"}, "Select a valid choice"),
     ]:
         response = client.post(reverse("workspaces:engine"), {"kind": "elevenlabs", **data})
@@ -100,3 +101,27 @@ def test_test_connection_reports_an_unreachable_elevenlabs(client_as, owner, wor
     assert KEY not in body
     home = client.get(reverse("workspaces:home")).content.decode()
     assert 'data-engine-answers="no"' in home
+
+
+def test_a_stored_key_is_not_sent_to_a_new_base_url_without_entering_it_again(
+    client_as, owner, workspace
+):
+    client = client_as(owner)
+    _save(client, api_key=KEY, base_url="https://api.elevenlabs.io")
+    response = _save(client, base_url="https://attacker.example")
+    assert response.status_code == 400
+    assert "Enter the API key again" in response.content.decode()
+    assert EngineSettings.objects.get(workspace=workspace).base_url == "https://api.elevenlabs.io"
+    assert _save(client, api_key=KEY, base_url="https://api.eu.example").status_code == 303
+
+
+def test_an_unreadable_key_is_an_authentication_error_not_a_crash(owner, workspace, settings):
+    from apps.engines.base import AuthenticationFailed
+    from apps.workspaces import services
+
+    services.engine_settings_update(
+        workspace=workspace, actor=owner, kind="elevenlabs", api_key=KEY
+    )
+    settings.SECRET_KEY = "rotated" * 8
+    with pytest.raises(AuthenticationFailed, match="Enter it again"):
+        services.engine_for(workspace)

@@ -35,6 +35,7 @@ TEXT_RANGE = (100, 1000)
 MAX_SEED = 2_147_483_647
 MAX_SAMPLES = 25
 MAX_SAMPLE_SECONDS = 600.0
+ANALYSIS_SECONDS = 120
 APPROXIMATE_LABEL = "approximate (local)"
 
 _AUTO_TEXTS = (
@@ -258,7 +259,7 @@ def design(request: base.DesignRequest) -> base.DesignResult:
                 media_type=result.content_type,
                 duration_secs=result.duration_secs or 0.0,
                 language=recipe["language"],
-                recipe={**recipe, "seed": seed, "description": desc},
+                recipe={**recipe, "seed": seed, "description": desc, "text": text},
             )
         )
     info = base.CallInfo(
@@ -270,7 +271,10 @@ def design(request: base.DesignRequest) -> base.DesignResult:
 def preview_recipe(generated_voice_id: str, recipe: dict | None = None) -> tuple[dict, str, int]:
     """The recipe, text and seed of a preview made in this process (or given by the caller)."""
     if recipe:
-        return recipe, recipe.get("text") or _AUTO_TEXTS[0], int(recipe.get("seed") or 0)
+        seed = recipe.get("seed") or 0
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise base.InvalidRequest.for_field("recipe", "The recipe's seed is not valid.")
+        return recipe, recipe.get("text") or _AUTO_TEXTS[0], seed
     with _previews_lock:
         found = _previews.get(generated_voice_id)
     if found is None:
@@ -282,7 +286,10 @@ def preview_recipe(generated_voice_id: str, recipe: dict | None = None) -> tuple
 
 
 def stream_preview(generated_voice_id: str, *, recipe: dict | None = None):
-    """The preview's audio as an mp3 stream (what ``/text-to-voice/{id}/stream`` serves)."""
+    """The preview's audio as an mp3 stream (what ``/text-to-voice/{id}/stream`` serves).
+
+    Validation happens here, before anything is streamed; the chunks come from the iterator.
+    """
     from . import tts
 
     found_recipe, text, seed = preview_recipe(generated_voice_id, recipe)
@@ -294,8 +301,7 @@ def stream_preview(generated_voice_id: str, *, recipe: dict | None = None):
             voice_recipe=found_recipe,
         )
     )
-    for chunk in stream:
-        yield chunk.audio
+    return (chunk.audio for chunk in stream)
 
 
 def save(request: base.SaveDesignRequest) -> base.Voice:
@@ -410,7 +416,8 @@ def clone(request: base.CloneRequest) -> base.Voice:
         decoded.append(
             audio.decode_to_pcm16k(data, filename=filename, max_seconds=MAX_SAMPLE_SECONDS)
         )
-    samples = np.concatenate(decoded)
+    # Two minutes are plenty to measure pitch and pace; more only costs memory.
+    samples = np.concatenate(decoded)[: ANALYSIS_SECONDS * 16000]
     if len(samples) < 16000:
         raise base.InvalidRequest.for_field(
             "files", "The samples hold less than a second of audio; upload at least a few seconds."

@@ -45,7 +45,7 @@ class Dub:
 
 _store: OrderedDict[str, Dub] = OrderedDict()
 _lock = threading.Lock()
-_KEEP = 64
+_KEEP = 8  # dubs kept in memory per process; the apps store results durably
 
 
 def _language(code: str | None) -> str | None:

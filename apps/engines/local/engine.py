@@ -60,10 +60,10 @@ class LocalEngine(Engine):
     label = "local"
 
     # Text to speech
-    def tts(self, request: TTSRequest) -> TTSResult:
+    def tts(self, request: TTSRequest, *, with_timestamps: bool = False) -> TTSResult:
         from . import tts
 
-        return tts.synthesize(request)
+        return tts.synthesize(request, with_timestamps=with_timestamps)
 
     def tts_stream(self, request: TTSRequest, *, with_timestamps: bool = False) -> TTSStream:
         from . import tts

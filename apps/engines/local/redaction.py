@@ -349,28 +349,35 @@ def redact_words(words: list[Word], entities: list[Entity], mode: str) -> list[W
         offsets.append((pos, pos + len(w.text)))
         pos += len(w.text)
     marks = placeholders(entities, mode)
+    # The words each entity touches; entities sharing a word are replaced together, so two
+    # addresses in one "word" ("a@b.com,c@d.com") are both redacted.
+    groups: list[list] = []
+    for entity, mark in sorted(zip(entities, marks, strict=True), key=lambda m: m[0].start_char):
+        touched = [
+            k for k, (a, b) in enumerate(offsets) if a < entity.end_char and b > entity.start_char
+        ]
+        if not touched:
+            continue
+        first, last = touched[0], touched[-1]
+        if groups and first <= groups[-1][1]:
+            groups[-1][1] = max(groups[-1][1], last)
+            groups[-1][2].append((entity, mark))
+        else:
+            groups.append([first, last, [(entity, mark)]])
     out: list[Word] = []
     i = 0
-    for entity, mark in zip(entities, marks, strict=True):
-        while i < len(words) and offsets[i][1] <= entity.start_char:
-            out.append(words[i])
-            i += 1
-        first = i
-        while i < len(words) and offsets[i][0] < entity.end_char:
-            i += 1
-        covered = words[first:i]
-        if not covered:
-            continue
-        lo, hi = offsets[first][0], offsets[i - 1][1]
+    for first, last, members in groups:
+        out.extend(words[i:first])
+        covered = words[first : last + 1]
+        lo = offsets[first][0]
         joined = "".join(w.text for w in covered)
-        new_text = (
-            joined[: entity.start_char - lo] + mark + joined[len(joined) - (hi - entity.end_char) :]
-        )
+        for entity, mark in sorted(members, key=lambda m: m[0].start_char, reverse=True):
+            joined = joined[: entity.start_char - lo] + mark + joined[entity.end_char - lo :]
         real = [w for w in covered if w.type != "spacing"] or covered
         out.append(
             replace(
                 real[0],
-                text=new_text,
+                text=joined,
                 type="word",
                 start=covered[0].start,
                 end=covered[-1].end,
@@ -378,6 +385,7 @@ def redact_words(words: list[Word], entities: list[Entity], mode: str) -> list[W
                 characters=None,
             )
         )
+        i = last + 1
     out.extend(words[i:])
     return out
 

@@ -591,26 +591,39 @@ def _mel_filters(bands: int = 40, n_fft: int = 512) -> np.ndarray:
 
 
 def voice_features(samples: np.ndarray) -> dict[str, np.ndarray]:
-    """Per 10 ms frame: 19 MFCCs, energy in dB, and pitch (Hz, 0 where unvoiced)."""
-    frames = _frames(samples, _FRAME) * np.hamming(_FRAME)
-    power = np.abs(np.fft.rfft(frames, n=512)) ** 2
-    logmel = np.log(power @ _mel_filters().T + 1e-10)
-    bands = logmel.shape[1]
+    """Per 10 ms frame: 19 MFCCs, energy in dB, and pitch (Hz, 0 where unvoiced).
+
+    Frames are views into ``samples``; the spectra are computed a minute at a time, so
+    memory stays bounded however long the audio is.
+    """
+    frames = _frames(samples, _FRAME)
+    pitch_frames = _frames(samples, _PITCH_FRAME)[: len(frames)]
+    window, filters = np.hamming(_FRAME), _mel_filters().T
+    bands = filters.shape[1]
     n = np.arange(bands)
     dct = np.cos(np.pi / bands * (n[None, :] + 0.5) * np.arange(20)[:, None])
-    mfcc = logmel @ dct.T
-    energy = 10 * np.log10(power.sum(axis=1) + 1e-10)
-
-    pitch_frames = _frames(samples, _PITCH_FRAME)[: len(frames)]
-    centred = pitch_frames - pitch_frames.mean(axis=1, keepdims=True)
-    spectrum = np.fft.rfft(centred, n=2 * _PITCH_FRAME)
-    acf = np.fft.irfft(np.abs(spectrum) ** 2)[:, :_PITCH_FRAME]
     lo, hi = SAMPLE_RATE // 400, SAMPLE_RATE // 60
-    # Normalise by the overlap so long lags are not penalised, then by energy.
-    acf = acf / (_PITCH_FRAME - np.arange(_PITCH_FRAME))[None, :]
-    peak = lo + np.argmax(acf[:, lo:hi], axis=1)
-    strength = acf[np.arange(len(acf)), peak] / (acf[:, 0] + 1e-10)
-    pitch = np.where(strength > 0.45, SAMPLE_RATE / peak, 0.0)
+    overlap = (_PITCH_FRAME - np.arange(_PITCH_FRAME))[None, :]
+    mfccs, energies, pitches = [], [], []
+    block = 6000  # frames: one minute
+    for start in range(0, len(frames), block):
+        part = frames[start : start + block] * window
+        power = np.abs(np.fft.rfft(part, n=512)) ** 2
+        logmel = np.log(power @ filters + 1e-10)
+        mfccs.append(logmel @ dct.T)
+        energies.append(10 * np.log10(power.sum(axis=1) + 1e-10))
+        pitch_part = pitch_frames[start : start + block]
+        centred = pitch_part - pitch_part.mean(axis=1, keepdims=True)
+        spectrum = np.fft.rfft(centred, n=2 * _PITCH_FRAME)
+        acf = np.fft.irfft(np.abs(spectrum) ** 2)[:, :_PITCH_FRAME]
+        # Normalise by the overlap so long lags are not penalised, then by energy.
+        acf = acf / overlap
+        peak = lo + np.argmax(acf[:, lo:hi], axis=1)
+        strength = acf[np.arange(len(acf)), peak] / (acf[:, 0] + 1e-10)
+        pitches.append(np.where(strength > 0.45, SAMPLE_RATE / peak, 0.0))
+    mfcc = np.concatenate(mfccs) if mfccs else np.zeros((0, 20))
+    energy = np.concatenate(energies) if energies else np.zeros(0)
+    pitch = np.concatenate(pitches) if pitches else np.zeros(0)
     count = min(len(mfcc), len(pitch))
     return {"mfcc": mfcc[:count, 1:], "energy": energy[:count], "pitch": pitch[:count]}
 

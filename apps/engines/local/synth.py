@@ -408,8 +408,9 @@ class _Mods:
 
     def plus(self, other: _Mods) -> _Mods:
         return _Mods(
-            gain=self.gain + other.gain,
-            density=self.density * other.density,
+            gain=float(np.clip(self.gain + other.gain, -24.0, 12.0)),
+            # Repeated adjectives ("heavy heavy heavy rain") must not explode event counts.
+            density=float(np.clip(self.density * other.density, 0.25, 4.0)),
             distance=self.distance + other.distance,
             bright=self.bright + other.bright,
             pitch=self.pitch + other.pitch,
@@ -420,8 +421,8 @@ class _Mods:
 
     def scaled(self, factor: float) -> _Mods:
         return _Mods(
-            gain=self.gain * factor,
-            density=self.density**factor,
+            gain=float(np.clip(self.gain * factor, -24.0, 12.0)),
+            density=float(np.clip(self.density**factor, 0.25, 4.0)),
             distance=float(np.clip(self.distance * factor, -1.5, 1.5)),
             bright=float(np.clip(self.bright * factor, -1.5, 1.5)),
             pitch=float(np.clip(self.pitch * factor, -1.5, 1.5)),

@@ -396,6 +396,13 @@ def _plan(request: base.TTSRequest) -> _Plan:
         backend, espeak_voice = "espeak", _checked_espeak_voice(recipe["espeak_voice"])
     elif backend == "espeak" and request.language_code:
         espeak_voice = _voice_for_language(espeak_voice, request.language_code)
+    elif backend == "piper" and request.language_code:
+        code = str(request.language_code).lower()
+        if code.split("-")[0] not in {"en", "eng"}:
+            raise base.NotSupported(
+                f"The local voice {voice.name} speaks English only; for {code!r} choose one "
+                "of the espeak-ng voices (they switch language with language_code)."
+            )
 
     settings, defaults = request.voice_settings or base.VoiceSettings(), base.VoiceSettings()
 
