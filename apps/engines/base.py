@@ -244,11 +244,19 @@ class TTSStream:
         self.closed = False
 
     def __iter__(self) -> Iterator[TTSChunk]:
-        for chunk in self._chunks:
-            if self.closed:
-                break
-            self.delivered_bytes += len(chunk.audio)
-            yield chunk
+        finished = False
+        try:
+            for chunk in self._chunks:
+                if self.closed:
+                    break
+                self.delivered_bytes += len(chunk.audio)
+                yield chunk
+            finished = True
+        finally:
+            # A caller that stopped reading (break, disconnect, exception) stops the synthesis
+            # and releases its connection, without having to call close() itself.
+            if not finished and not self.closed:
+                self.close()
 
     def close(self) -> None:
         self.closed = True

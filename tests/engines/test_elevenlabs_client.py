@@ -1389,3 +1389,421 @@ def test_a_realtime_error_message_at_start_becomes_a_typed_error():
         with pytest.raises(QuotaExceeded, match="No credits left."):
             engine.stt_realtime()
         engine.close()
+
+
+# --- Replies of the wrong shape ---------------------------------------------------------
+
+UNEXPECTED = "ElevenLabs returned an unexpected response"
+
+
+def alignment_with_a_null() -> dict:
+    return {
+        "audio_base64": base64.b64encode(b"PCM").decode(),
+        "alignment": {
+            "characters": ["H", "i"],
+            "character_start_times_seconds": [0.0, None],
+            "character_end_times_seconds": [0.1, 0.2],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("capability", "call", "body"),
+    [
+        ("voices", lambda e: e.voices(VoiceQuery()), [1]),
+        ("voices", lambda e: e.voices(VoiceQuery()), {"voices": [1]}),
+        ("voice", lambda e: e.voice("v1"), "a voice"),
+        ("tts", lambda e: e.tts(tts_request(), with_timestamps=True), alignment_with_a_null()),
+        ("tts", lambda e: e.tts(tts_request(), with_timestamps=True), [1]),
+        ("stt", lambda e: e.stt(STTRequest(audio=b"RIFF")), {"words": [None]}),
+        ("voice_clone", lambda e: e.voice_clone(CloneRequest("n", [("a.mp3", b"x")])), [1]),
+        ("voice_design", lambda e: e.voice_design(DesignRequest("x")), {"previews": [1]}),
+        ("dubbing_status", lambda e: e.dubbing_status("d1"), []),
+        ("models", lambda e: e.models(), {"models": []}),
+        ("user", lambda e: e.user(), {"subscription": [1]}),
+        ("subscription", lambda e: e.subscription(), {"character_count": "many"}),
+        ("history", lambda e: e.history(), {"history": ["item"]}),
+    ],
+)
+def test_a_reply_of_the_wrong_shape_is_upstream_unavailable_and_logged_once(
+    engine_for, caplog, capability, call, body
+):
+    caplog.set_level(logging.DEBUG)
+    script = Script(httpx.Response(200, json=body, headers={"request-id": "req_bad"}))
+    engine = engine_for(script)
+
+    with pytest.raises(UpstreamUnavailable, match=UNEXPECTED) as raised:
+        call(engine)
+
+    assert raised.value.request_id == "req_bad"
+    assert len(script.requests) == 1  # a reply that arrived is not retried
+    (record,) = engine_records(caplog)
+    assert record.levelno == logging.WARNING
+    assert (record.capability, record.status, record.error) == (
+        capability,
+        200,
+        "upstream_unavailable",
+    )
+
+
+def test_a_list_where_the_voices_page_belongs_says_what_arrived(engine_for):
+    engine = engine_for(Script(httpx.Response(200, json=[1])))
+
+    with pytest.raises(UpstreamUnavailable) as raised:
+        engine.voices(VoiceQuery())
+
+    assert raised.value.message == f"{UNEXPECTED}: expected a JSON object, got a list."
+
+
+def test_a_list_line_in_the_middle_of_a_timestamped_stream_breaks_it_cleanly(engine_for, caplog):
+    caplog.set_level(logging.DEBUG)
+    good = {"audio_base64": base64.b64encode(b"aa").decode(), "alignment": None}
+    body = Body(json.dumps(good).encode() + b"\n", b"[1]\n", b'{"audio_base64": ""}\n')
+    script = Script(httpx.Response(200, stream=body, headers={"request-id": "req_nd"}))
+    engine = engine_for(script)
+
+    stream = engine.tts_stream(tts_request(), with_timestamps=True)
+    received = []
+    with pytest.raises(UpstreamUnavailable, match=UNEXPECTED) as raised:
+        for chunk in stream:
+            received.append(chunk.audio)
+
+    assert received == [b"aa"]
+    assert raised.value.request_id == "req_nd"
+    assert body.closed
+    (record,) = engine_records(caplog)
+    assert (record.outcome, record.error, record.bytes) == ("broken", "upstream_unavailable", 2)
+
+
+def test_a_timestamped_stream_whose_first_line_has_the_wrong_shape_is_closed_and_logged(
+    engine_for, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    line = {"audio_base64": "", "alignment": {"character_end_times_seconds": [None]}}
+    body = Body(json.dumps(line).encode() + b"\n")
+    engine = engine_for(Script(httpx.Response(200, stream=body)))
+
+    with pytest.raises(UpstreamUnavailable, match=UNEXPECTED):
+        engine.tts_stream(tts_request(), with_timestamps=True)
+
+    assert body.closed
+    (record,) = engine_records(caplog)
+    assert (record.status, record.error) == (200, "upstream_unavailable")
+
+
+def test_the_async_client_breaks_a_stream_with_a_wrong_shaped_line_cleanly(caplog):
+    caplog.set_level(logging.DEBUG)
+    good = {"audio_base64": base64.b64encode(b"aa").decode()}
+    body = AsyncBody(json.dumps(good).encode() + b"\n", b"[1]\n")
+    script = Script(httpx.Response(200, stream=body))
+
+    async def run():
+        async with AsyncElevenLabsClient(KEY, transport=httpx.MockTransport(script)) as client:
+            stream = await client.tts_stream(tts_request(), with_timestamps=True)
+            received = []
+            with pytest.raises(UpstreamUnavailable, match=UNEXPECTED):
+                async for chunk in stream:
+                    received.append(chunk.audio)
+            return received
+
+    assert asyncio.run(run()) == [b"aa"]
+    assert body.closed
+    (record,) = engine_records(caplog)
+    assert (record.outcome, record.error) == ("broken", "upstream_unavailable")
+
+
+# --- Streams that are interrupted -------------------------------------------------------
+
+
+class SoftTimeLimitExceeded(BaseException):
+    """Stands in for Celery's, raised from a signal into whatever the task is doing; a
+    BaseException here, so only a handler that catches everything closes the response."""
+
+
+class Interrupting(Body):
+    """A body that raises ``exc`` (any BaseException) when piece ``at`` is asked for."""
+
+    def __init__(self, *pieces: bytes, at: int, exc: BaseException):
+        super().__init__(*pieces)
+        self.at = at
+        self.exc = exc
+
+    def __iter__(self):
+        for index, piece in enumerate(self.pieces):
+            if index == self.at:
+                raise self.exc
+            self.produced += 1
+            yield piece
+
+
+class AsyncBody(httpx.AsyncByteStream):
+    """An async body that arrives piece by piece; ``hang_at`` waits forever at that piece."""
+
+    def __init__(self, *pieces: bytes, hang_at: int | None = None):
+        self.pieces = pieces
+        self.hang_at = hang_at
+        self.closed = False
+
+    async def __aiter__(self):
+        for index, piece in enumerate(self.pieces):
+            if index == self.hang_at:
+                await asyncio.Event().wait()
+            yield piece
+
+    async def aclose(self):
+        self.closed = True
+
+
+def test_a_stream_interrupted_mid_way_closes_its_response_and_logs_once(engine_for, caplog):
+    caplog.set_level(logging.DEBUG)
+    body = Interrupting(b"one", b"two", at=1, exc=SoftTimeLimitExceeded())
+    engine = engine_for(Script(httpx.Response(200, stream=body)))
+
+    stream = engine.tts_stream(tts_request())
+    chunks = iter(stream)
+    assert next(chunks).audio == b"one"
+    with pytest.raises(SoftTimeLimitExceeded):
+        next(chunks)
+
+    assert body.closed
+    (record,) = engine_records(caplog)
+    assert record.levelno == logging.WARNING
+    assert (record.outcome, record.interrupted, record.bytes) == (
+        "aborted",
+        "SoftTimeLimitExceeded",
+        3,
+    )
+
+
+@pytest.mark.parametrize("exc", [SoftTimeLimitExceeded(), KeyboardInterrupt(), RuntimeError("x")])
+def test_a_stream_interrupted_before_its_first_byte_closes_its_response(engine_for, caplog, exc):
+    caplog.set_level(logging.DEBUG)
+    body = Interrupting(b"one", at=0, exc=exc)
+    script = Script(httpx.Response(200, stream=body), OK_AUDIO)
+    engine = engine_for(script)
+
+    with pytest.raises(type(exc)):
+        engine.voice_design_stream("gen_1")
+
+    assert body.closed
+    assert len(script.requests) == 1
+    (record,) = engine_records(caplog)
+    assert (record.outcome, record.interrupted) == ("aborted", type(exc).__name__)
+
+
+def test_closing_a_tts_stream_early_closes_the_response_and_logs_what_was_delivered(
+    engine_for, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    body = Body(b"one", b"two", b"three")
+    engine = engine_for(Script(httpx.Response(200, stream=body)))
+
+    stream = engine.tts_stream(tts_request())
+    next(iter(stream))
+    stream.close()
+
+    assert body.closed
+    assert list(stream) == []  # nothing more comes out of a closed stream
+    (record,) = engine_records(caplog)
+    assert record.levelno == logging.INFO
+    assert (record.outcome, record.bytes) == ("closed", 3)
+    assert stream.delivered_bytes == 3
+
+
+def test_a_tts_stream_closed_before_it_was_read_delivers_nothing(engine_for, caplog):
+    caplog.set_level(logging.DEBUG)
+    body = Body(b"one", b"two")
+    engine = engine_for(Script(httpx.Response(200, stream=body)))
+
+    stream = engine.tts_stream(tts_request())
+    stream.close()
+
+    assert body.closed
+    assert list(stream) == []
+    (record,) = engine_records(caplog)
+    assert (record.outcome, record.bytes) == ("closed", 0)
+
+
+def test_the_async_client_closes_a_cancelled_stream_and_logs_once(caplog):
+    caplog.set_level(logging.DEBUG)
+    body = AsyncBody(b"one", b"two", hang_at=1)
+    script = Script(httpx.Response(200, stream=body))
+
+    async def run():
+        async with AsyncElevenLabsClient(KEY, transport=httpx.MockTransport(script)) as client:
+            stream = await client.tts_stream(tts_request())
+            first = await anext(stream)
+            task = asyncio.ensure_future(anext(stream))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return first
+
+    assert asyncio.run(run()).audio == b"one"
+    assert body.closed
+    (record,) = engine_records(caplog)
+    assert (record.outcome, record.interrupted, record.bytes) == ("aborted", "CancelledError", 3)
+
+
+def test_the_async_client_closes_a_stream_cancelled_before_its_first_byte(caplog):
+    caplog.set_level(logging.DEBUG)
+    body = AsyncBody(b"one", hang_at=0)
+    script = Script(httpx.Response(200, stream=body))
+
+    async def run():
+        async with AsyncElevenLabsClient(KEY, transport=httpx.MockTransport(script)) as client:
+            task = asyncio.ensure_future(client.tts_stream(tts_request()))
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(run())
+    assert body.closed
+    (record,) = engine_records(caplog)
+    assert (record.outcome, record.interrupted) == ("aborted", "CancelledError")
+
+
+# --- Permissions, retry headers, closing --------------------------------------------------
+
+
+def test_a_401_for_a_missing_permission_is_not_supported_not_an_auth_failure(engine_for):
+    message = "The API key you used is missing the permission text_to_speech to execute this."
+    script = Script(error(401, shape_b("missing_permissions", message)), OK_AUDIO)
+    engine = engine_for(script)
+
+    with pytest.raises(NotSupported) as raised:
+        engine.tts(tts_request())
+
+    assert raised.value.message == (
+        f"Your ElevenLabs API key lacks a permission this needs: {message}"
+    )
+    assert raised.value.upstream_status == 401
+    assert len(script.requests) == 1
+
+
+def test_a_realtime_session_refused_for_a_missing_permission_is_not_supported():
+    def refuse(connection, request):
+        body = shape_b("missing_permissions", "Missing speech_to_text permission.")
+        return connection.respond(401, json.dumps(body))
+
+    with realtime_server(lambda ws: None, process_request=refuse) as base_url:
+        engine = ElevenLabsEngine(KEY, base_url, sleep=lambda _: None)
+        with pytest.raises(NotSupported, match="lacks a permission"):
+            engine.stt_realtime()
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"retry-after": "inf"}, None),
+        ({"retry-after": "nan"}, None),
+        ({"retry-after": "-5"}, None),
+        ({"retry-after-ms": "nan"}, None),
+        ({"retry-after-ms": "Infinity"}, None),
+        ({"retry-after-ms": "-1"}, None),
+        ({"retry-after-ms": "nan", "retry-after": "2"}, 2.0),
+        ({"retry-after": "inf", "x-ratelimit-reset": "3"}, 3.0),
+        ({"x-ratelimit-reset": "inf"}, None),
+        ({"x-ratelimit-reset": "-3"}, None),
+        ({"retry-after": "0"}, 0.0),
+    ],
+)
+def test_server_delays_that_are_not_finite_non_negative_numbers_are_ignored(headers, expected):
+    assert server_delay(headers, now=1_700_000_000) == expected
+
+
+def test_a_429_asking_for_an_infinite_wait_gets_the_usual_backoff(engine_for):
+    script = Script(
+        error(429, shape_b("system_busy", "Busy."), headers={"Retry-After": "inf"}), OK_AUDIO
+    )
+    engine = engine_for(script)
+
+    assert engine.tts(tts_request()).info.attempts == 2
+    assert engine.sleeps == [0.25]
+
+
+def test_closing_the_engine_closes_its_http_client(engine_for):
+    engine = engine_for(Script(OK_AUDIO))
+    engine.tts(tts_request())
+
+    engine.close()
+
+    assert engine._client.is_closed
+
+
+# --- Calls that create something --------------------------------------------------------
+
+CREATES = [
+    ("/v1/voices/add", lambda e: e.voice_clone(CloneRequest("Mine", [("a.mp3", b"x")]))),
+    ("/v1/dubbing", lambda e: e.dubbing_start(DubbingRequest(b"x", "a.mp4", "es"))),
+    (
+        "/v1/text-to-voice",
+        lambda e: e.voice_design_save(SaveDesignRequest("gen_1", "Name", "A calm voice.")),
+    ),
+]
+CREATED = httpx.Response(200, json={"voice_id": "v_new", "dubbing_id": "d_new"})
+
+
+@pytest.mark.parametrize(("path", "create"), CREATES)
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.ReadTimeout("read timed out"),
+        httpx.RemoteProtocolError("server disconnected"),
+        httpx.WriteError("broken pipe"),
+        SERVER_ERROR,
+        error(502, text="Bad gateway"),
+        error(408, shape_b("request_timeout", "Timed out.")),
+        error(409, shape_b("conflict", "Conflict.")),
+    ],
+)
+def test_a_create_that_may_have_reached_the_server_is_not_retried(
+    engine_for, path, create, failure
+):
+    script = Script(failure, CREATED)
+    engine = engine_for(script)
+
+    with pytest.raises(UpstreamUnavailable, match="may have gone through"):
+        create(engine)
+
+    assert script.last.url.path == path
+    assert len(script.requests) == 1
+    assert engine.sleeps == []
+
+
+@pytest.mark.parametrize(("path", "create"), CREATES)
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.ConnectError("connection refused"),
+        httpx.ConnectTimeout("connect timed out"),
+        error(429, shape_b("too_many_concurrent_requests", "Too many.")),
+    ],
+)
+def test_a_create_refused_before_it_was_sent_or_read_is_retried(engine_for, path, create, failure):
+    script = Script(failure, CREATED)
+    engine = engine_for(script)
+
+    create(engine)
+
+    assert [r.url.path for r in script.requests] == [path, path]
+    assert len(engine.sleeps) == 1
+
+
+def test_a_create_out_of_quota_is_still_not_retried(engine_for):
+    script = Script(error(429, shape_b("quota_exceeded", "No credits.")), CREATED)
+    engine = engine_for(script)
+
+    with pytest.raises(QuotaExceeded):
+        engine.voice_clone(CloneRequest("Mine", [("a.mp3", b"x")]))
+    assert len(script.requests) == 1
+
+
+def test_reads_and_syntheses_are_still_retried_after_a_read_timeout(engine_for):
+    script = Script(httpx.ReadTimeout("read timed out"), OK_AUDIO)
+    engine = engine_for(script)
+
+    assert engine.tts(tts_request()).info.attempts == 2

@@ -276,3 +276,15 @@ def test_bad_input_gets_the_typed_error_with_a_clear_message(engine, call, error
     assert exc.value.message and len(exc.value.message) > 10
     if field:
         assert field in exc.value.fields, exc.value.fields
+
+
+def test_leaving_a_stream_early_closes_it(engine):
+    stream = engine.tts_stream(
+        base.TTSRequest(
+            text="One sentence. Another sentence. And a third one.", voice_id="local-joe"
+        )
+    )
+    for _chunk in stream:
+        break
+    assert stream.closed
+    assert 0 < stream.delivered_bytes

@@ -1,13 +1,15 @@
 """Async ElevenLabs client for async callers (consumers, the gateway): streamed TTS only.
 
 Same wire format, retry policy, error mapping and one-log-line-per-call as ``ElevenLabsEngine``;
-the sleep between attempts is awaited instead of blocking.
+the sleep between attempts is awaited instead of blocking. A stream ended in any way (its last
+chunk, ``aclose()``, an error, a cancelled task) closes its HTTP response and logs once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,13 +30,16 @@ from .client import (
     _END,
     DEFAULT_BASE_URL,
     DEFAULT_TIMEOUT,
+    MAPPING_ERRORS,
     _Call,
     _segment,
     log_call,
     output_format,
+    timestamp_line,
+    unexpected,
     user_agent,
 )
-from .retry import RetryPolicy, judge
+from .retry import RetryPolicy, judge, retryable_exception
 
 
 async def _audio_chunks(response: httpx.Response) -> AsyncIterator[TTSChunk]:
@@ -43,14 +48,20 @@ async def _audio_chunks(response: httpx.Response) -> AsyncIterator[TTSChunk]:
 
 
 async def _ndjson_chunks(response: httpx.Response) -> AsyncIterator[TTSChunk]:
+    request_id = response.headers.get("request-id")
     async for line in response.aiter_lines():
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except ValueError as exc:
-            raise UpstreamUnavailable("ElevenLabs sent an unreadable stream line.") from exc
-        yield mapping.timestamp_chunk(data)
+        chunk = timestamp_line(line, request_id)
+        if chunk is not None:
+            yield chunk
+
+
+async def _close_iterator(iterator: Any) -> None:
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is None:
+        return
+    # A generator running elsewhere cannot be closed from here: nothing to do.
+    with contextlib.suppress(RuntimeError, ValueError):
+        await aclose()
 
 
 class AsyncTTSStream:
@@ -92,27 +103,41 @@ class AsyncTTSStream:
             except EngineError as error:
                 await self._finish("broken", error)
                 raise
+            except MAPPING_ERRORS as exc:
+                error = unexpected(
+                    exc, request_id=self.info.request_id, upstream_status=self._response.status_code
+                )
+                await self._finish("broken", error)
+                raise error from exc
+            except BaseException as exc:  # cancelled or interrupted: close, log, let it through
+                await self._finish("aborted", level=logging.WARNING, interrupted=type(exc).__name__)
+                raise
         self.delivered_bytes += len(chunk.audio)
         return chunk
 
     async def aclose(self) -> None:
         await self._finish("closed")
 
-    async def _finish(self, outcome: str, error: EngineError | None = None) -> None:
+    async def _finish(self, outcome: str, error: EngineError | None = None, **more: Any) -> None:
         if self.closed:
             return
         self.closed = True
-        await self._response.aclose()
-        self._client._log(
-            self._call,
-            self._response.status_code,
-            self.info.attempts,
-            self._started,
-            self.info.request_id,
-            error,
-            outcome=outcome,
-            bytes=self.delivered_bytes,
-        )
+        self._pending.clear()
+        try:
+            await _close_iterator(self._iterator)
+            await self._response.aclose()
+        finally:
+            self._client._log(
+                self._call,
+                self._response.status_code,
+                self.info.attempts,
+                self._started,
+                self.info.request_id,
+                error,
+                outcome=outcome,
+                bytes=self.delivered_bytes,
+                **more,
+            )
 
 
 class AsyncElevenLabsClient:
@@ -199,7 +224,14 @@ class AsyncElevenLabsClient:
                 response = await self._client.send(built, stream=True)
                 if response.is_success:
                     iterator = items(response)
-                    first = await anext(iterator, _END)
+                    try:
+                        first = await anext(iterator, _END)
+                    except MAPPING_ERRORS as exc:
+                        raise unexpected(
+                            exc,
+                            request_id=response.headers.get("request-id"),
+                            upstream_status=response.status_code,
+                        ) from exc
                     info = mapping.call_info(
                         response.headers,
                         attempts=attempt,
@@ -218,6 +250,7 @@ class AsyncElevenLabsClient:
                     headers=response.headers,
                     body=response.content,
                     reason=response.reason_phrase,
+                    idempotent=call.idempotent,
                 )
             except httpx.RequestError as exc:
                 if response is not None:
@@ -226,13 +259,28 @@ class AsyncElevenLabsClient:
                     self._policy,
                     attempt,
                     exc=exc,
-                    retryable_exc=isinstance(exc, httpx.TransportError),
+                    retryable_exc=retryable_exception(exc, idempotent=call.idempotent),
+                    idempotent=call.idempotent,
                 )
-            except EngineError as error:
+            except EngineError as error:  # e.g. an unreadable first line
                 if response is not None:
                     await response.aclose()
+                status = getattr(response, "status_code", None)
+                self._log(call, status, attempt, started, error.request_id, error)
+                raise
+            except BaseException as exc:  # cancelled or interrupted: close, log, let it through
+                if response is not None:
+                    await response.aclose()
+                status = getattr(response, "status_code", None)
                 self._log(
-                    call, getattr(response, "status_code", None), attempt, started, None, error
+                    call,
+                    status,
+                    attempt,
+                    started,
+                    None,
+                    level=logging.WARNING,
+                    outcome="aborted",
+                    interrupted=type(exc).__name__,
                 )
                 raise
             if not verdict.retry:

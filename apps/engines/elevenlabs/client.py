@@ -3,12 +3,18 @@
 One ``httpx.Client`` per engine, reused for every call. Every call goes through the same retry
 policy (retry.py), turns error bodies into typed errors (errors.py), fills a ``CallInfo`` from
 the response headers, and writes exactly one log line to ``chorus.engines.elevenlabs`` (INFO,
-or WARNING when it failed). The API key is sent as ``xi-api-key`` and never logged: log lines
-carry no headers and no URLs with secrets, and httpx itself never logs headers.
+or WARNING when it failed). A successful reply is only logged once it has been mapped: a body
+that is not the shape the API documents (a list where an object belongs, a ``null`` in an
+alignment) becomes ``UpstreamUnavailable("ElevenLabs returned an unexpected response: ...")``,
+logged as the call's error, rather than a ``TypeError`` deep in a view.
+
+The API key is sent as ``xi-api-key`` and never logged: log lines carry no headers and no URLs
+with secrets, and httpx itself never logs headers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import logging
@@ -55,7 +61,7 @@ from apps.engines.base import (
 )
 
 from . import mapping
-from .retry import RetryPolicy, Verdict, judge
+from .retry import RetryPolicy, Verdict, judge, retryable_exception
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
 DEFAULT_TIMEOUT = httpx.Timeout(connect=10.0, read=120.0, write=60.0, pool=10.0)
@@ -64,6 +70,9 @@ logger = logging.getLogger(LOGGER_NAME)
 
 T = TypeVar("T")
 _END: Any = object()
+# What reading a reply of the wrong shape raises: turned into UpstreamUnavailable.
+MAPPING_ERRORS = (TypeError, ValueError, AttributeError, KeyError)
+MAX_DETAIL = 200
 
 
 def chorus_version() -> str:
@@ -88,9 +97,13 @@ def log_call(
     latency_ms: float,
     request_id: str | None,
     error: EngineError | None = None,
+    level: int | None = None,
     **more: Any,
 ) -> None:
-    """The one log line of a call. Never give it headers, bodies or full URLs."""
+    """The one log line of a call. Never give it headers, bodies or full URLs.
+
+    INFO, or WARNING when the call failed (``error``); ``level`` overrides that.
+    """
     fields: dict[str, Any] = {
         "workspace": workspace,
         "capability": capability,
@@ -105,8 +118,10 @@ def log_call(
         fields["error"] = error.code
     fields.update(more)
     text = " ".join(f"{key}={value}" for key, value in fields.items())
+    if level is None:
+        level = logging.WARNING if error is not None else logging.INFO
     logger.log(
-        logging.WARNING if error is not None else logging.INFO,
+        level,
         "elevenlabs call %s",
         text,
         extra=fields,
@@ -120,6 +135,34 @@ def output_format(name: str | None, *, allow_wav: bool = True) -> OutputFormat:
             "output_format", "ElevenLabs cannot stream WAV; choose an mp3, pcm or opus format."
         )
     return fmt
+
+
+def unexpected(
+    reason: BaseException | str, *, request_id: str | None = None, upstream_status=None
+) -> UpstreamUnavailable:
+    """The error for a reply that is not the shape the API documents."""
+    detail = str(reason) or type(reason).__name__
+    if len(detail) > MAX_DETAIL:
+        detail = detail[:MAX_DETAIL] + "…"
+    return UpstreamUnavailable(
+        f"ElevenLabs returned an unexpected response: {detail}",
+        request_id=request_id,
+        upstream_status=upstream_status,
+    )
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def expect(data: Any, kind: type) -> Any:
+    """``data`` if it is a ``kind`` (dict or list); otherwise a TypeError saying what it was."""
+    if not isinstance(data, kind):
+        wanted = "a JSON object" if kind is dict else "a JSON list"
+        raise TypeError(f"expected {wanted}, got {_kind(data)}.")
+    return data
 
 
 def _segment(value: str) -> str:
@@ -139,6 +182,9 @@ class _Call:
     data: dict[str, Any] | None = None
     files: Any = None
     model_id: str | None = None
+    # False for calls that create something: not retried once they may have reached the
+    # server (see retry.py).
+    idempotent: bool = True
 
     def query(self) -> dict[str, Any] | None:
         if not self.params:
@@ -151,7 +197,9 @@ class _Stream(Generic[T]):
 
     It was retried (if need be) until its first item arrived; from then on a broken connection
     surfaces as ``UpstreamUnavailable`` to the caller, never as a silent retry that would
-    repeat audio the caller already has. Logs its one line when it ends or is closed.
+    repeat audio the caller already has. Whatever ends it (the last item, ``close()``, an
+    error, or an interruption such as ``GeneratorExit``, ``asyncio.CancelledError`` or Celery's
+    ``SoftTimeLimitExceeded``) closes the HTTP response and logs its one line.
     """
 
     def __init__(self, engine, call, response, iterator, first, info, started, size):
@@ -190,27 +238,51 @@ class _Stream(Generic[T]):
             except EngineError as error:
                 self._finish("broken", error)
                 raise
+            except MAPPING_ERRORS as exc:
+                error = unexpected(
+                    exc, request_id=self.info.request_id, upstream_status=self._response.status_code
+                )
+                self._finish("broken", error)
+                raise error from exc
+            except BaseException as exc:  # interrupted: close, log, and let it through
+                self._finish("aborted", level=logging.WARNING, interrupted=type(exc).__name__)
+                raise
         self.delivered_bytes += self._size(item)
         return item
 
     def close(self) -> None:
         self._finish("closed")
 
-    def _finish(self, outcome: str, error: EngineError | None = None) -> None:
+    def _finish(self, outcome: str, error: EngineError | None = None, **more: Any) -> None:
         if self._done:
             return
         self._done = True
-        self._response.close()
-        self._engine._log(
-            self._call,
-            self._response.status_code,
-            self.info.attempts,
-            self._started,
-            self.info.request_id,
-            error,
-            outcome=outcome,
-            bytes=self.delivered_bytes,
-        )
+        self._pending.clear()
+        try:
+            _close_iterator(self._iterator)
+            self._response.close()
+        finally:
+            self._engine._log(
+                self._call,
+                self._response.status_code,
+                self.info.attempts,
+                self._started,
+                self.info.request_id,
+                error,
+                outcome=outcome,
+                bytes=self.delivered_bytes,
+                **more,
+            )
+
+
+def _close_iterator(iterator: Any) -> None:
+    """Close a generator left part-way (it may hold the response's line reader open)."""
+    close = getattr(iterator, "close", None)
+    if close is None:
+        return
+    # A generator running in another frame cannot be closed from here: nothing to do.
+    with contextlib.suppress(RuntimeError, ValueError):
+        close()
 
 
 def _audio_size(item: bytes) -> int:
@@ -221,15 +293,29 @@ def _chunk_size(item: TTSChunk) -> int:
     return len(item.audio)
 
 
+def timestamp_line(line: str, request_id: str | None = None) -> TTSChunk | None:
+    """One line of ``/stream/with-timestamps`` (None for a blank line); a line that is not
+    JSON, not an object, or not the documented shape raises ``UpstreamUnavailable``."""
+    if not line.strip():
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise UpstreamUnavailable(
+            "ElevenLabs sent an unreadable stream line.", request_id=request_id
+        ) from exc
+    try:
+        return mapping.timestamp_chunk(expect(data, dict))
+    except MAPPING_ERRORS as exc:
+        raise unexpected(exc, request_id=request_id) from exc
+
+
 def _ndjson_chunks(response: httpx.Response) -> Iterator[TTSChunk]:
+    request_id = response.headers.get("request-id")
     for line in response.iter_lines():
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except ValueError as exc:
-            raise UpstreamUnavailable("ElevenLabs sent an unreadable stream line.") from exc
-        yield mapping.timestamp_chunk(data)
+        chunk = timestamp_line(line, request_id)
+        if chunk is not None:
+            yield chunk
 
 
 def _audio_chunks(response: httpx.Response) -> Iterator[TTSChunk]:
@@ -303,13 +389,14 @@ class ElevenLabsEngine(Engine):
             **more,
         )
 
-    def _judge(self, attempt: int, *, response=None, exc=None) -> Verdict:
+    def _judge(self, call: _Call, attempt: int, *, response=None, exc=None) -> Verdict:
         if exc is not None:
             return judge(
                 self._policy,
                 attempt,
                 exc=exc,
-                retryable_exc=isinstance(exc, httpx.TransportError),
+                retryable_exc=retryable_exception(exc, idempotent=call.idempotent),
+                idempotent=call.idempotent,
             )
         return judge(
             self._policy,
@@ -318,6 +405,7 @@ class ElevenLabsEngine(Engine):
             headers=response.headers,
             body=response.content,
             reason=response.reason_phrase,
+            idempotent=call.idempotent,
         )
 
     def _give_up(self, call, attempt, started, response, verdict) -> None:
@@ -332,8 +420,9 @@ class ElevenLabsEngine(Engine):
         )
         raise error
 
-    def _request(self, call: _Call) -> tuple[httpx.Response, CallInfo]:
-        """Send a call, retrying per the policy; the successful response, read in full."""
+    def _send(self, call: _Call) -> tuple[httpx.Response, CallInfo, float]:
+        """Send a call, retrying per the policy: the successful response, read in full, its
+        ``CallInfo`` and when the call started. Logs failures; success is logged by ``_call``."""
         started = time.monotonic()
         attempt = 0
         while True:
@@ -349,7 +438,7 @@ class ElevenLabsEngine(Engine):
                     files=call.files,
                 )
             except httpx.RequestError as exc:
-                verdict = self._judge(attempt, exc=exc)
+                verdict = self._judge(call, attempt, exc=exc)
             else:
                 if response.is_success:
                     info = mapping.call_info(
@@ -358,21 +447,61 @@ class ElevenLabsEngine(Engine):
                         latency_ms=(time.monotonic() - started) * 1000,
                         model_id=call.model_id,
                     )
-                    self._log(call, response.status_code, attempt, started, info.request_id)
-                    return response, info
-                verdict = self._judge(attempt, response=response)
+                    return response, info, started
+                verdict = self._judge(call, attempt, response=response)
             if not verdict.retry:
                 self._give_up(call, attempt, started, response, verdict)
             self._sleep(verdict.delay)
 
-    def _json(self, call: _Call) -> tuple[Any, CallInfo]:
-        response, info = self._request(call)
+    def _call(self, call: _Call, read: Callable[[httpx.Response, CallInfo], T]) -> T:
+        """Send a call and map its reply with ``read``; logs the call's one line either way.
+
+        A reply ``read`` cannot map (a ``TypeError``, ``ValueError``, ``AttributeError`` or
+        ``KeyError``: the body is not the documented shape) is ``UpstreamUnavailable``.
+        """
+        response, info, started = self._send(call)
         try:
-            return (response.json() if response.content else {}), info
-        except ValueError as exc:
-            raise UpstreamUnavailable(
-                "ElevenLabs sent a response that is not JSON.", request_id=info.request_id
-            ) from exc
+            result = read(response, info)
+        except EngineError as error:
+            self._log(call, response.status_code, info.attempts, started, info.request_id, error)
+            raise
+        except MAPPING_ERRORS as exc:
+            error = unexpected(
+                exc, request_id=info.request_id, upstream_status=response.status_code
+            )
+            self._log(call, response.status_code, info.attempts, started, info.request_id, error)
+            raise error from exc
+        self._log(call, response.status_code, info.attempts, started, info.request_id)
+        return result
+
+    def _request(self, call: _Call) -> tuple[httpx.Response, CallInfo]:
+        """Send a call: the successful response, read in full, and its ``CallInfo``."""
+        return self._call(call, lambda response, info: (response, info))
+
+    def _json(
+        self,
+        call: _Call,
+        read: Callable[[Any, CallInfo], T],
+        *,
+        kind: type = dict,
+    ) -> T:
+        """Send a call whose reply is JSON of ``kind`` (dict or list) and map it with ``read``."""
+
+        def parse(response: httpx.Response, info: CallInfo) -> T:
+            if not response.content:
+                data = kind()
+            else:
+                try:
+                    data = response.json()
+                except ValueError as exc:
+                    raise UpstreamUnavailable(
+                        "ElevenLabs sent a response that is not JSON.",
+                        request_id=info.request_id,
+                        upstream_status=response.status_code,
+                    ) from exc
+            return read(expect(data, kind), info)
+
+        return self._call(call, parse)
 
     def _stream(
         self,
@@ -380,7 +509,10 @@ class ElevenLabsEngine(Engine):
         items: Callable[[httpx.Response], Iterator[T]],
         size: Callable[[T], int],
     ) -> _Stream[T]:
-        """Open a streamed call, retrying until its first item arrives."""
+        """Open a streamed call, retrying until its first item arrives.
+
+        The response is closed on any way out but a returned stream, interruptions included.
+        """
         started = time.monotonic()
         attempt = 0
         while True:
@@ -398,7 +530,14 @@ class ElevenLabsEngine(Engine):
                 response = self._client.send(request, stream=True)
                 if response.is_success:
                     iterator = items(response)
-                    first = next(iterator, _END)
+                    try:
+                        first = next(iterator, _END)
+                    except MAPPING_ERRORS as exc:
+                        raise unexpected(
+                            exc,
+                            request_id=response.headers.get("request-id"),
+                            upstream_status=response.status_code,
+                        ) from exc
                     info = mapping.call_info(
                         response.headers,
                         attempts=attempt,
@@ -408,16 +547,30 @@ class ElevenLabsEngine(Engine):
                     return _Stream(self, call, response, iterator, first, info, started, size)
                 response.read()
                 response.close()
-                verdict = self._judge(attempt, response=response)
+                verdict = self._judge(call, attempt, response=response)
             except httpx.RequestError as exc:
                 if response is not None:
                     response.close()
-                verdict = self._judge(attempt, exc=exc)
+                verdict = self._judge(call, attempt, exc=exc)
             except EngineError as error:  # e.g. an unreadable first line
                 if response is not None:
                     response.close()
+                status = getattr(response, "status_code", None)
+                self._log(call, status, attempt, started, error.request_id, error)
+                raise
+            except BaseException as exc:  # interrupted: close, log, and let it through
+                if response is not None:
+                    response.close()
+                status = getattr(response, "status_code", None)
                 self._log(
-                    call, getattr(response, "status_code", None), attempt, started, None, error
+                    call,
+                    status,
+                    attempt,
+                    started,
+                    None,
+                    level=logging.WARNING,
+                    outcome="aborted",
+                    interrupted=type(exc).__name__,
                 )
                 raise
             if not verdict.retry:
@@ -439,28 +592,34 @@ class ElevenLabsEngine(Engine):
             model_id=request.model_id,
         )
         if with_timestamps:
-            data, info = self._json(call)
-            chunk = mapping.timestamp_chunk(data)
-            ends = chunk.alignment.character_end_times_seconds if chunk.alignment else []
+
+            def read_timestamps(data: dict[str, Any], info: CallInfo) -> TTSResult:
+                chunk = mapping.timestamp_chunk(data)
+                ends = chunk.alignment.character_end_times_seconds if chunk.alignment else []
+                return TTSResult(
+                    audio=chunk.audio,
+                    output_format=fmt.name,
+                    content_type=fmt.content_type,
+                    characters=len(request.text),
+                    duration_secs=max(ends) if ends else mapping.audio_duration(chunk.audio, fmt),
+                    alignment=chunk.alignment,
+                    normalized_alignment=chunk.normalized_alignment,
+                    info=info,
+                )
+
+            return self._json(call, read_timestamps)
+
+        def read_audio(response: httpx.Response, info: CallInfo) -> TTSResult:
             return TTSResult(
-                audio=chunk.audio,
+                audio=response.content,
                 output_format=fmt.name,
                 content_type=fmt.content_type,
                 characters=len(request.text),
-                duration_secs=max(ends) if ends else mapping.audio_duration(chunk.audio, fmt),
-                alignment=chunk.alignment,
-                normalized_alignment=chunk.normalized_alignment,
+                duration_secs=mapping.audio_duration(response.content, fmt),
                 info=info,
             )
-        response, info = self._request(call)
-        return TTSResult(
-            audio=response.content,
-            output_format=fmt.name,
-            content_type=fmt.content_type,
-            characters=len(request.text),
-            duration_secs=mapping.audio_duration(response.content, fmt),
-            info=info,
-        )
+
+        return self._call(call, read_audio)
 
     def tts_stream(self, request: TTSRequest, *, with_timestamps: bool = False) -> TTSStream:
         """Stream speech as it is synthesised: ``/stream``, or ``/stream/with-timestamps``
@@ -492,8 +651,7 @@ class ElevenLabsEngine(Engine):
             files={"file": (request.filename or "audio", request.audio, mime)},
             model_id=request.model_id,
         )
-        data, info = self._json(call)
-        return mapping.transcript(data, info)
+        return self._json(call, mapping.transcript)
 
     def stt_realtime(self, *, language_code: str | None = None, **options) -> RealtimeSTTSession:
         """A live transcription session over the realtime WebSocket (see realtime.py)."""
@@ -527,19 +685,22 @@ class ElevenLabsEngine(Engine):
                 "include_total_count": "true",
             },
         )
-        data, info = self._json(call)
-        voices = [mapping.voice(v) for v in data.get("voices") or []]
-        return VoicePage(
-            voices=voices,
-            has_more=bool(data.get("has_more")),
-            total_count=int(data.get("total_count") or len(voices)),
-            next_page_token=data.get("next_page_token"),
-            info=info,
-        )
+
+        def read(data: dict[str, Any], info: CallInfo) -> VoicePage:
+            voices = [mapping.voice(v) for v in data.get("voices") or []]
+            return VoicePage(
+                voices=voices,
+                has_more=bool(data.get("has_more")),
+                total_count=int(data.get("total_count") or len(voices)),
+                next_page_token=data.get("next_page_token"),
+                info=info,
+            )
+
+        return self._json(call, read)
 
     def voice(self, voice_id: str) -> Voice:
-        data, _ = self._json(_Call("voice", "GET", f"/v1/voices/{_segment(voice_id)}"))
-        return mapping.voice(data)
+        call = _Call("voice", "GET", f"/v1/voices/{_segment(voice_id)}")
+        return self._json(call, lambda data, _: mapping.voice(data))
 
     def voice_delete(self, voice_id: str) -> None:
         self._request(_Call("voice_delete", "DELETE", f"/v1/voices/{_segment(voice_id)}"))
@@ -559,15 +720,21 @@ class ElevenLabsEngine(Engine):
             ("files", (name, content, mimetypes.guess_type(name)[0] or "application/octet-stream"))
             for name, content in request.samples
         ]
-        data, _ = self._json(_Call("voice_clone", "POST", "/v1/voices/add", data=form, files=files))
-        return Voice(
-            voice_id=str(data.get("voice_id", "")),
-            name=request.name,
-            category="cloned",
-            labels=dict(request.labels),
-            description=request.description,
-            engine=self.name,
+        call = _Call(
+            "voice_clone", "POST", "/v1/voices/add", data=form, files=files, idempotent=False
         )
+
+        def read(data: dict[str, Any], _: CallInfo) -> Voice:
+            return Voice(
+                voice_id=str(data.get("voice_id", "")),
+                name=request.name,
+                category="cloned",
+                labels=dict(request.labels),
+                description=request.description,
+                engine=self.name,
+            )
+
+        return self._json(call, read)
 
     def voice_design(self, request: DesignRequest) -> DesignResult:
         fmt = output_format(request.output_format, allow_wav=False)
@@ -590,12 +757,15 @@ class ElevenLabsEngine(Engine):
             json=body,
             model_id=request.model_id,
         )
-        data, info = self._json(call)
-        return DesignResult(
-            previews=[mapping.design_preview(p) for p in data.get("previews") or []],
-            text=str(data.get("text") or request.text or ""),
-            info=info,
-        )
+
+        def read(data: dict[str, Any], info: CallInfo) -> DesignResult:
+            return DesignResult(
+                previews=[mapping.design_preview(p) for p in data.get("previews") or []],
+                text=str(data.get("text") or request.text or ""),
+                info=info,
+            )
+
+        return self._json(call, read)
 
     def voice_design_save(self, request: SaveDesignRequest) -> Voice:
         body: dict[str, Any] = {
@@ -605,8 +775,8 @@ class ElevenLabsEngine(Engine):
         }
         if request.labels:
             body["labels"] = dict(request.labels)
-        data, _ = self._json(_Call("voice_design_save", "POST", "/v1/text-to-voice", json=body))
-        return mapping.voice(data)
+        call = _Call("voice_design_save", "POST", "/v1/text-to-voice", json=body, idempotent=False)
+        return self._json(call, lambda data, _: mapping.voice(data))
 
     def voice_design_stream(self, generated_voice_id: str, *, recipe=None) -> Iterator[bytes]:
         """The audio of a designed preview, streamed; ``close()`` the iterator to stop early."""
@@ -639,14 +809,18 @@ class ElevenLabsEngine(Engine):
             json=body,
             model_id=request.model_id,
         )
-        response, info = self._request(call)
-        return AudioResult(
-            audio=response.content,
-            output_format=fmt.name,
-            content_type=fmt.content_type,
-            duration_secs=request.duration_seconds or mapping.audio_duration(response.content, fmt),
-            info=info,
-        )
+
+        def read(response: httpx.Response, info: CallInfo) -> AudioResult:
+            return AudioResult(
+                audio=response.content,
+                output_format=fmt.name,
+                content_type=fmt.content_type,
+                duration_secs=request.duration_seconds
+                or mapping.audio_duration(response.content, fmt),
+                info=info,
+            )
+
+        return self._call(call, read)
 
     def music(self, request: MusicRequest) -> AudioResult:
         fmt = output_format(request.output_format)
@@ -667,18 +841,21 @@ class ElevenLabsEngine(Engine):
             json=body,
             model_id=request.model_id,
         )
-        response, info = self._request(call)
-        song_id = response.headers.get("song-id")
-        return AudioResult(
-            audio=response.content,
-            output_format=fmt.name,
-            content_type=fmt.content_type,
-            duration_secs=(request.music_length_ms / 1000)
-            if request.music_length_ms
-            else mapping.audio_duration(response.content, fmt),
-            info=info,
-            extra={"song_id": song_id} if song_id else {},
-        )
+
+        def read(response: httpx.Response, info: CallInfo) -> AudioResult:
+            song_id = response.headers.get("song-id")
+            return AudioResult(
+                audio=response.content,
+                output_format=fmt.name,
+                content_type=fmt.content_type,
+                duration_secs=(request.music_length_ms / 1000)
+                if request.music_length_ms
+                else mapping.audio_duration(response.content, fmt),
+                info=info,
+                extra={"song_id": song_id} if song_id else {},
+            )
+
+        return self._call(call, read)
 
     def dubbing_start(self, request: DubbingRequest) -> DubbingStatus:
         form: dict[str, Any] = {
@@ -695,57 +872,63 @@ class ElevenLabsEngine(Engine):
             "/v1/dubbing",
             data=form,
             files={"file": (request.filename, request.audio, mime)},
-        )
-        data, info = self._json(call)
-        return DubbingStatus(
-            dubbing_id=str(data.get("dubbing_id", "")),
-            name=request.name or request.filename,
-            status="dubbing",
-            target_languages=[request.target_lang],
-            source_language=request.source_lang,
-            expected_duration_sec=mapping.opt_float(data.get("expected_duration_sec")),
-            info=info,
+            idempotent=False,
         )
 
+        def read(data: dict[str, Any], info: CallInfo) -> DubbingStatus:
+            return DubbingStatus(
+                dubbing_id=str(data.get("dubbing_id", "")),
+                name=request.name or request.filename,
+                status="dubbing",
+                target_languages=[request.target_lang],
+                source_language=request.source_lang,
+                expected_duration_sec=mapping.opt_float(data.get("expected_duration_sec")),
+                info=info,
+            )
+
+        return self._json(call, read)
+
     def dubbing_status(self, dubbing_id: str) -> DubbingStatus:
-        data, info = self._json(
-            _Call("dubbing_status", "GET", f"/v1/dubbing/{_segment(dubbing_id)}")
-        )
-        return mapping.dubbing_status(data, info)
+        call = _Call("dubbing_status", "GET", f"/v1/dubbing/{_segment(dubbing_id)}")
+        return self._json(call, mapping.dubbing_status)
 
     def dubbing_audio(self, dubbing_id: str, language_code: str) -> AudioResult:
         path = f"/v1/dubbing/{_segment(dubbing_id)}/audio/{_segment(language_code)}"
-        response, info = self._request(_Call("dubbing_audio", "GET", path))
-        content_type = response.headers.get("content-type", "audio/mpeg").split(";")[0].strip()
-        return AudioResult(
-            audio=response.content,
-            output_format="mp4" if content_type == "video/mp4" else "mp3",
-            content_type=content_type,
-            info=info,
-        )
+
+        def read(response: httpx.Response, info: CallInfo) -> AudioResult:
+            content_type = response.headers.get("content-type", "audio/mpeg")
+            content_type = content_type.split(";")[0].strip()
+            return AudioResult(
+                audio=response.content,
+                output_format="mp4" if content_type == "video/mp4" else "mp3",
+                content_type=content_type,
+                info=info,
+            )
+
+        return self._call(_Call("dubbing_audio", "GET", path), read)
 
     def dubbing_transcript(self, dubbing_id: str, language_code: str, fmt: str = "srt") -> str:
         if fmt not in ("srt", "webvtt", "json"):
             raise InvalidRequest.for_field("format", "Choose srt, webvtt or json.")
         path = f"/v1/dubbing/{_segment(dubbing_id)}/transcript/{_segment(language_code)}"
-        response, _ = self._request(
-            _Call("dubbing_transcript", "GET", path, params={"format_type": fmt})
-        )
-        return response.text
+        call = _Call("dubbing_transcript", "GET", path, params={"format_type": fmt})
+        return self._call(call, lambda response, _: response.text)
 
     # --- Account ------------------------------------------------------------------------
 
     def models(self) -> list[ModelInfo]:
-        data, _ = self._json(_Call("models", "GET", "/v1/models"))
-        return [mapping.model(m) for m in data or [] if isinstance(m, dict)]
+        return self._json(
+            _Call("models", "GET", "/v1/models"),
+            lambda data, _: [mapping.model(m) for m in data if isinstance(m, dict)],
+            kind=list,
+        )
 
     def user(self) -> UserInfo:
-        data, info = self._json(_Call("user", "GET", "/v1/user"))
-        return mapping.user(data, info)
+        return self._json(_Call("user", "GET", "/v1/user"), mapping.user)
 
     def subscription(self) -> Subscription:
-        data, info = self._json(_Call("subscription", "GET", "/v1/user/subscription"))
-        return mapping.subscription(data, info)
+        call = _Call("subscription", "GET", "/v1/user/subscription")
+        return self._json(call, mapping.subscription)
 
     def history(self, *, page_size: int = 100, start_after: str | None = None) -> HistoryPage:
         call = _Call(
@@ -754,5 +937,4 @@ class ElevenLabsEngine(Engine):
             "/v1/history",
             params={"page_size": page_size, "start_after_history_item_id": start_after},
         )
-        data, info = self._json(call)
-        return mapping.history_page(data, info)
+        return self._json(call, mapping.history_page)

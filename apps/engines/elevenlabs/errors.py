@@ -14,6 +14,9 @@ Status mapping:
 
 - ``quota_exceeded`` in any code field, whatever the status (401, 429 or 400) → QuotaExceeded
 - 401 → AuthenticationFailed; 402 → QuotaExceeded (the plan has to be paid or upgraded)
+- 401 with ``missing_permissions`` → NotSupported: the key is valid but was created without a
+  permission this call needs (ElevenLabs answers 401, not 403, for scoped keys); the message
+  says so, with the upstream text naming the permission.
 - 403 → NotSupported: ElevenLabs sends 403 when the *plan* or the API key's *permissions* do not
   allow a feature (``only_for_creator+``, ``missing_permissions``, dubbing
   ``permission_denied``). The key itself is valid, so this is not an authentication failure;
@@ -174,6 +177,10 @@ def to_engine_error(error: UpstreamError, *, retry_after: float | None = None) -
     common = {"request_id": error.request_id, "upstream_status": status}
     if is_quota(error) or status == 402:
         return QuotaExceeded(message, **common)
+    if status == 401 and "missing_permissions" in error.codes:
+        return NotSupported(
+            f"Your ElevenLabs API key lacks a permission this needs: {message}", **common
+        )
     if status == 401:
         return AuthenticationFailed(message, **common)
     if status == 403:
