@@ -287,4 +287,4 @@ def test_leaving_a_stream_early_closes_it(engine):
     for _chunk in stream:
         break
     assert stream.closed
-    assert 0 < stream.delivered_bytes
+    assert stream.delivered_bytes > 0
