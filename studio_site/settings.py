@@ -152,6 +152,7 @@ INSTALLED_APPS = [
     "template_partials",
     "apps.workspaces",
     "apps.jobs",
+    "apps.billing",
 ]
 
 MIDDLEWARE = [
@@ -196,8 +197,13 @@ DATABASES = {
     else {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": VAR_DIR / "chorus.sqlite3",
-        # WAL lets the web process read while the worker writes progress.
-        "OPTIONS": {"init_command": "PRAGMA journal_mode=WAL;", "timeout": 20},
+        # WAL lets the web process read while the worker writes progress; IMMEDIATE takes the
+        # write lock when a transaction starts, so concurrent writers queue instead of failing.
+        "OPTIONS": {
+            "init_command": "PRAGMA journal_mode=WAL;",
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+        },
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -336,7 +342,17 @@ CELERY_BEAT_SCHEDULE = {
         "task": "jobs.sweep_stale",
         "schedule": float(env_int("CHORUS_JOB_SWEEP_SECONDS", 30, minimum=1)),
     },
+    "billing-plans-sync": {
+        "task": "billing.plans_sync",
+        "schedule": float(env_int("CHORUS_PLAN_SYNC_SECONDS", 600, minimum=10)),
+    },
+    "billing-reservations-sweep": {
+        "task": "billing.reservations_sweep",
+        "schedule": 60.0,
+    },
 }
+# A usage reservation not settled within this many seconds is released by the sweeper.
+CHORUS_RESERVATION_TTL_SECONDS = env_int("CHORUS_RESERVATION_TTL_SECONDS", 1800, minimum=60)
 
 # Jobs: a running job whose worker has not written a heartbeat for this long is failed.
 CHORUS_JOB_HEARTBEAT_SECONDS = env_float("CHORUS_JOB_HEARTBEAT_SECONDS", 5.0, minimum=0.1)

@@ -18,6 +18,7 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("invite/<str:token>/", workspace_views.invitation_accept, name="invitation_accept"),
     path("jobs/", include("apps.jobs.urls")),
+    path("billing/", include("apps.billing.urls")),
     path("admin/", admin.site.urls),
     path("", include("apps.workspaces.urls")),
 ]

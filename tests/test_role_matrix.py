@@ -42,7 +42,13 @@ def things(workspace, member, viewer, owner):
     invitation = Invitation.objects.create(
         workspace=workspace, email="new@example.com", role=Role.MEMBER, token_hash="x" * 64
     )
+    from apps.billing.models import RateCard
+
+    rate = RateCard.objects.create(
+        workspace=workspace, capability="tts", model_id="", unit="character", credits_per_unit=1
+    )
     return {
+        "rate": rate,
         "queued": queued,
         "failed": failed,
         "done": done,
@@ -71,6 +77,22 @@ VIEWS = [
     ("jobs:cancel", "queued", "post", {}, Role.MEMBER),
     ("jobs:retry", "failed", "post", {}, Role.MEMBER),
     ("jobs:download", "done", "get", None, Role.OWNER),
+    ("billing:usage", None, "get", None, Role.VIEWER),
+    ("billing:plan", None, "get", None, Role.MANAGER),
+    ("billing:plan", None, "post", {"budget_period": "month"}, Role.OWNER),
+    ("billing:plan_sync", None, "post", {}, Role.MANAGER),
+    ("billing:budgets", None, "get", None, Role.VIEWER),
+    ("billing:budget_set", "viewer_membership", "post", {"limit_credits": "100"}, Role.MANAGER),
+    ("billing:rates", None, "get", None, Role.VIEWER),
+    (
+        "billing:rates",
+        None,
+        "post",
+        {"capability": "tts", "unit": "character", "credits_per_unit": "0.5"},
+        Role.OWNER,
+    ),
+    ("billing:rate_reset", "rate", "post", {}, Role.OWNER),
+    ("billing:notifications", None, "get", None, Role.VIEWER),
 ]
 
 ROLES = ["owner", "manager", "member", "viewer", "outsider"]
@@ -133,7 +155,14 @@ def test_anonymous_is_sent_to_sign_in(client_as, things, name, key, method, data
 
 
 # Settings pages take GET and POST; their other methods are checked on their own below.
-ONE_METHOD = [v for v in VIEWS if v[0] not in {"workspaces:settings", "workspaces:engine"}]
+TWO_METHODS = {
+    "workspaces:settings",
+    "workspaces:engine",
+    "billing:plan",
+    "billing:rates",
+    "billing:notifications",
+}
+ONE_METHOD = [v for v in VIEWS if v[0] not in TWO_METHODS]
 
 
 @pytest.mark.parametrize(
@@ -148,7 +177,7 @@ def test_the_wrong_method_is_rejected(client_as, owner, things, name, key, metho
 
 def test_settings_pages_reject_put_and_delete(client_as, owner, workspace):
     client = client_as(owner)
-    for name in ("workspaces:settings", "workspaces:engine"):
+    for name in sorted(TWO_METHODS):
         assert client.put(reverse(name)).status_code == 405
         assert client.delete(reverse(name)).status_code == 405
 

@@ -7,8 +7,17 @@ def workspace(request):
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
+    workspace = getattr(request, "workspace", None)
+    unread = 0
+    if workspace is not None:
+        from apps.billing.models import Notification
+
+        unread = Notification.objects.filter(
+            workspace=workspace, user=user, read_at__isnull=True
+        ).count()
     return {
-        "current_workspace": getattr(request, "workspace", None),
+        "unread_notifications": unread,
+        "current_workspace": workspace,
         "current_membership": getattr(request, "membership", None),
         "my_memberships": Membership.objects.filter(user=user)
         .select_related("workspace")

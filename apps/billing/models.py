@@ -1,0 +1,198 @@
+"""The plan, rate card, budgets, notifications and the usage ledger of a workspace."""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+
+from .rates import CAPABILITIES, UNITS
+
+
+class BudgetPeriod(models.TextChoices):
+    MONTH = "month", "Calendar month"
+    PLAN = "plan", "Aligned to the plan's reset"
+
+
+class Plan(models.Model):
+    """The workspace's credits: synced from the provider, or a virtual plan for local."""
+
+    workspace = models.OneToOneField(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="plan"
+    )
+    tier = models.CharField(max_length=40, default="local")
+    credit_limit = models.PositiveBigIntegerField(default=0)  # 0: no limit (local drafts)
+    credits_used = models.PositiveBigIntegerField(default=0)  # as the provider last said
+    next_reset_at = models.DateTimeField(null=True, blank=True)
+    price_per_credit = models.DecimalField(max_digits=14, decimal_places=7, default=Decimal(0))
+    currency = models.CharField(max_length=8, default="usd")
+    source = models.CharField(max_length=16, default="virtual")  # virtual | elevenlabs
+    budget_period = models.CharField(
+        max_length=8, choices=BudgetPeriod.choices, default=BudgetPeriod.MONTH
+    )
+    workspace_cap = models.DecimalField(
+        max_digits=16, decimal_places=3, null=True, blank=True
+    )  # optional cap of the whole workspace per period, in credits
+    synced_at = models.DateTimeField(null=True, blank=True)
+    sync_error = models.CharField(max_length=300, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.workspace}: {self.tier}"
+
+
+class RateCard(models.Model):
+    """An owner's override of a default rate (``rates.DEFAULT_RATES``)."""
+
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="rates"
+    )
+    capability = models.CharField(max_length=32, choices=list(CAPABILITIES.items()))
+    model_id = models.CharField(max_length=80, blank=True)
+    unit = models.CharField(max_length=16, choices=[(u, u) for u in UNITS])
+    credits_per_unit = models.DecimalField(max_digits=14, decimal_places=6)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "capability", "model_id"], name="one_rate_per_model"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.capability}/{self.model_id or '*'}: {self.credits_per_unit}/{self.unit}"
+
+
+class Budget(models.Model):
+    """A member's credit budget per period (hard limit; notices at 50/80/100 %)."""
+
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="budgets"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="budgets"
+    )
+    limit_credits = models.DecimalField(max_digits=16, decimal_places=3)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "user"], name="one_budget_per_member")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.workspace}: {self.limit_credits}"
+
+
+class UsageStatus(models.TextChoices):
+    RESERVED = "reserved", "Reserved"
+    SETTLED = "settled", "Settled"
+    REFUNDED = "refunded", "Refunded"
+    FAILED = "failed", "Failed"
+
+
+class UsageSource(models.TextChoices):
+    UI = "ui", "Studio"
+    API = "api", "API"
+    JOB = "job", "Job"
+
+
+class UsageEvent(models.Model):
+    """One billable engine call. Append-only: a row changes only from reserved to its end."""
+
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="usage_events"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    api_key_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    source = models.CharField(max_length=8, choices=UsageSource.choices)
+    capability = models.CharField(max_length=32)
+    engine = models.CharField(max_length=16)
+    model_id = models.CharField(max_length=80, blank=True)
+    voice_id = models.CharField(max_length=120, blank=True)
+    unit = models.CharField(max_length=16)
+    estimated_units = models.DecimalField(max_digits=16, decimal_places=3)
+    units = models.DecimalField(max_digits=16, decimal_places=3, null=True, blank=True)
+    estimated_credits = models.DecimalField(max_digits=16, decimal_places=3)
+    credits = models.DecimalField(max_digits=16, decimal_places=3, null=True, blank=True)
+    upstream_credits = models.DecimalField(
+        max_digits=16, decimal_places=3, null=True, blank=True
+    )  # the provider's character-cost, when it said
+    money = models.DecimalField(max_digits=16, decimal_places=6, default=Decimal(0))
+    upstream_request_id = models.CharField(max_length=120, blank=True)
+    request_id = models.CharField(max_length=64, db_index=True)
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    status = models.CharField(
+        max_length=12, choices=UsageStatus.choices, default=UsageStatus.RESERVED, db_index=True
+    )
+    flagged = models.BooleanField(default=False)  # released by the sweeper
+    note = models.CharField(max_length=300, blank=True)
+    purpose_type = models.CharField(max_length=40, blank=True)
+    purpose_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["workspace", "user", "created_at"]),
+            models.Index(fields=["workspace", "created_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.capability} {self.status} {self.charged} credits"
+
+    @property
+    def charged(self) -> Decimal:
+        """What counts against budgets: the reservation while open, the actual once settled."""
+        if self.status == UsageStatus.SETTLED:
+            return self.credits or Decimal(0)
+        if self.status == UsageStatus.RESERVED:
+            return self.estimated_credits
+        return Decimal(0)
+
+
+class ThresholdNotice(models.Model):
+    """A soft threshold crossed once in a period (so people are told once, not every call)."""
+
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE
+    )  # None: the workspace cap
+    threshold = models.PositiveSmallIntegerField()
+    period_start = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "user", "threshold", "period_start"],
+                name="one_notice_per_threshold_and_period",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.threshold}% notice for {self.user or 'the workspace'}"
+
+
+class Notification(models.Model):
+    """An in-app notice for one person (budget thresholds; later: approvals, jobs…)."""
+
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications"
+    )
+    text = models.CharField(max_length=300)
+    url = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.text

@@ -1,0 +1,564 @@
+"""Metering — the only path from a service to a billable engine call — and what feeds it.
+
+    with metered(workspace=…, user=…, capability="tts", engine="elevenlabs", model_id=…,
+                 units=len(text), source="ui", idempotency_key=…) as meter:
+        result = engine.tts(request)
+        meter.settle(units=len(text), info=result.info)
+
+``metered`` reserves the estimate (checking the member's budget, the key's cap, the workspace
+cap and the plan's credits atomically, under a lock of the workspace's plan row), lets the call
+run, and settles with the real units and credits — or refunds when the call raised (nothing
+billable happened). A repeated idempotency key returns the first outcome and never charges
+twice. Reservations whose process died are released by ``reservations_sweep``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.db.models import Case, DecimalField, F, Q, Sum, Value, When
+from django.utils import timezone
+
+from apps.workspaces.models import Membership, Role
+
+from . import rates
+from .models import (
+    Budget,
+    Notification,
+    Plan,
+    RateCard,
+    ThresholdNotice,
+    UsageEvent,
+    UsageSource,
+    UsageStatus,
+)
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS = (50, 80, 100)
+CREDIT = Decimal("0.001")
+
+
+class BudgetExceeded(Exception):
+    """A hard limit refused the call; ``budget`` names it (shown to people as is)."""
+
+    def __init__(self, budget: str, *, needed: Decimal, left: Decimal):
+        self.budget, self.needed, self.left = budget, needed, left
+        super().__init__(
+            f"{budget} is spent: this needs {needed:,.0f} credits and {max(left, 0):,.0f} are "
+            "left this period."
+        )
+
+
+# --- Rates and estimates ----------------------------------------------------------------
+
+
+def rate_for(workspace, capability: str, model_id: str, engine: str) -> rates.Rate:
+    """The rate in force: 0 on the local engine; otherwise the most specific of the owner's
+    override for the model, the default for the model, the owner's catch-all, the default."""
+    default = rates.default_rate(capability, model_id)
+    if engine == "local":
+        return rates.Rate(capability, model_id, default.unit, Decimal(0), "local engine: free")
+    overrides = {
+        row.model_id: row
+        for row in RateCard.objects.filter(workspace=workspace, capability=capability).filter(
+            Q(model_id=model_id) | Q(model_id="")
+        )
+    }
+    row = overrides.get(model_id) if model_id else None
+    if row is None and default.model_id != model_id:
+        row = overrides.get("")
+    if row is not None:
+        return rates.Rate(capability, row.model_id, row.unit, row.credits_per_unit, "rate card")
+    return default
+
+
+def credits_for(rate: rates.Rate, units: Decimal | float | int) -> Decimal:
+    return (Decimal(str(units)) * rate.credits_per_unit).quantize(CREDIT, ROUND_HALF_UP)
+
+
+def plan_for(workspace) -> Plan:
+    plan, _ = Plan.objects.get_or_create(workspace=workspace)
+    return plan
+
+
+def period_start(plan: Plan, *, now: datetime | None = None) -> datetime:
+    """Start of the current budget period: the calendar month, or the plan's cycle."""
+    now = now or timezone.now()
+    if plan.budget_period == "plan" and plan.next_reset_at:
+        start = plan.next_reset_at
+        while start > now:  # step back whole months to the cycle's start
+            month = start.month - 1 or 12
+            year = start.year - (start.month == 1)
+            day = min(start.day, calendar.monthrange(year, month)[1])
+            start = start.replace(year=year, month=month, day=day)
+        return start
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+_CHARGED = Sum(
+    Case(
+        When(status=UsageStatus.SETTLED, then=F("credits")),
+        When(status=UsageStatus.RESERVED, then=F("estimated_credits")),
+        default=Value(Decimal(0)),
+        output_field=DecimalField(max_digits=16, decimal_places=3),
+    )
+)
+
+
+def _charged(**filters) -> Decimal:
+    return UsageEvent.objects.filter(**filters).aggregate(total=_CHARGED)["total"] or Decimal(0)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    credits: Decimal
+    money: Decimal
+    unit: str
+    rate_source: str
+    member_left: Decimal | None  # None: no budget
+    workspace_left: Decimal | None  # None: no cap or plan limit
+    blocked_by: str | None  # the budget that would refuse it, if any
+
+
+def usage_estimate(
+    *, workspace, user, capability: str, engine: str, model_id: str, units
+) -> Estimate:
+    """What a call will cost and what is left — what every generate button shows."""
+    plan = plan_for(workspace)
+    rate = rate_for(workspace, capability, model_id, engine)
+    credits = credits_for(rate, units)
+    start = period_start(plan)
+    member_left = workspace_left = None
+    blocked = None
+    budget = Budget.objects.filter(workspace=workspace, user=user).first() if user else None
+    if budget is not None:
+        member_left = budget.limit_credits - _charged(
+            workspace=workspace, user=user, created_at__gte=start
+        )
+        if credits > member_left:
+            blocked = _budget_name(budget)
+    if plan.workspace_cap is not None:
+        workspace_left = plan.workspace_cap - _charged(workspace=workspace, created_at__gte=start)
+        if credits > workspace_left and not blocked:
+            blocked = "The workspace's monthly cap"
+    return Estimate(
+        credits=credits,
+        money=(credits * plan.price_per_credit).quantize(Decimal("0.000001")),
+        unit=rate.unit,
+        rate_source=rate.source,
+        member_left=member_left,
+        workspace_left=workspace_left,
+        blocked_by=blocked,
+    )
+
+
+def _budget_name(budget: Budget) -> str:
+    who = budget.user.display_name if budget.user_id else "the workspace"
+    return f"{who}'s budget of {budget.limit_credits:,.0f} credits"
+
+
+# --- Metering ---------------------------------------------------------------------------
+
+
+@dataclass
+class Reservation:
+    event: UsageEvent
+    replayed: bool  # the idempotency key was seen before: nothing new was reserved
+
+
+@transaction.atomic
+def meter_reserve(
+    *,
+    workspace,
+    user,
+    capability: str,
+    engine: str,
+    model_id: str = "",
+    units,
+    source: str = UsageSource.UI,
+    idempotency_key: str | None = None,
+    voice_id: str = "",
+    api_key_id: int | None = None,
+    api_key_cap: Decimal | None = None,
+    purpose: tuple[str, str] | None = None,
+) -> Reservation:
+    """Reserve the estimate, or raise ``BudgetExceeded`` naming the budget that refused it."""
+    key = idempotency_key or uuid.uuid4().hex
+    existing = UsageEvent.objects.filter(idempotency_key=key).first()
+    if existing is not None:
+        return Reservation(event=existing, replayed=True)
+    # One lock per workspace: reservations of a workspace are checked one after another, so
+    # concurrent calls can never overspend a budget between the check and the insert.
+    plan_for(workspace)
+    plan = Plan.objects.select_for_update().get(workspace=workspace)
+    rate = rate_for(workspace, capability, model_id, engine)
+    credits = credits_for(rate, units)
+    start = period_start(plan)
+    if credits > 0:
+        _check_limits(plan, workspace, user, credits, start, api_key_id, api_key_cap)
+    try:
+        with transaction.atomic():
+            event = UsageEvent.objects.create(
+                workspace=workspace,
+                user=user,
+                api_key_id=api_key_id,
+                source=source,
+                capability=capability,
+                engine=engine,
+                model_id=model_id,
+                voice_id=voice_id,
+                unit=rate.unit,
+                estimated_units=Decimal(str(units)),
+                estimated_credits=credits,
+                request_id=uuid.uuid4().hex,
+                idempotency_key=key,
+                purpose_type=purpose[0] if purpose else "",
+                purpose_id=str(purpose[1]) if purpose else "",
+            )
+    except IntegrityError:  # the same key, reserved a moment ago by another request
+        return Reservation(event=UsageEvent.objects.get(idempotency_key=key), replayed=True)
+    return Reservation(event=event, replayed=False)
+
+
+def _check_limits(plan, workspace, user, credits, start, api_key_id, api_key_cap) -> None:
+    budget = (
+        Budget.objects.select_related("user").filter(workspace=workspace, user=user).first()
+        if user is not None
+        else None
+    )
+    if budget is not None:
+        used = _charged(workspace=workspace, user=user, created_at__gte=start)
+        left = budget.limit_credits - used
+        if credits > left:
+            raise BudgetExceeded(_budget_name(budget), needed=credits, left=left)
+    if api_key_id is not None and api_key_cap is not None:
+        left = api_key_cap - _charged(api_key_id=api_key_id, created_at__gte=start)
+        if credits > left:
+            name = f"This API key's monthly cap of {api_key_cap:,.0f} credits"
+            raise BudgetExceeded(name, needed=credits, left=left)
+    if plan.workspace_cap is not None:
+        left = plan.workspace_cap - _charged(workspace=workspace, created_at__gte=start)
+        if credits > left:
+            name = f"The workspace's cap of {plan.workspace_cap:,.0f} credits"
+            raise BudgetExceeded(name, needed=credits, left=left)
+    if plan.credit_limit:
+        since = plan.synced_at or start
+        spent = Decimal(plan.credits_used) + _charged(
+            workspace=workspace, created_at__gte=since, engine__in=["elevenlabs"]
+        )
+        left = Decimal(plan.credit_limit) - spent
+        if credits > left:
+            raise BudgetExceeded(
+                f"The {plan.tier} plan's {plan.credit_limit:,} credits", needed=credits, left=left
+            )
+
+
+def meter_settle(
+    *,
+    event: UsageEvent,
+    units=None,
+    upstream_credits=None,
+    upstream_request_id: str | None = None,
+) -> UsageEvent:
+    """Settle a reservation with what really happened (the provider's cost wins)."""
+    with transaction.atomic():
+        event = UsageEvent.objects.select_for_update().get(pk=event.pk)
+        if event.status != UsageStatus.RESERVED:
+            return event  # already settled, refunded or swept: never twice
+        plan = plan_for(event.workspace)
+        units = event.estimated_units if units is None else Decimal(str(units))
+        rate = rate_for(event.workspace, event.capability, event.model_id, event.engine)
+        credits = credits_for(rate, units)
+        if upstream_credits is not None and event.engine != "local":
+            credits = Decimal(str(upstream_credits)).quantize(CREDIT)
+            event.upstream_credits = credits
+        event.units = units
+        event.credits = credits
+        event.money = (credits * plan.price_per_credit).quantize(Decimal("0.000001"))
+        event.upstream_request_id = (upstream_request_id or "")[:120]
+        event.status = UsageStatus.SETTLED
+        event.finished_at = timezone.now()
+        event.save()
+        transaction.on_commit(lambda: thresholds_check(event=event))
+    return event
+
+
+def meter_refund(*, event: UsageEvent, note: str = "") -> UsageEvent:
+    """Nothing billable happened: release the reservation."""
+    updated = UsageEvent.objects.filter(pk=event.pk, status=UsageStatus.RESERVED).update(
+        status=UsageStatus.REFUNDED, credits=Decimal(0), note=note[:300], finished_at=timezone.now()
+    )
+    event.refresh_from_db()
+    if not updated:
+        log.info("refund of usage %s skipped: already %s", event.pk, event.status)
+    return event
+
+
+class Meter:
+    """Handed to the body of ``metered``: settle once the call has produced something."""
+
+    def __init__(self, reservation: Reservation):
+        self.reservation = reservation
+        self.event = reservation.event
+        self.settled = False
+
+    @property
+    def replayed(self) -> bool:
+        return self.reservation.replayed
+
+    def settle(self, *, units=None, info=None) -> UsageEvent:
+        self.event = meter_settle(
+            event=self.event,
+            units=units,
+            upstream_credits=getattr(info, "character_cost", None),
+            upstream_request_id=getattr(info, "request_id", None),
+        )
+        self.settled = True
+        return self.event
+
+
+@contextmanager
+def metered(**reserve_kwargs):
+    """Reserve → run the body → settle (the body calls ``meter.settle``) or refund."""
+    reservation = meter_reserve(**reserve_kwargs)
+    meter = Meter(reservation)
+    try:
+        yield meter
+    except BaseException as exc:
+        if not reservation.replayed and not meter.settled:
+            meter_refund(event=reservation.event, note=f"{exc.__class__.__name__}: {exc}")
+        raise
+    if not reservation.replayed and not meter.settled:
+        meter_refund(event=reservation.event, note="the call produced nothing billable")
+
+
+def reservations_sweep(*, older_than: timedelta | None = None) -> int:
+    """Release reservations whose process died, flagging them in the ledger."""
+    age = older_than or timedelta(seconds=settings.CHORUS_RESERVATION_TTL_SECONDS)
+    cutoff = timezone.now() - age
+    return UsageEvent.objects.filter(status=UsageStatus.RESERVED, created_at__lt=cutoff).update(
+        status=UsageStatus.FAILED,
+        credits=Decimal(0),
+        flagged=True,
+        note="Released by the sweeper: the process that reserved it never settled.",
+        finished_at=timezone.now(),
+    )
+
+
+# --- Soft thresholds --------------------------------------------------------------------
+
+
+def thresholds_check(*, event: UsageEvent) -> list[int]:
+    """Tell the member and the managers once per threshold per period (in-app and e-mail)."""
+    if event.user_id is None:
+        return []
+    budget = Budget.objects.filter(workspace=event.workspace, user_id=event.user_id).first()
+    if budget is None or budget.limit_credits <= 0:
+        return []
+    plan = plan_for(event.workspace)
+    start = period_start(plan)
+    used = _charged(workspace=event.workspace, user_id=event.user_id, created_at__gte=start)
+    share = used / budget.limit_credits * 100
+    crossed = []
+    for threshold in THRESHOLDS:
+        if share < threshold:
+            continue
+        try:
+            with transaction.atomic():
+                ThresholdNotice.objects.create(
+                    workspace=event.workspace,
+                    user_id=event.user_id,
+                    threshold=threshold,
+                    period_start=start,
+                )
+        except IntegrityError:
+            continue  # already told this period
+        crossed.append(threshold)
+        _notify(event, budget, threshold, used)
+    return crossed
+
+
+def _notify(event: UsageEvent, budget: Budget, threshold: int, used: Decimal) -> None:
+    member = budget.user
+    text = (
+        f"{member.display_name} has used {threshold}% of their budget "
+        f"({used:,.0f} of {budget.limit_credits:,.0f} credits this period)."
+    )
+    managers = Membership.objects.filter(
+        workspace=event.workspace, role__in=[Role.OWNER, Role.MANAGER]
+    ).select_related("user")
+    recipients = {member.pk: member, **{m.user_id: m.user for m in managers}}
+    for user in recipients.values():
+        Notification.objects.create(workspace=event.workspace, user=user, text=text)
+    send_mail(
+        subject=f"Chorus: {threshold}% of a budget used in {event.workspace.name}",
+        message=text,
+        from_email=None,
+        recipient_list=[u.email for u in recipients.values()],
+        fail_silently=True,
+    )
+
+
+# --- Plan sync --------------------------------------------------------------------------
+
+
+def plan_sync(*, workspace) -> Plan:
+    """Copy the provider's subscription into the plan (a virtual plan on the local engine)."""
+    from apps.engines.base import EngineError
+    from apps.workspaces.services import engine_for
+
+    plan = plan_for(workspace)
+    engine = engine_for(workspace)
+    if engine.name == "local":
+        plan.source, plan.sync_error = "virtual", ""
+        plan.synced_at = timezone.now()
+        plan.save(update_fields=["source", "sync_error", "synced_at"])
+        return plan
+    try:
+        sub = engine.subscription()
+    except EngineError as exc:
+        plan.sync_error = exc.message[:300]
+        plan.save(update_fields=["sync_error"])
+        return plan
+    plan.tier = sub.tier
+    plan.credit_limit = max(0, int(sub.character_limit))
+    plan.credits_used = max(0, int(sub.character_count))
+    plan.next_reset_at = (
+        datetime.fromtimestamp(sub.next_character_count_reset_unix, tz=UTC)
+        if sub.next_character_count_reset_unix
+        else None
+    )
+    plan.price_per_credit = rates.price_per_credit(sub.tier)
+    plan.currency = sub.currency or "usd"
+    plan.source = "elevenlabs"
+    plan.synced_at = timezone.now()
+    plan.sync_error = ""
+    plan.save()
+    return plan
+
+
+# --- Settings: budgets, plan, rates -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemberUsage:
+    used: Decimal
+    budget: Budget | None
+    left: Decimal | None
+    period_start: datetime
+
+    @property
+    def percent(self) -> int | None:
+        if self.budget is None or self.budget.limit_credits <= 0:
+            return None
+        return min(100, int(self.used / self.budget.limit_credits * 100))
+
+
+def member_usage(*, workspace, user) -> MemberUsage:
+    plan = plan_for(workspace)
+    start = period_start(plan)
+    used = _charged(workspace=workspace, user=user, created_at__gte=start)
+    budget = Budget.objects.filter(workspace=workspace, user=user).first()
+    left = budget.limit_credits - used if budget else None
+    return MemberUsage(used=used, budget=budget, left=left, period_start=start)
+
+
+def workspace_usage(*, workspace) -> Decimal:
+    return _charged(workspace=workspace, created_at__gte=period_start(plan_for(workspace)))
+
+
+@transaction.atomic
+def budget_set(*, workspace, user, limit, actor, ip=None) -> Budget | None:
+    """Set (or with ``None`` remove) a member's budget; audited."""
+    from apps.workspaces.services import audit_record
+
+    old = Budget.objects.filter(workspace=workspace, user=user).first()
+    if limit is None:
+        if old is not None:
+            old.delete()
+        budget = None
+    else:
+        budget, _ = Budget.objects.update_or_create(
+            workspace=workspace, user=user, defaults={"limit_credits": limit}
+        )
+    audit_record(
+        workspace=workspace,
+        actor=actor,
+        action="budget.changed",
+        target=user.email,
+        data={
+            "from": str(old.limit_credits) if old else None,
+            "to": str(limit) if limit is not None else None,
+        },
+        ip=ip,
+    )
+    return budget
+
+
+@transaction.atomic
+def plan_settings_update(
+    *, workspace, budget_period, workspace_cap, credit_limit, actor, ip=None
+) -> Plan:
+    from apps.workspaces.services import audit_record
+
+    plan = plan_for(workspace)
+    plan.budget_period = budget_period
+    plan.workspace_cap = workspace_cap
+    if plan.source == "virtual" and credit_limit is not None:
+        plan.credit_limit = credit_limit
+    plan.save()
+    audit_record(
+        workspace=workspace,
+        actor=actor,
+        action="plan.settings_changed",
+        target=plan.tier,
+        data={
+            "budget_period": budget_period,
+            "workspace_cap": str(workspace_cap) if workspace_cap is not None else None,
+            "credit_limit": plan.credit_limit,
+        },
+        ip=ip,
+    )
+    return plan
+
+
+@transaction.atomic
+def rate_set(*, workspace, capability, model_id, unit, credits_per_unit, actor, ip=None):
+    from apps.workspaces.services import audit_record
+
+    row, _ = RateCard.objects.update_or_create(
+        workspace=workspace,
+        capability=capability,
+        model_id=model_id,
+        defaults={"unit": unit, "credits_per_unit": credits_per_unit, "updated_by": actor},
+    )
+    audit_record(
+        workspace=workspace,
+        actor=actor,
+        action="rate.changed",
+        target=f"{capability}/{model_id or '*'}",
+        data={"unit": unit, "credits_per_unit": str(credits_per_unit)},
+        ip=ip,
+    )
+    return row
+
+
+@transaction.atomic
+def rate_delete(*, row: RateCard, actor, ip=None) -> None:
+    from apps.workspaces.services import audit_record
+
+    target = f"{row.capability}/{row.model_id or '*'}"
+    row.delete()
+    audit_record(
+        workspace=row.workspace, actor=actor, action="rate.reset", target=target, ip=ip
+    )
