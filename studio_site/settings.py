@@ -153,6 +153,7 @@ INSTALLED_APPS = [
     "apps.workspaces",
     "apps.jobs",
     "apps.billing",
+    "apps.gateway",
 ]
 
 MIDDLEWARE = [
