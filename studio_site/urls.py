@@ -20,5 +20,6 @@ urlpatterns = [
     path("jobs/", include("apps.jobs.urls")),
     path("billing/", include("apps.billing.urls")),
     path("admin/", admin.site.urls),
+    path("settings/api-keys/", include("apps.gateway.urls")),
     path("", include("apps.workspaces.urls")),
 ]
