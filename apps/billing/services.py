@@ -559,6 +559,4 @@ def rate_delete(*, row: RateCard, actor, ip=None) -> None:
 
     target = f"{row.capability}/{row.model_id or '*'}"
     row.delete()
-    audit_record(
-        workspace=row.workspace, actor=actor, action="rate.reset", target=target, ip=ip
-    )
+    audit_record(workspace=row.workspace, actor=actor, action="rate.reset", target=target, ip=ip)

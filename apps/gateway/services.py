@@ -116,3 +116,538 @@ def api_key_authenticate(raw: str | None) -> ApiKey:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
     api_key.membership = membership
     return api_key
+
+
+# --- The /v1 API: what a key may call, speech through metering, voices, models, account ---
+# (Imports of this section sit here so the key services above stay as they were.)
+
+import calendar  # noqa: E402
+import logging  # noqa: E402
+import math  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import AsyncIterator, Callable, Iterator  # noqa: E402
+from contextlib import ExitStack, contextmanager  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from decimal import Decimal  # noqa: E402
+
+from asgiref.sync import sync_to_async  # noqa: E402
+
+from apps.billing.models import UsageSource  # noqa: E402
+from apps.billing.services import (  # noqa: E402
+    BudgetExceeded,
+    member_usage,
+    metered,
+    period_start,
+    plan_for,
+    rate_for,
+)
+from apps.engines.base import (  # noqa: E402
+    EngineError,
+    InvalidRequest,
+    ModelInfo,
+    OutputFormat,
+    QuotaExceeded,
+    RateLimited,
+    TTSRequest,
+    TTSStream,
+    Voice,
+    VoicePage,
+    VoiceQuery,
+    VoiceSettings,
+)
+from apps.workspaces.services import engine_for  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+SPEECH_CHARACTERS_PER_SECOND = 15  # typical read speech: sizes a stream cut off before its end
+ALL_VOICES_PAGES = 50  # GET /v1/voices gathers at most this many pages of 100
+
+
+class ApiRefused(Exception):
+    """A call the API refuses, in ElevenLabs' error shape: HTTP status, code, message.
+
+    ``kind`` is the error ``type`` (authentication_error, rate_limit_error, …); ``param`` the
+    request field at fault; ``request_id`` the ledger's id when a reservation was made.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        kind: str = "invalid_request",
+        param: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ):
+        super().__init__(message)
+        self.status, self.code, self.message, self.kind = status, code, message, kind
+        self.param, self.request_id, self.retry_after = param, request_id, retry_after
+
+
+class ApiInvalid(Exception):
+    """A request that does not validate (HTTP 422): FastAPI-style ``[{loc, msg, type}]``."""
+
+    def __init__(self, errors: list[dict], *, request_id: str | None = None):
+        super().__init__("; ".join(str(e.get("msg")) for e in errors))
+        self.errors, self.request_id = errors, request_id
+
+    @classmethod
+    def one(cls, loc: list, msg: str, kind: str = "value_error", **extra) -> "ApiInvalid":
+        return cls([{"type": kind, "loc": loc, "msg": msg, **extra}])
+
+
+def api_key_check(*, raw: str | None, scope: str) -> ApiKey:
+    """The active key of ``xi-api-key`` if it may use ``scope``; else 401 or 403."""
+    try:
+        api_key = api_key_authenticate(raw)
+    except KeyRejected as exc:
+        raise ApiRefused(exc.status, exc.code, exc.message, kind="authentication_error") from exc
+    if not api_key.allows(scope):
+        raise ApiRefused(
+            403,
+            "missing_permissions",
+            f"The API key you used is missing the permission {scope} ({SCOPES[scope]}) to "
+            "execute this operation. A key's scopes are chosen when it is created.",
+            kind="authorization_error",
+        )
+    return api_key
+
+
+@contextmanager
+def engine_errors_as_api(
+    *, request_id: str | None = None, voice_status: int = 400, where: str = "body"
+):
+    """Engine errors as the API reports them (``voice_status``: unknown voice, 400 or 404;
+    ``where``: the part of the request, body or query, whose fields were invalid)."""
+    try:
+        yield
+    except InvalidRequest as exc:
+        raise _invalid(exc, request_id=request_id, voice_status=voice_status, where=where) from exc
+    except QuotaExceeded as exc:
+        raise ApiRefused(
+            429, "quota_exceeded", exc.message, kind="rate_limit_error", request_id=request_id
+        ) from exc
+    except RateLimited as exc:
+        raise ApiRefused(
+            429,
+            "too_many_concurrent_requests",
+            exc.message,
+            kind="rate_limit_error",
+            request_id=request_id,
+            retry_after=exc.retry_after,
+        ) from exc
+    except EngineError as exc:
+        raise _refused(exc, request_id=request_id) from exc
+
+
+def _refused(exc: EngineError, *, request_id: str | None) -> ApiRefused:
+    status = exc.status_code if 400 <= exc.status_code < 600 else 500
+    if status == 401:  # the workspace's upstream key was refused, not the caller's key
+        message = (
+            f"The workspace's engine refused its own key ({exc.message}). "
+            "An owner can check it under Settings → Engine."
+        )
+        return ApiRefused(503, exc.code, message, kind="service_unavailable", request_id=request_id)
+    kind = {400: "invalid_request", 503: "service_unavailable"}.get(status, "internal_error")
+    return ApiRefused(status, exc.code, exc.message, kind=kind, request_id=request_id)
+
+
+def _invalid(exc: InvalidRequest, *, request_id, voice_status, where) -> Exception:
+    fields = exc.fields or {"__all__": [exc.message]}
+    if "voice_id" in fields:
+        return ApiRefused(
+            voice_status,
+            "voice_not_found",
+            fields["voice_id"][0],
+            kind="not_found" if voice_status == 404 else "invalid_request",
+            param="voice_id",
+            request_id=request_id,
+        )
+    if "output_format" in fields:
+        return ApiRefused(
+            400,
+            "invalid_output_format",
+            fields["output_format"][0],
+            kind="validation_error",
+            param="output_format",
+            request_id=request_id,
+        )
+    errors = [
+        {
+            "type": "value_error",
+            "loc": [where] if name == "__all__" else [where, name],
+            "msg": message,
+        }
+        for name, messages in fields.items()
+        for message in messages
+    ]
+    return ApiInvalid(errors, request_id=request_id)
+
+
+# --- Speech ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpeechInput:
+    """A text-to-speech call as the client sent it (validated for types by the view)."""
+
+    voice_id: str
+    text: str
+    model_id: str = "eleven_multilingual_v2"
+    voice_settings: dict | None = None  # only the fields the client set
+    output_format: str | None = None
+    seed: int | None = None
+    language_code: str | None = None
+    previous_text: str | None = None
+    next_text: str | None = None
+    apply_text_normalization: str = "auto"
+
+
+@dataclass(frozen=True)
+class Speech:
+    """A finished synthesis: the audio, its timings when asked for, and its ledger row."""
+
+    audio: bytes
+    content_type: str
+    alignment: object | None
+    normalized_alignment: object | None
+    request_id: str
+    credits: Decimal
+    engine_ms: float
+
+
+def _speech_request(speech: SpeechInput, *, streaming: bool) -> tuple[TTSRequest, OutputFormat]:
+    with engine_errors_as_api():
+        fmt = OutputFormat.parse(speech.output_format)
+    if streaming and fmt.codec == "wav":
+        raise ApiRefused(
+            400,
+            "invalid_output_format",
+            f"{fmt.name} cannot be streamed: use pcm_{fmt.sample_rate} (the same samples, "
+            "without the WAV header) or a non-streaming endpoint.",
+            kind="validation_error",
+            param="output_format",
+        )
+    settings = None
+    if speech.voice_settings:
+        given = {k: v for k, v in speech.voice_settings.items() if v is not None}
+        settings = VoiceSettings(**given)
+    request = TTSRequest(
+        text=speech.text,
+        voice_id=speech.voice_id,
+        model_id=speech.model_id,
+        voice_settings=settings,
+        output_format=fmt.name,
+        seed=speech.seed,
+        language_code=speech.language_code,
+        previous_text=speech.previous_text,
+        next_text=speech.next_text,
+        apply_text_normalization=speech.apply_text_normalization,
+    )
+    return request, fmt
+
+
+def _speech_meter(api_key: ApiKey, engine, request: TTSRequest):
+    return metered(
+        workspace=api_key.workspace,
+        user=api_key.user,
+        capability="tts",
+        engine=engine.name,
+        model_id=request.model_id,
+        units=len(request.text),
+        source=UsageSource.API,
+        idempotency_key=f"api-{uuid.uuid4().hex}",
+        voice_id=request.voice_id,
+        api_key_id=api_key.pk,
+        api_key_cap=api_key.monthly_cap,
+    )
+
+
+def _budget_refused(exc: BudgetExceeded) -> ApiRefused:
+    return ApiRefused(429, "quota_exceeded", str(exc), kind="rate_limit_error")
+
+
+def api_speech(*, api_key: ApiKey, speech: SpeechInput, with_timestamps: bool = False) -> Speech:
+    """Speak ``speech`` with the workspace's engine, metered as the key's member (source api).
+
+    A budget or cap that refuses it raises 429 ``quota_exceeded`` before anything is
+    reserved; an engine error is refunded and raised as the API reports it.
+    """
+    request, fmt = _speech_request(speech, streaming=False)
+    with engine_errors_as_api():
+        engine = engine_for(api_key.workspace)
+    event = None
+    try:
+        with _speech_meter(api_key, engine, request) as meter:
+            event = meter.event
+            with engine_errors_as_api(request_id=event.request_id):
+                started = time.perf_counter()
+                result = engine.tts(request, with_timestamps=with_timestamps)
+                engine_ms = (time.perf_counter() - started) * 1000
+            event = meter.settle(units=result.characters, info=result.info)
+    except BudgetExceeded as exc:
+        raise _budget_refused(exc) from exc
+    return Speech(
+        audio=result.audio,
+        content_type=result.content_type or fmt.content_type,
+        alignment=result.alignment,
+        normalized_alignment=result.normalized_alignment,
+        request_id=event.request_id,
+        credits=event.credits or Decimal(0),
+        engine_ms=engine_ms,
+    )
+
+
+def api_speech_stream(
+    *,
+    api_key: ApiKey,
+    speech: SpeechInput,
+    encode: Callable[[object], bytes],
+    with_timestamps: bool = False,
+) -> "SpeechStream":
+    """Start a metered streamed synthesis; ``encode`` turns each engine chunk into bytes.
+
+    The reservation (checked against every budget) is made and the engine stream opened
+    before this returns, so refusals and bad input are proper error responses; what the
+    stream costs is settled when it ends (see ``SpeechStream``).
+    """
+    request, fmt = _speech_request(speech, streaming=True)
+    with engine_errors_as_api():
+        engine = engine_for(api_key.workspace)
+    try:
+        with ExitStack() as exits:
+            meter = exits.enter_context(_speech_meter(api_key, engine, request))
+            with engine_errors_as_api(request_id=meter.event.request_id):
+                started = time.perf_counter()
+                stream = engine.tts_stream(request, with_timestamps=with_timestamps)
+                engine_ms = (time.perf_counter() - started) * 1000
+            return SpeechStream(
+                stream=stream,
+                meter=meter,
+                exits=exits.pop_all(),  # the stream settles and closes the reservation
+                characters=len(request.text),
+                fmt=fmt,
+                encode=encode,
+                engine_ms=engine_ms,
+            )
+    except BudgetExceeded as exc:
+        raise _budget_refused(exc) from exc
+
+
+class SpeechStream:
+    """An engine stream served to an HTTP client, settled exactly once however it ends.
+
+    Iterated asynchronously (ASGI): each chunk is pulled from the engine with
+    ``sync_to_async``, i.e. in the request's own worker thread, so a synthesis never blocks
+    the event loop and the engine generator is only ever driven by one thread. When the
+    response ends — complete, an engine error midway, or a client that went away —
+    ``close`` closes the engine stream and settles the reservation with the delivered share
+    of the characters (or refunds it when no audio went out). It runs from the iterator's
+    ``finally`` and, for a disconnect that cancels the response while a chunk is being
+    sent, from Django's ``response.close()``; the second call does nothing.
+
+    The delivered share: a stream that ended is the whole text; one cut short counts the
+    characters of the alignments already sent when chunks carry them, else the characters
+    the audio sent would hold at ``SPEECH_CHARACTERS_PER_SECOND`` (never more than the text).
+    A chunk counts as delivered once the server has taken it (the iterator was resumed).
+    """
+
+    def __init__(
+        self,
+        *,
+        stream: TTSStream,
+        meter,
+        exits: ExitStack,
+        characters: int,
+        fmt: OutputFormat,
+        encode: Callable[[object], bytes],
+        engine_ms: float,
+    ):
+        self._stream = stream
+        self._chunks: Iterator = iter(stream)
+        self._meter = meter
+        self._exits = exits
+        self._characters = characters
+        self._fmt = fmt
+        self._encode = encode
+        self.engine_ms = engine_ms
+        self.request_id: str = meter.event.request_id
+        self.estimated_credits: Decimal = meter.event.estimated_credits
+        self.content_type = fmt.content_type
+        self.ended = False  # the engine yielded everything
+        self.closed = False
+        self.delivered_bytes = 0
+        self.delivered_characters = 0  # from chunk alignments, when present
+
+    def _next(self):
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self.ended = True
+        except EngineError as exc:
+            log.warning("stream %s broke off: %s", self.request_id, exc.message)
+        return None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            while True:
+                chunk = await sync_to_async(self._next)()
+                if chunk is None:
+                    break
+                yield self._encode(chunk)
+                self.delivered_bytes += len(chunk.audio)
+                if chunk.alignment is not None:
+                    self.delivered_characters += len(chunk.alignment.characters)
+        finally:
+            if not self.closed:
+                await sync_to_async(self.close)()
+
+    def delivered_units(self) -> int:
+        if self.ended:
+            return self._characters
+        if self.delivered_characters:
+            return min(self._characters, self.delivered_characters)
+        seconds = audio_seconds(self._fmt, self.delivered_bytes)
+        return min(self._characters, math.ceil(seconds * SPEECH_CHARACTERS_PER_SECOND))
+
+    def close(self) -> None:
+        """Stop the synthesis if it still runs, then settle (or refund) the reservation."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if not self.ended:
+                self._stream.close()
+        except Exception:
+            log.exception("closing the engine stream of %s failed", self.request_id)
+        try:
+            if self.delivered_bytes or self.delivered_characters:
+                self._meter.settle(units=self.delivered_units(), info=self._stream.info)
+        finally:
+            self._exits.close()  # metering: refunds what was not settled
+
+
+def audio_seconds(fmt: OutputFormat, size: int) -> float:
+    """How long ``size`` bytes of audio in ``fmt`` play (headers and framing ignored)."""
+    if fmt.codec in ("pcm", "wav"):
+        return size / (2 * fmt.sample_rate)
+    if fmt.codec in ("ulaw", "alaw"):
+        return size / fmt.sample_rate
+    return size * 8 / ((fmt.bitrate_kbps or 128) * 1000)
+
+
+# --- Voices and models --------------------------------------------------------------------
+
+
+def api_voices_page(
+    *,
+    api_key: ApiKey,
+    search: str | None = None,
+    page_size: int = 10,
+    next_page_token: str | None = None,
+    category: str | None = None,
+    sort: str | None = None,
+    sort_direction: str | None = None,
+) -> VoicePage:
+    """One page of the workspace engine's voices (``GET /v2/voices``)."""
+    query = VoiceQuery(
+        search=search,
+        page_size=page_size,
+        next_page_token=next_page_token,
+        category=category,
+        sort=sort,
+        sort_direction=sort_direction,
+    )
+    with engine_errors_as_api(where="query"):
+        return engine_for(api_key.workspace).voices(query)
+
+
+def api_voices_all(*, api_key: ApiKey) -> list[Voice]:
+    """Every voice of the workspace's engine (``GET /v1/voices`` is not paginated)."""
+    voices: list[Voice] = []
+    token = None
+    with engine_errors_as_api():
+        engine = engine_for(api_key.workspace)
+        for _ in range(ALL_VOICES_PAGES):
+            page = engine.voices(VoiceQuery(page_size=100, next_page_token=token))
+            voices.extend(page.voices)
+            token = page.next_page_token
+            if not page.has_more or not token:
+                break
+    return voices
+
+
+def api_voice(*, api_key: ApiKey, voice_id: str) -> Voice:
+    """One voice; an unknown id is a 404 ``voice_not_found``."""
+    with engine_errors_as_api(voice_status=404):
+        return engine_for(api_key.workspace).voice(voice_id)
+
+
+def api_models(*, api_key: ApiKey) -> list[tuple[ModelInfo, Decimal]]:
+    """The engine's models, each with the credits per character Chorus charges for it."""
+    with engine_errors_as_api():
+        engine = engine_for(api_key.workspace)
+        models = engine.models()
+    return [
+        (
+            model,
+            rate_for(api_key.workspace, "tts", model.model_id, engine.name).credits_per_unit,
+        )
+        for model in models
+    ]
+
+
+# --- The account --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyAccount:
+    """The subscription a personal key sees: its member's credits, not the whole team's."""
+
+    api_key: ApiKey
+    tier: str
+    credits_used: int
+    credit_limit: int
+    next_reset_unix: int | None
+    currency: str
+
+
+def _month_after(start: datetime) -> datetime:
+    month = start.month % 12 + 1
+    year = start.year + (start.month == 12)
+    day = min(start.day, calendar.monthrange(year, month)[1])
+    return start.replace(year=year, month=month, day=day)
+
+
+def api_account(*, api_key: ApiKey) -> KeyAccount:
+    """What ``/v1/user/subscription`` tells a key: its member's budget for this period.
+
+    - ``character_limit``: the member's budget in credits; without a budget, the
+      workspace's own cap per period if one is set, else the plan's credit limit
+      (0 there means no limit: the virtual plan of the local engine, which is free).
+    - ``character_count``: the credits the member has used this period (every source:
+      studio, API and jobs), rounded up to whole credits.
+    - ``tier``: the workspace plan's tier; ``next_character_count_reset_unix``: when the
+      next budget period starts (calendar month, or the plan's cycle).
+    """
+    workspace = api_key.workspace
+    plan = plan_for(workspace)
+    usage = member_usage(workspace=workspace, user=api_key.user)
+    if usage.budget is not None:
+        limit = usage.budget.limit_credits
+    elif plan.workspace_cap is not None:
+        limit = plan.workspace_cap
+    else:
+        limit = Decimal(plan.credit_limit)
+    next_reset = _month_after(period_start(plan))
+    return KeyAccount(
+        api_key=api_key,
+        tier=plan.tier,
+        credits_used=math.ceil(usage.used),
+        credit_limit=int(limit),
+        next_reset_unix=int(next_reset.astimezone(UTC).timestamp()),
+        currency=plan.currency or "usd",
+    )

@@ -251,6 +251,11 @@ SILENCE = audio.encode(np.zeros(32000, np.float32), 16000, "wav_16000")
         (lambda e: e.dubbing_status("local-dub-nope"), base.InvalidRequest, "dubbing_id"),
         (lambda e: e.history(), base.NotSupported, None),
         (
+            lambda e: e.tts(base.TTSRequest(text="Hi\x00there", voice_id="local-joe")),
+            base.InvalidRequest,
+            "text",
+        ),
+        (
             lambda e: e.tts(
                 base.TTSRequest(text="Hallo", voice_id="local-joe", language_code="de")
             ),

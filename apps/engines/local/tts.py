@@ -355,6 +355,10 @@ def _plan(request: base.TTSRequest) -> _Plan:
     text = request.text if isinstance(request.text, str) else ""
     if not text.strip():
         raise base.InvalidRequest.for_field("text", "Text is empty: enter something to speak.")
+    if "\x00" in text or any("\ud800" <= ch <= "\udfff" for ch in text):
+        raise base.InvalidRequest.for_field(
+            "text", "Text holds characters that cannot be spoken (NUL or broken unicode)."
+        )
     if len(text) > MAX_TEXT_CHARACTERS:
         raise base.InvalidRequest.for_field(
             "text",
