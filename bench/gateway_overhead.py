@@ -1,0 +1,350 @@
+"""What the /v1 gateway adds to a streaming text-to-speech request, and what it costs in CPU.
+
+Starts the fake ElevenLabs upstream (``../shared/tools/fake_elevenlabs_upstream.py``: 75 ms to
+the first byte, then 8 x 4 KiB chunks 20 ms apart) and a real Daphne server (DEBUG off) on free
+loopback ports, points a bench workspace at that upstream through the elevenlabs engine, gives
+its member a personal API key and a budget, and lets ``../shared/tools/overhead_bench.py`` send
+the same streaming requests to ``/v1/text-to-speech/{voice_id}/stream`` on Chorus (with the key)
+and straight to the upstream, interleaved in one run, at concurrency 1, 8 and 32 with steady
+arrivals (each round's first requests spread over about one request's duration). Prints, per
+concurrency, the added time to first byte (p50/p95/p99, paired median), the Chorus process's
+CPU per proxied request (key lookup and metering included) and the usage-ledger events settled
+per second (settled events / wall time of the Chorus side).
+
+Targets (2 cores): C=1 p50 <= 3 ms; C=8 p50 <= 5 ms and p99 <= 20 ms; <= 4 ms CPU per request;
+no collapse at C=32.
+
+PostgreSQL (the database is created when missing):
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/chorus_bench \\
+    REDIS_URL=redis://127.0.0.1:6379/2 .venv/bin/python bench/gateway_overhead.py
+
+Without DATABASE_URL it runs on embedded SQLite in a throwaway CHORUS_VAR_DIR.
+"""
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = (ROOT / ".." / "shared" / "tools").resolve()
+sys.path.insert(0, str(ROOT))
+
+if not os.environ.get("DATABASE_URL"):
+    os.environ.setdefault("CHORUS_VAR_DIR", tempfile.mkdtemp(prefix="chorus-bench-"))
+# The server and this script must share SECRET_KEY: the upstream key is encrypted with it.
+os.environ["DEBUG"] = "0"
+os.environ.setdefault("SECRET_KEY", "bench-" + secrets.token_urlsafe(40))
+os.environ["ALLOWED_HOSTS"] = "127.0.0.1"
+os.environ["LOG_LEVEL"] = "WARNING"
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio_site.settings")
+os.environ.setdefault("CHORUS_QUEUE", f"chorus-bench-{os.getpid()}")
+os.environ.setdefault("CHORUS_CHANNEL_PREFIX", f"chorus-bench-{os.getpid()}")
+os.environ.setdefault("CHORUS_CACHE_PREFIX", f"chorus-bench-{os.getpid()}")
+
+UPSTREAM_KEY = "fake-upstream-key-" + secrets.token_hex(8)
+VOICE_ID = "21m00Tcm4TlvDq8ikWAM"
+STREAM_PATH = f"/v1/text-to-speech/{VOICE_ID}/stream"
+EXPECT_BYTES = 8 * 4096
+
+
+def ensure_database(url: str) -> None:
+    """Create the database named in a postgres:// URL when it does not exist yet."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            print(f"created database {name}")
+
+
+if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+    ensure_database(os.environ["DATABASE_URL"])
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+from django.core.management import call_command  # noqa: E402
+
+from apps.billing.models import Budget, UsageEvent, UsageStatus  # noqa: E402
+from apps.gateway.services import api_key_create  # noqa: E402
+from apps.workspaces.models import User, Workspace  # noqa: E402
+from apps.workspaces.services import engine_settings_update, workspace_create  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def spawn(args, *, cwd=ROOT, env=None):
+    return subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def stop(proc) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def wait_ready(url: str, proc, what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback only
+            return
+        except OSError:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace")[-2000:]
+                raise SystemExit(f"{what} exited early:\n{err}") from None
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{what} did not start") from None
+            time.sleep(0.2)
+
+
+def start_upstream(port: int):
+    """The fake upstream under uvicorn when installed, else under Daphne (same ASGI app)."""
+    env = {
+        **os.environ,
+        "FAKE_EL_API_KEY": UPSTREAM_KEY,
+        "FAKE_EL_LATENCY_MS": "75",
+        "FAKE_EL_CHUNKS": "8",
+        "FAKE_EL_CHUNK_BYTES": "4096",
+        "FAKE_EL_CHUNK_GAP_MS": "20",
+    }
+    try:
+        import uvicorn  # noqa: F401
+
+        args = [sys.executable, str(TOOLS / "fake_elevenlabs_upstream.py"),
+                "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+        server = "uvicorn"
+    except ImportError:
+        args = [sys.executable, "-m", "daphne", "-v", "0", "-b", "127.0.0.1", "-p", str(port),
+                "fake_elevenlabs_upstream:app"]  # fmt: skip
+        server = "daphne"
+    proc = spawn(args, cwd=TOOLS, env=env)
+    wait_ready(f"http://127.0.0.1:{port}/health", proc, "fake upstream")
+    return proc, server
+
+
+def settled_ids(workspace) -> set[int]:
+    return set(
+        UsageEvent.objects.filter(workspace=workspace, status=UsageStatus.SETTLED).values_list(
+            "pk", flat=True
+        )
+    )
+
+
+def wait_no_reserved(workspace, seconds: float = 15) -> int:
+    deadline = time.monotonic() + seconds
+    while True:
+        open_ = UsageEvent.objects.filter(workspace=workspace, status=UsageStatus.RESERVED).count()
+        if not open_ or time.monotonic() > deadline:
+            return open_
+        time.sleep(0.2)
+
+
+def run_level(args, c, n, chorus_url, upstream_url, raw_key, web_pid, workspace, out_dir):
+    json_out = out_dir / f"c{c}.json"
+    targets = [
+        {"name": "direct", "url": upstream_url, "headers": {"xi-api-key": UPSTREAM_KEY}},
+        {"name": "chorus", "url": chorus_url, "headers": {"xi-api-key": raw_key}},
+    ]
+    targets_file = out_dir / "targets.json"
+    targets_file.write_text(json.dumps(targets))
+    warmup = max(2 * c, 10)
+    before = settled_ids(workspace)
+    cmd = [
+        sys.executable, str(TOOLS / "overhead_bench.py"),
+        "--targets-file", str(targets_file),
+        "-n", str(n), "-c", str(c), "--warmup", str(warmup),
+        "--ramp-ms", str(args.ramp_ms), "--alternate",
+        "--expect-bytes", str(EXPECT_BYTES), "--timeout", "30",
+        "--max-seconds", str(args.max_seconds),
+        "--watch", f"chorus={web_pid}", "--json-out", str(json_out),
+    ]  # fmt: skip
+    print(f"\n=== concurrency {c}: {n} requests per target (+{warmup} warm-up) ===", flush=True)
+    proc = subprocess.run(cmd, cwd=ROOT, timeout=args.max_seconds + 120, check=False)  # noqa: S603
+    still_open = wait_no_reserved(workspace)
+    new = UsageEvent.objects.filter(pk__in=settled_ids(workspace) - before).order_by(
+        "finished_at", "pk"
+    )
+    finished = list(new.values_list("finished_at", flat=True))
+    counted = finished[warmup:]  # the warm-up requests all finish before the counted rounds
+    result = json.loads(json_out.read_text()) if json_out.exists() else {}
+    ch = result.get("targets", {}).get("chorus", {})
+    wall = ch["ok"] / ch["req_per_s"] if ch.get("req_per_s") else 0.0
+    return {
+        "c": c,
+        "rc": proc.returncode,
+        "result": result,
+        "settled": len(finished),
+        "settled_counted": len(counted),
+        "reserved_left": still_open,
+        "chorus_wall_s": wall,
+        "settled_per_s": len(counted) / wall if wall else 0.0,
+    }
+
+
+def report(levels, db, layer, cache, upstream_server):
+    print("\n" + "=" * 96)
+    print(
+        f"gateway overhead  database: {db}  channel layer: {layer}  cache: {cache}  "
+        f"cpus: {os.cpu_count()}  upstream served by: {upstream_server}"
+    )
+    hdr = (
+        f"{'C':>3} {'ok':>5} {'err':>4}  {'added TTFB p50':>14} {'p95':>7} {'p99':>7}"
+        f"  {'paired':>7}  {'direct p50':>10} {'chorus p50':>10}  {'CPU ms/req':>10}"
+        f"  {'cores':>5}  {'settled/s':>9}"
+    )
+    print(hdr)
+    print("-" * len(hdr))
+    for lv in levels:
+        res = lv["result"]
+        ch = res.get("targets", {}).get("chorus", {})
+        di = res.get("targets", {}).get("direct", {})
+        add = res.get("added", {}).get("chorus", {}).get("ttfb", {})
+        if not ch.get("ok") or not add:
+            print(f"{lv['c']:>3}  no result (overhead_bench exit {lv['rc']}): {ch or res}")
+            continue
+        print(
+            f"{lv['c']:>3} {ch['ok']:>5} {ch['errors']:>4}  {add['p50_diff_ms']:14.2f}"
+            f" {add['p95_diff_ms']:7.2f} {add['p99_diff_ms']:7.2f}  {add['paired_median_ms']:7.2f}"
+            f"  {di.get('ttfb_p50_ms', 0):10.2f} {ch['ttfb_p50_ms']:10.2f}"
+            f"  {ch.get('watched_cpu_ms_per_req', float('nan')):10.2f}"
+            f"  {ch.get('watched_cpu_cores', float('nan')):5.2f}  {lv['settled_per_s']:9.1f}"
+        )
+        if ch.get("error_kinds"):
+            print(f"    chorus errors: {', '.join(ch['error_kinds'])}")
+        if lv["reserved_left"]:
+            print(f"    {lv['reserved_left']} usage events still reserved after the run")
+    print(
+        "settled/s = settled UsageEvents of the counted requests / wall time of the Chorus rounds"
+        " (the Chorus side is fed at most C requests at a time, so it is bounded by C / latency)"
+    )
+    by_c = {lv["c"]: lv for lv in levels}
+
+    def added(c, key):
+        res = by_c.get(c, {}).get("result", {})
+        return res.get("added", {}).get("chorus", {}).get("ttfb", {}).get(key)
+
+    cpu = [
+        lv["result"]["targets"]["chorus"].get("watched_cpu_ms_per_req")
+        for lv in levels
+        if lv["result"].get("targets", {}).get("chorus", {}).get("ok")
+    ]
+    checks = [
+        ("C=1 added TTFB p50 <= 3 ms", added(1, "p50_diff_ms"), 3.0),
+        ("C=8 added TTFB p50 <= 5 ms", added(8, "p50_diff_ms"), 5.0),
+        ("C=8 added TTFB p99 <= 20 ms", added(8, "p99_diff_ms"), 20.0),
+        ("CPU per proxied request <= 4 ms (worst C)", max(cpu) if cpu else None, 4.0),
+    ]
+    print("\ntargets (2 cores):")
+    for label, value, limit in checks:
+        verdict = "n/a" if value is None else ("MET" if value <= limit else "MISSED")
+        shown = "n/a" if value is None else f"{value:.2f}"
+        print(f"  {label:<44} {shown:>8}  {verdict}")
+    c32 = by_c.get(32, {}).get("result", {}).get("targets", {}).get("chorus", {})
+    if c32.get("ok"):
+        collapse = c32["errors"] > 0 or (added(32, "p99_diff_ms") or 0) > 100
+        print(
+            f"  {'no collapse at C=32 (no errors, added p99 < 100 ms)':<44}"
+            f" {added(32, 'p99_diff_ms'):8.2f}  {'MISSED' if collapse else 'MET'}"
+        )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument(
+        "--requests", type=int, nargs="+", default=None,
+        help="counted requests per target for each concurrency (default 150, 400, 800)",
+    )  # fmt: skip
+    parser.add_argument("--ramp-ms", type=float, default=250.0, help="steady arrivals (250 ms)")
+    parser.add_argument("--max-seconds", type=float, default=300.0, help="per concurrency level")
+    args = parser.parse_args()
+    defaults = {1: 150, 8: 400, 32: 800}
+    counts = args.requests or [defaults.get(c, 25 * c) for c in args.concurrency]
+    if len(counts) != len(args.concurrency):
+        parser.error("give one --requests per --concurrency")
+
+    call_command("migrate", verbosity=0)
+    tag = f"{os.getpid()}-{secrets.token_hex(3)}"
+    user = User.objects.create_user(email=f"bench-gw-{tag}@example.com", password="x" * 16)
+    workspace = workspace_create(name=f"Gateway bench {tag}", owner=user)
+    procs = []
+    try:
+        up_port, web_port = free_port(), free_port()
+        upstream, upstream_server = start_upstream(up_port)
+        procs.append(upstream)
+        engine_settings_update(
+            workspace=workspace, actor=user, kind="elevenlabs", api_key=UPSTREAM_KEY,
+            base_url=f"http://127.0.0.1:{up_port}",
+        )  # fmt: skip
+        Budget.objects.create(workspace=workspace, user=user, limit_credits=Decimal(10**9))
+        raw_key = api_key_create(workspace=workspace, user=user, name="gateway bench").raw
+
+        web = spawn([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
+                     "studio_site.asgi:application"])  # fmt: skip
+        procs.append(web)
+        wait_ready(f"http://127.0.0.1:{web_port}/healthz", web, "Daphne")
+
+        chorus_url = f"http://127.0.0.1:{web_port}{STREAM_PATH}"
+        upstream_url = f"http://127.0.0.1:{up_port}{STREAM_PATH}"
+        levels = []
+        with tempfile.TemporaryDirectory(prefix="chorus-gw-bench-") as tmp:
+            for c, n in zip(args.concurrency, counts, strict=True):
+                levels.append(
+                    run_level(
+                        args,
+                        c,
+                        n,
+                        chorus_url,
+                        upstream_url,
+                        raw_key,
+                        web.pid,
+                        workspace,
+                        Path(tmp),
+                    )  # fmt: skip
+                )
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        Workspace.objects.filter(pk=workspace.pk).delete()
+        user.delete()
+
+    db = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    layer = settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1]
+    cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
+    report(levels, db, layer, cache, upstream_server)
+
+
+if __name__ == "__main__":
+    main()
