@@ -138,26 +138,16 @@ def usage_estimate(
     rate = rate_for(workspace, capability, model_id, engine)
     credits = credits_for(rate, units)
     start = period_start(plan)
-    member_left = workspace_left = None
-    blocked = None
-    budget = Budget.objects.filter(workspace=workspace, user=user).first() if user else None
-    if budget is not None:
-        member_left = budget.limit_credits - _charged(
-            workspace=workspace, user=user, created_at__gte=start
-        )
-        if credits > member_left:
-            blocked = _budget_name(budget)
-    if plan.workspace_cap is not None:
-        workspace_left = plan.workspace_cap - _charged(workspace=workspace, created_at__gte=start)
-        if credits > workspace_left and not blocked:
-            blocked = "The workspace's monthly cap"
+    limits = _limits(plan, workspace, user, start)
+    left = {limit.kind: limit.left for limit in limits}
+    blocked = next((limit.name for limit in limits if credits > limit.left), None)
     return Estimate(
         credits=credits,
         money=(credits * plan.price_per_credit).quantize(Decimal("0.000001")),
         unit=rate.unit,
         rate_source=rate.source,
-        member_left=member_left,
-        workspace_left=workspace_left,
+        member_left=left.get("member"),
+        workspace_left=left.get("workspace"),
         blocked_by=blocked,
     )
 
@@ -230,7 +220,16 @@ def meter_reserve(
     return Reservation(event=event, replayed=False)
 
 
-def _check_limits(plan, workspace, user, credits, start, api_key_id, api_key_cap) -> None:
+@dataclass(frozen=True)
+class Limit:
+    kind: str  # member | key | workspace | plan
+    name: str  # shown to people when it refuses a call
+    left: Decimal
+
+
+def _limits(plan, workspace, user, start, api_key_id=None, api_key_cap=None) -> list[Limit]:
+    """Every limit that applies to a call, with what is left of it, in the order checked."""
+    limits = []
     budget = (
         Budget.objects.select_related("user").filter(workspace=workspace, user=user).first()
         if user is not None
@@ -238,29 +237,29 @@ def _check_limits(plan, workspace, user, credits, start, api_key_id, api_key_cap
     )
     if budget is not None:
         used = _charged(workspace=workspace, user=user, created_at__gte=start)
-        left = budget.limit_credits - used
-        if credits > left:
-            raise BudgetExceeded(_budget_name(budget), needed=credits, left=left)
+        limits.append(Limit("member", _budget_name(budget), budget.limit_credits - used))
     if api_key_id is not None and api_key_cap is not None:
-        left = api_key_cap - _charged(api_key_id=api_key_id, created_at__gte=start)
-        if credits > left:
-            name = f"This API key's monthly cap of {api_key_cap:,.0f} credits"
-            raise BudgetExceeded(name, needed=credits, left=left)
+        used = _charged(api_key_id=api_key_id, created_at__gte=start)
+        name = f"This API key's monthly cap of {api_key_cap:,.0f} credits"
+        limits.append(Limit("key", name, api_key_cap - used))
     if plan.workspace_cap is not None:
-        left = plan.workspace_cap - _charged(workspace=workspace, created_at__gte=start)
-        if credits > left:
-            name = f"The workspace's cap of {plan.workspace_cap:,.0f} credits"
-            raise BudgetExceeded(name, needed=credits, left=left)
+        used = _charged(workspace=workspace, created_at__gte=start)
+        name = f"The workspace's cap of {plan.workspace_cap:,.0f} credits"
+        limits.append(Limit("workspace", name, plan.workspace_cap - used))
     if plan.credit_limit:
         since = plan.synced_at or start
         spent = Decimal(plan.credits_used) + _charged(
             workspace=workspace, created_at__gte=since, engine__in=["elevenlabs"]
         )
-        left = Decimal(plan.credit_limit) - spent
-        if credits > left:
-            raise BudgetExceeded(
-                f"The {plan.tier} plan's {plan.credit_limit:,} credits", needed=credits, left=left
-            )
+        name = f"The {plan.tier} plan's {plan.credit_limit:,} credits"
+        limits.append(Limit("plan", name, Decimal(plan.credit_limit) - spent))
+    return limits
+
+
+def _check_limits(plan, workspace, user, credits, start, api_key_id, api_key_cap) -> None:
+    for limit in _limits(plan, workspace, user, start, api_key_id, api_key_cap):
+        if credits > limit.left:
+            raise BudgetExceeded(limit.name, needed=credits, left=limit.left)
 
 
 def meter_settle(
@@ -277,8 +276,12 @@ def meter_settle(
             return event  # already settled, refunded or swept: never twice
         plan = plan_for(event.workspace)
         units = event.estimated_units if units is None else Decimal(str(units))
-        rate = rate_for(event.workspace, event.capability, event.model_id, event.engine)
-        credits = credits_for(rate, units)
+        if event.estimated_units:  # the reservation's rate: no second rate lookup
+            per_unit = event.estimated_credits / event.estimated_units
+            credits = (units * per_unit).quantize(CREDIT, ROUND_HALF_UP)
+        else:
+            rate = rate_for(event.workspace, event.capability, event.model_id, event.engine)
+            credits = credits_for(rate, units)
         if upstream_credits is not None and event.engine != "local":
             credits = Decimal(str(upstream_credits)).quantize(CREDIT)
             event.upstream_credits = credits
