@@ -154,6 +154,7 @@ INSTALLED_APPS = [
     "apps.jobs",
     "apps.billing",
     "apps.gateway",
+    "apps.history",
 ]
 
 MIDDLEWARE = [
