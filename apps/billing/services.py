@@ -45,6 +45,7 @@ from .models import (
 log = logging.getLogger(__name__)
 
 THRESHOLDS = (50, 80, 100)
+THRESHOLD_MARGIN = Decimal("0.9")  # below 90 % of the first threshold: no exact check
 CREDIT = Decimal("0.001")
 
 
@@ -105,14 +106,15 @@ def period_start(plan: Plan, *, now: datetime | None = None) -> datetime:
     return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-_CHARGED = Sum(
-    Case(
-        When(status=UsageStatus.SETTLED, then=F("credits")),
-        When(status=UsageStatus.RESERVED, then=F("estimated_credits")),
-        default=Value(Decimal(0)),
-        output_field=DecimalField(max_digits=16, decimal_places=3),
-    )
+_CREDITS = DecimalField(max_digits=16, decimal_places=3)
+# What an event counts against a budget: its credits once settled, its estimate while reserved.
+_CHARGE = Case(
+    When(status=UsageStatus.SETTLED, then=F("credits")),
+    When(status=UsageStatus.RESERVED, then=F("estimated_credits")),
+    default=Value(Decimal(0)),
+    output_field=_CREDITS,
 )
+_CHARGED = Sum(_CHARGE)
 
 
 def _charged(**filters) -> Decimal:
@@ -164,9 +166,11 @@ def _budget_name(budget: Budget) -> str:
 class Reservation:
     event: UsageEvent
     replayed: bool  # the idempotency key was seen before: nothing new was reserved
+    plan: Plan | None = None  # as locked by the reservation (its price settles the call)
+    member_used: Decimal | None = None  # the member's credits used, this one included
+    member_limit: Decimal | None = None  # the member's budget, when they have one
 
 
-@transaction.atomic
 def meter_reserve(
     *,
     workspace,
@@ -182,22 +186,31 @@ def meter_reserve(
     api_key_cap: Decimal | None = None,
     purpose: tuple[str, str] | None = None,
 ) -> Reservation:
-    """Reserve the estimate, or raise ``BudgetExceeded`` naming the budget that refused it."""
-    key = idempotency_key or uuid.uuid4().hex
-    existing = UsageEvent.objects.filter(idempotency_key=key).first()
-    if existing is not None:
-        return Reservation(event=existing, replayed=True)
-    # One lock per workspace: reservations of a workspace are checked one after another, so
-    # concurrent calls can never overspend a budget between the check and the insert.
-    plan_for(workspace)
-    plan = Plan.objects.select_for_update().get(workspace=workspace)
-    rate = rate_for(workspace, capability, model_id, engine)
-    credits = credits_for(rate, units)
-    start = period_start(plan)
-    if credits > 0:
-        _check_limits(plan, workspace, user, credits, start, api_key_id, api_key_cap)
+    """Reserve the estimate, or raise ``BudgetExceeded`` naming the budget that refused it.
+
+    This is on the path of every API call, so it is kept to one transaction of four
+    statements: lock the plan row, read the rate and the member's budget, sum what every
+    limit has used in one aggregate, insert the reservation. A caller's idempotency key is
+    looked up first (a repeat returns the first outcome); without one a fresh key is made.
+    """
+    if idempotency_key is not None:
+        existing = UsageEvent.objects.filter(idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return Reservation(event=existing, replayed=True)
     try:
         with transaction.atomic():
+            # One lock per workspace: reservations of a workspace are checked one after
+            # another, so concurrent calls cannot overspend between the check and the insert.
+            plan = _plan_locked(workspace)
+            rate = rate_for(workspace, capability, model_id, engine)
+            credits = credits_for(rate, units)
+            start = period_start(plan)
+            limits = []
+            if credits > 0:
+                limits = _limits(plan, workspace, user, start, api_key_id, api_key_cap)
+                for limit in limits:
+                    if credits > limit.left:
+                        raise BudgetExceeded(limit.name, needed=credits, left=limit.left)
             event = UsageEvent.objects.create(
                 workspace=workspace,
                 user=user,
@@ -211,13 +224,34 @@ def meter_reserve(
                 estimated_units=Decimal(str(units)),
                 estimated_credits=credits,
                 request_id=uuid.uuid4().hex,
-                idempotency_key=key,
+                idempotency_key=idempotency_key or uuid.uuid4().hex,
                 purpose_type=purpose[0] if purpose else "",
                 purpose_id=str(purpose[1]) if purpose else "",
             )
-    except IntegrityError:  # the same key, reserved a moment ago by another request
-        return Reservation(event=UsageEvent.objects.get(idempotency_key=key), replayed=True)
-    return Reservation(event=event, replayed=False)
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        # The same key, reserved a moment ago by another request.
+        return Reservation(
+            event=UsageEvent.objects.get(idempotency_key=idempotency_key), replayed=True
+        )
+    member = next((limit for limit in limits if limit.kind == "member"), None)
+    return Reservation(
+        event=event,
+        replayed=False,
+        plan=plan,
+        member_used=(member.used + credits) if member else None,
+        member_limit=member.limit if member else None,
+    )
+
+
+def _plan_locked(workspace) -> Plan:
+    """The workspace's plan row, locked until the transaction ends (created when missing)."""
+    plan = Plan.objects.select_for_update().filter(workspace=workspace).first()
+    if plan is None:
+        Plan.objects.get_or_create(workspace=workspace)
+        plan = Plan.objects.select_for_update().get(workspace=workspace)
+    return plan
 
 
 @dataclass(frozen=True)
@@ -225,41 +259,64 @@ class Limit:
     kind: str  # member | key | workspace | plan
     name: str  # shown to people when it refuses a call
     left: Decimal
+    used: Decimal = Decimal(0)
+    limit: Decimal = Decimal(0)
+
+
+def _sum(condition: Q) -> Sum:
+    return Sum(_CHARGE, filter=condition, output_field=_CREDITS)
 
 
 def _limits(plan, workspace, user, start, api_key_id=None, api_key_cap=None) -> list[Limit]:
-    """Every limit that applies to a call, with what is left of it, in the order checked."""
-    limits = []
+    """Every limit that applies to a call, with what is left of it, in the order checked.
+
+    What each limit has used comes from one aggregate over the workspace's ledger since the
+    earliest window (the budget period, or the plan's last sync for the provider's credits).
+    """
     budget = (
         Budget.objects.select_related("user").filter(workspace=workspace, user=user).first()
         if user is not None
         else None
     )
+    sums = {}
+    in_period = Q(created_at__gte=start)
     if budget is not None:
-        used = _charged(workspace=workspace, user=user, created_at__gte=start)
-        limits.append(Limit("member", _budget_name(budget), budget.limit_credits - used))
+        sums["member"] = _sum(in_period & Q(user=user))
     if api_key_id is not None and api_key_cap is not None:
-        used = _charged(api_key_id=api_key_id, created_at__gte=start)
-        name = f"This API key's monthly cap of {api_key_cap:,.0f} credits"
-        limits.append(Limit("key", name, api_key_cap - used))
+        sums["key"] = _sum(in_period & Q(api_key_id=api_key_id))
     if plan.workspace_cap is not None:
-        used = _charged(workspace=workspace, created_at__gte=start)
-        name = f"The workspace's cap of {plan.workspace_cap:,.0f} credits"
-        limits.append(Limit("workspace", name, plan.workspace_cap - used))
+        sums["workspace"] = _sum(in_period)
+    since = plan.synced_at or start
     if plan.credit_limit:
-        since = plan.synced_at or start
-        spent = Decimal(plan.credits_used) + _charged(
-            workspace=workspace, created_at__gte=since, engine__in=["elevenlabs"]
+        sums["plan"] = _sum(Q(created_at__gte=since, engine="elevenlabs"))
+    if not sums:
+        return []
+    used = UsageEvent.objects.filter(workspace=workspace, created_at__gte=min(start, since))
+    used = {k: v or Decimal(0) for k, v in used.aggregate(**sums).items()}
+    limits = []
+    if budget is not None:
+        limits.append(
+            Limit(
+                "member",
+                _budget_name(budget),
+                budget.limit_credits - used["member"],
+                used["member"],
+                budget.limit_credits,
+            )
         )
+    if "key" in used:
+        name = f"This API key's monthly cap of {api_key_cap:,.0f} credits"
+        limits.append(Limit("key", name, api_key_cap - used["key"], used["key"], api_key_cap))
+    if "workspace" in used:
+        name = f"The workspace's cap of {plan.workspace_cap:,.0f} credits"
+        cap = plan.workspace_cap
+        limits.append(Limit("workspace", name, cap - used["workspace"], used["workspace"], cap))
+    if "plan" in used:
+        spent = Decimal(plan.credits_used) + used["plan"]
         name = f"The {plan.tier} plan's {plan.credit_limit:,} credits"
-        limits.append(Limit("plan", name, Decimal(plan.credit_limit) - spent))
+        total = Decimal(plan.credit_limit)
+        limits.append(Limit("plan", name, total - spent, spent, total))
     return limits
-
-
-def _check_limits(plan, workspace, user, credits, start, api_key_id, api_key_cap) -> None:
-    for limit in _limits(plan, workspace, user, start, api_key_id, api_key_cap):
-        if credits > limit.left:
-            raise BudgetExceeded(limit.name, needed=credits, left=limit.left)
 
 
 def meter_settle(
@@ -268,30 +325,42 @@ def meter_settle(
     units=None,
     upstream_credits=None,
     upstream_request_id: str | None = None,
+    plan: Plan | None = None,
+    check_thresholds: bool = True,
 ) -> UsageEvent:
-    """Settle a reservation with what really happened (the provider's cost wins)."""
-    with transaction.atomic():
-        event = UsageEvent.objects.select_for_update().get(pk=event.pk)
-        if event.status != UsageStatus.RESERVED:
-            return event  # already settled, refunded or swept: never twice
-        plan = plan_for(event.workspace)
-        units = event.estimated_units if units is None else Decimal(str(units))
-        if event.estimated_units:  # the reservation's rate: no second rate lookup
-            per_unit = event.estimated_credits / event.estimated_units
-            credits = (units * per_unit).quantize(CREDIT, ROUND_HALF_UP)
-        else:
-            rate = rate_for(event.workspace, event.capability, event.model_id, event.engine)
-            credits = credits_for(rate, units)
-        if upstream_credits is not None and event.engine != "local":
-            credits = Decimal(str(upstream_credits)).quantize(CREDIT)
-            event.upstream_credits = credits
-        event.units = units
-        event.credits = credits
-        event.money = (credits * plan.price_per_credit).quantize(Decimal("0.000001"))
-        event.upstream_request_id = (upstream_request_id or "")[:120]
-        event.status = UsageStatus.SETTLED
-        event.finished_at = timezone.now()
-        event.save()
+    """Settle a reservation with what really happened (the provider's cost wins).
+
+    One conditional UPDATE (only a row still ``reserved`` changes), so a settle never
+    counts twice and a late settle of a swept or refunded row changes nothing. ``plan``
+    (the reservation's) saves looking up the price per credit again.
+    """
+    units = event.estimated_units if units is None else Decimal(str(units))
+    if event.estimated_units:  # the reservation's rate: no second rate lookup
+        per_unit = event.estimated_credits / event.estimated_units
+        credits = (units * per_unit).quantize(CREDIT, ROUND_HALF_UP)
+    else:
+        rate = rate_for(event.workspace, event.capability, event.model_id, event.engine)
+        credits = credits_for(rate, units)
+    upstream = None
+    if upstream_credits is not None and event.engine != "local":
+        credits = upstream = Decimal(str(upstream_credits)).quantize(CREDIT)
+    price = (plan or plan_for(event.workspace)).price_per_credit
+    changes = {
+        "units": units,
+        "credits": credits,
+        "money": (credits * price).quantize(Decimal("0.000001")),
+        "upstream_request_id": (upstream_request_id or "")[:120],
+        "status": UsageStatus.SETTLED,
+        "finished_at": timezone.now(),
+    }
+    if upstream is not None:
+        changes["upstream_credits"] = upstream
+    updated = UsageEvent.objects.filter(pk=event.pk, status=UsageStatus.RESERVED).update(**changes)
+    if not updated:  # already settled, refunded or swept: never twice
+        return UsageEvent.objects.get(pk=event.pk)
+    for name, value in changes.items():
+        setattr(event, name, value)
+    if check_thresholds:
         transaction.on_commit(lambda: thresholds_check(event=event))
     return event
 
@@ -320,14 +389,41 @@ class Meter:
         return self.reservation.replayed
 
     def settle(self, *, units=None, info=None) -> UsageEvent:
+        reservation = self.reservation
         self.event = meter_settle(
             event=self.event,
             units=units,
             upstream_credits=getattr(info, "character_cost", None),
             upstream_request_id=getattr(info, "request_id", None),
+            plan=reservation.plan,
+            check_thresholds=False,
         )
         self.settled = True
+        if _may_cross_threshold(reservation, self.event):
+            event = self.event
+            transaction.on_commit(lambda: thresholds_check(event=event))
         return self.event
+
+
+def _may_cross_threshold(reservation: Reservation, event: UsageEvent) -> bool:
+    """Whether the member's soft thresholds need checking after this settle.
+
+    Reservations are taken one after another under the plan lock, and each knows what its
+    member had used including every reservation before it; a member below
+    ``THRESHOLD_MARGIN`` of the first threshold then cannot have crossed one (the settle
+    can only move their total by this call's difference from its estimate, added here).
+    Without a budget there is nothing to check. A replay or unknown state checks exactly.
+    """
+    if event.status != UsageStatus.SETTLED or event.user_id is None:
+        return False
+    if reservation.replayed or reservation.plan is None:
+        return True
+    if reservation.member_limit is None:
+        return False  # the member had no budget when the call was reserved
+    if reservation.member_limit <= 0:
+        return False
+    used = reservation.member_used + max(Decimal(0), event.credits - event.estimated_credits)
+    return used * 100 >= reservation.member_limit * THRESHOLDS[0] * THRESHOLD_MARGIN
 
 
 @contextmanager
