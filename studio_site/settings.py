@@ -78,6 +78,15 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+# WAL lets the web process read while the worker writes progress; IMMEDIATE takes the write
+# lock when a transaction starts, so concurrent writers queue instead of failing.
+SQLITE_OPTIONS = {
+    "init_command": "PRAGMA journal_mode=WAL;",
+    "timeout": 20,
+    "transaction_mode": "IMMEDIATE",
+}
+
+
 def database_from_url(url: str) -> dict:
     """``postgres://user:pass@host:port/name?sslmode=…`` or ``sqlite:////abs/path``."""
     parts = urlsplit(url)
@@ -87,9 +96,18 @@ def database_from_url(url: str) -> dict:
             name = name[1:]
         elif name.startswith("/"):
             name = name[1:] or ":memory:"
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": name or ":memory:"}
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": name or ":memory:",
+            "OPTIONS": dict(SQLITE_OPTIONS),
+        }
     if parts.scheme in {"postgres", "postgresql", "pgsql"}:
         options = dict(parse_qsl(parts.query))
+        # A psycopg connection pool per process: under ASGI every request runs in a thread of
+        # its own, so without a pool each one opens (and closes) a database connection.
+        pool_size = env_int("DATABASE_POOL_SIZE", 10, minimum=0)
+        if pool_size:
+            options["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 10}
         return {
             "ENGINE": "django.db.backends.postgresql",
             "NAME": unquote(parts.path.lstrip("/")) or "chorus",
@@ -98,8 +116,9 @@ def database_from_url(url: str) -> dict:
             "HOST": parts.hostname or "",
             "PORT": str(parts.port or ""),
             "OPTIONS": options,
-            # Persistent connections do not suit ASGI (Django's docs): 0 unless asked for.
-            "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
+            # Persistent connections do not suit ASGI (Django's docs) and cannot be combined
+            # with the pool: 0 unless asked for (with DATABASE_POOL_SIZE=0).
+            "CONN_MAX_AGE": 0 if pool_size else env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0),
             "CONN_HEALTH_CHECKS": True,
         }
     raise ImproperlyConfigured(f"DATABASE_URL scheme {parts.scheme!r} is not supported.")
@@ -155,6 +174,7 @@ INSTALLED_APPS = [
     "apps.billing",
     "apps.gateway",
     "apps.history",
+    "apps.projects",
 ]
 
 MIDDLEWARE = [
@@ -199,13 +219,7 @@ DATABASES = {
     else {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": VAR_DIR / "chorus.sqlite3",
-        # WAL lets the web process read while the worker writes progress; IMMEDIATE takes the
-        # write lock when a transaction starts, so concurrent writers queue instead of failing.
-        "OPTIONS": {
-            "init_command": "PRAGMA journal_mode=WAL;",
-            "timeout": 20,
-            "transaction_mode": "IMMEDIATE",
-        },
+        "OPTIONS": dict(SQLITE_OPTIONS),
     }
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -369,7 +383,12 @@ CHORUS_JOB_RETRY_BASE_SECONDS = env_float("CHORUS_JOB_RETRY_BASE_SECONDS", 2.0, 
 # What each job kind runs: kind -> dotted path of a function(job, progress).
 CHORUS_JOB_KINDS = {
     "workspace_export": "apps.workspaces.services.workspace_export_run",
+    "music": "apps.projects.services.music_run",
+    "dubbing": "apps.projects.services.dubbing_run",
 }
+# /v1/music waits this long for its job, then answers 504 naming the job (it keeps running).
+# Below the official SDK's 240 s client timeout, so the caller hears why it waited.
+CHORUS_API_JOB_WAIT_SECONDS = env_float("CHORUS_API_JOB_WAIT_SECONDS", 180.0, minimum=0.1)
 
 # --- Misc -------------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ def test_a_secret_can_come_from_a_file(monkeypatch, tmp_path):
         env_str("CHORUS_TOKEN")
 
 
-def test_database_urls_are_parsed():
+def test_database_urls_are_parsed(monkeypatch):
     pg = database_from_url("postgres://u:p%40ss@db.example:5433/chorus?sslmode=require")
     assert (pg["USER"], pg["PASSWORD"], pg["HOST"], pg["PORT"], pg["NAME"]) == (
         "u",
@@ -55,8 +55,18 @@ def test_database_urls_are_parsed():
         "5433",
         "chorus",
     )
-    assert pg["OPTIONS"] == {"sslmode": "require"}
-    assert database_from_url("sqlite:////tmp/x.sqlite3")["NAME"] == "/tmp/x.sqlite3"
+    assert pg["OPTIONS"] == {
+        "sslmode": "require",
+        "pool": {"min_size": 1, "max_size": 10, "timeout": 10},
+    }
+    assert pg["CONN_MAX_AGE"] == 0  # Django refuses persistent connections with a pool
+    monkeypatch.setenv("DATABASE_POOL_SIZE", "0")
+    monkeypatch.setenv("DATABASE_CONN_MAX_AGE", "60")
+    unpooled = database_from_url("postgres://u@db.example/chorus")
+    assert (unpooled["OPTIONS"], unpooled["CONN_MAX_AGE"]) == ({}, 60)
+    lite = database_from_url("sqlite:////tmp/x.sqlite3")
+    assert lite["NAME"] == "/tmp/x.sqlite3"
+    assert lite["OPTIONS"]["transaction_mode"] == "IMMEDIATE"  # writers queue, not fail
     with pytest.raises(ImproperlyConfigured, match="not supported"):
         database_from_url("mysql://x/y")
 
