@@ -12,11 +12,21 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from apps.gateway.asgi import ApiASGIHandler, is_api  # noqa: E402
 from studio_site.routing import websocket_urlpatterns  # noqa: E402
+
+api_asgi_app = ApiASGIHandler()
+
+
+async def http_app(scope, receive, send):
+    """``/v1`` and ``/v2`` skip the site's middleware (see ``apps.gateway.asgi``)."""
+    app = api_asgi_app if is_api(scope) else django_asgi_app
+    return await app(scope, receive, send)
+
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        "http": http_app,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
         ),

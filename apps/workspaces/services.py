@@ -604,10 +604,20 @@ def engine_settings_update(
     return row
 
 
+_LOOK_UP = object()
+
+
 @sensitive_variables("key")
-def engine_for(workspace: Workspace):
-    """The engine this workspace uses, built once per process and configuration."""
-    row = engine_settings_for(workspace)
+def engine_for(workspace: Workspace, *, row=_LOOK_UP):
+    """The engine this workspace uses, built once per process and configuration.
+
+    ``row``: the workspace's ``EngineSettings`` when the caller already has it (``None`` for
+    none: the local engine), saving the lookup.
+    """
+    if row is _LOOK_UP:
+        row = engine_settings_for(workspace)
+    elif row is None:
+        row = EngineSettings(workspace=workspace, kind=EngineKind.LOCAL)
     if row.kind == EngineKind.ELEVENLABS:
         from apps.engines.base import AuthenticationFailed
 

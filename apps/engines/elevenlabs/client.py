@@ -14,6 +14,7 @@ with secrets, and httpx itself never logs headers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.metadata
 import json
@@ -21,6 +22,7 @@ import logging
 import mimetypes
 import random
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -360,12 +362,45 @@ class ElevenLabsEngine(Engine):
             timeout=self.timeout,
             transport=transport,
         )
+        self._max_retries = max_retries
+        self._max_server_delay = max_server_delay
+        # Async callers (the gateway's streams) get an async client per event loop; an
+        # engine built with a test transport has none, so its callers use the sync path.
+        self.streams_async = transport is None
+        self._async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:  # never show the key
         return f"<ElevenLabsEngine {self.base_url} workspace={self.workspace!r}>"
 
     def close(self) -> None:
         self._client.close()
+        for loop, client in list(self._async_clients.items()):
+            if not loop.is_closed() and loop.is_running():
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+        self._async_clients.clear()
+
+    async def tts_stream_async(self, request: TTSRequest, *, with_timestamps: bool = False):
+        """``tts_stream`` for async callers: chunks arrive on the event loop, no thread hops.
+
+        Same wire format, retries and errors (``aio.AsyncElevenLabsClient``); returns an
+        ``AsyncTTSStream`` (``async for``, ``await aclose()``).
+        """
+        from .aio import AsyncElevenLabsClient
+
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = AsyncElevenLabsClient(
+                self._api_key,
+                self.base_url,
+                workspace=self.workspace,
+                timeout=self.timeout,
+                max_retries=self._max_retries,
+                rng=self._policy.rng,
+                max_server_delay=self._max_server_delay,
+            )
+            self._async_clients[loop] = client
+        return await client.tts_stream(request, with_timestamps=with_timestamps)
 
     def __enter__(self) -> ElevenLabsEngine:
         return self
