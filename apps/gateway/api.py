@@ -5,6 +5,7 @@ in FastAPI's list shape when it cannot), calls one service and writes ElevenLabs
 Refusals use ElevenLabs' error shape; every response carries a ``request-id``.
 """
 
+import asyncio
 import functools
 import json
 import logging
@@ -12,12 +13,13 @@ import math
 import time
 import uuid
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import responses, services
+from . import responses, services, services_media
 from .services import ApiInvalid, ApiRefused, SpeechInput
 
 log = logging.getLogger(__name__)
@@ -30,45 +32,76 @@ SORT_DIRECTIONS = ("asc", "desc")
 TRUE, FALSE = ("true", "1", "yes", "on", "t", "y"), ("false", "0", "no", "off", "f", "n")
 
 
+def _refusal(exc: Exception, *, request, request_id: str, methods) -> HttpResponse:
+    """The ElevenLabs-shaped response for an exception raised while serving an API call."""
+    if isinstance(exc, ApiRefused):
+        response = responses.error_response(exc, request_id=request_id)
+        if exc.status == 405:
+            response["Allow"] = ", ".join(methods)
+        return response
+    if isinstance(exc, ApiInvalid):
+        return responses.invalid_response(exc, request_id=request_id)
+    log.error("the API failed on %s %s", request.method, request.path, exc_info=exc)
+    return responses.error_response(
+        ApiRefused(
+            500,
+            "internal_error",
+            "Chorus failed on this request; the error is logged. Try again.",
+            kind="internal_error",
+        ),
+        request_id=request_id,
+    )
+
+
+def _method_check(request, methods) -> None:
+    if request.method not in methods:
+        raise ApiRefused(
+            405, "method_not_allowed", f"Use {' or '.join(methods)} for this endpoint."
+        )
+
+
 def api_view(*, scope: str, methods: tuple[str, ...] = ("GET",)):
     """Key auth (401), scope (403), method (405) and the error shapes around one API view.
 
     The view is called as ``view(request, api_key, **kwargs)``; ``request.api_started`` is
-    when Chorus got the request (for the overhead header).
+    when Chorus got the request (for the overhead header). An ``async def`` view is called
+    as ``await view(request, **kwargs)`` and checks the key itself (in its one hop to a
+    thread, with the rest of its database work): see ``speech_stream``.
     """
 
     def wrap(view):
+        if asyncio.iscoroutinefunction(view):
+
+            @csrf_exempt
+            @functools.wraps(view)
+            async def async_inner(request, **kwargs):
+                request.api_started = time.perf_counter()
+                request.api_scope = scope
+                request_id = uuid.uuid4().hex
+                try:
+                    _method_check(request, methods)
+                    response = await view(request, **kwargs)
+                except Exception as exc:
+                    response = _refusal(
+                        exc, request=request, request_id=request_id, methods=methods
+                    )
+                if "request-id" not in response:
+                    response["request-id"] = request_id
+                return response
+
+            return async_inner
+
         @csrf_exempt
         @functools.wraps(view)
         def inner(request, **kwargs):
             request.api_started = time.perf_counter()
             request_id = uuid.uuid4().hex
             try:
-                if request.method not in methods:
-                    raise ApiRefused(
-                        405,
-                        "method_not_allowed",
-                        f"Use {' or '.join(methods)} for this endpoint.",
-                    )
+                _method_check(request, methods)
                 api_key = services.api_key_check(raw=request.headers.get("xi-api-key"), scope=scope)
                 response = view(request, api_key, **kwargs)
-            except ApiRefused as exc:
-                response = responses.error_response(exc, request_id=request_id)
-                if exc.status == 405:
-                    response["Allow"] = ", ".join(methods)
-            except ApiInvalid as exc:
-                response = responses.invalid_response(exc, request_id=request_id)
-            except Exception:
-                log.exception("the API failed on %s %s", request.method, request.path)
-                response = responses.error_response(
-                    ApiRefused(
-                        500,
-                        "internal_error",
-                        "Chorus failed on this request; the error is logged. Try again.",
-                        kind="internal_error",
-                    ),
-                    request_id=request_id,
-                )
+            except Exception as exc:
+                response = _refusal(exc, request=request, request_id=request_id, methods=methods)
             if "request-id" not in response:
                 response["request-id"] = request_id
             return response
@@ -397,13 +430,31 @@ def speech_with_timestamps(request, api_key, voice_id):
     )
 
 
-def _streamed(request, api_key, voice_id, *, with_timestamps: bool):
-    stream = services.api_speech_stream(
-        api_key=api_key,
-        speech=_speech_input(request, voice_id),
-        encode=responses.timestamps_line if with_timestamps else responses.audio_bytes,
-        with_timestamps=with_timestamps,
-    )
+async def _streamed(request, voice_id, *, with_timestamps: bool):
+    """Check the key, parse and reserve in one hop to a thread; then stream.
+
+    The ElevenLabs engine's stream is opened and read on the event loop (no thread hop per
+    chunk); the local engine's is opened in the same thread as the checks.
+    """
+    encode = responses.timestamps_line if with_timestamps else responses.audio_bytes
+
+    def prepare():
+        api_key = services.api_key_check(
+            raw=request.headers.get("xi-api-key"), scope=request.api_scope
+        )
+        pending = services.api_speech_stream_prepare(
+            api_key=api_key,
+            speech=_speech_input(request, voice_id),
+            encode=encode,
+            with_timestamps=with_timestamps,
+        )
+        return pending if pending.streams_async else pending.open()
+
+    prepared = await sync_to_async(prepare)()
+    if isinstance(prepared, services.PendingStream):
+        stream = await prepared.open_async()
+    else:
+        stream = prepared
     content_type = "application/json" if with_timestamps else stream.content_type
     response = StreamingHttpResponse(stream, content_type=content_type)
     response["Cache-Control"] = "no-store"
@@ -417,18 +468,18 @@ def _streamed(request, api_key, voice_id, *, with_timestamps: bool):
 
 
 @api_view(scope="tts", methods=("POST",))
-def speech_stream(request, api_key, voice_id):
+async def speech_stream(request, voice_id):
     """``POST …/stream``: audio bytes passed on as the engine makes them.
 
     ``character-cost`` is the reservation (the stream's cost is settled when it ends).
     """
-    return _streamed(request, api_key, voice_id, with_timestamps=False)
+    return await _streamed(request, voice_id, with_timestamps=False)
 
 
 @api_view(scope="tts", methods=("POST",))
-def speech_stream_with_timestamps(request, api_key, voice_id):
+async def speech_stream_with_timestamps(request, voice_id):
     """``POST …/stream/with-timestamps``: one JSON object per line, audio and timings."""
-    return _streamed(request, api_key, voice_id, with_timestamps=True)
+    return await _streamed(request, voice_id, with_timestamps=True)
 
 
 # --- Voices -------------------------------------------------------------------------------
@@ -464,10 +515,14 @@ def voices_search(request, api_key):
     return JsonResponse(responses.voices_page_json(page))
 
 
-@api_view(scope="voices")
+@api_view(scope="voices", methods=("GET", "DELETE"))
 def voice(request, api_key, voice_id):
-    """``GET /v1/voices/{voice_id}`` (``with_settings`` is deprecated and ignored)."""
-    found = services.api_voice(api_key=api_key, voice_id=voice_id)
+    """``GET /v1/voices/{voice_id}`` (``with_settings`` is deprecated and ignored), with the
+    workspace's stored settings; ``DELETE`` removes a voice the workspace made."""
+    if request.method == "DELETE":
+        services_media.api_voice_delete(api_key=api_key, voice_id=voice_id)
+        return JsonResponse({"status": "ok"})
+    found = services_media.api_voice_get(api_key=api_key, voice_id=voice_id)
     return JsonResponse(responses.voice_json(found))
 
 

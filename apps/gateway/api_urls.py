@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from . import api
+from . import api, api_history, api_jobs, api_media
 
 urlpatterns = [
     path("v1/text-to-speech/<str:voice_id>", api.speech, name="api_tts"),
@@ -18,9 +18,59 @@ urlpatterns = [
         name="api_tts_stream_timestamps",
     ),
     path("v1/voices", api.voices, name="api_voices"),
+    # Before v1/voices/<voice_id>, which would take "add" for a voice id.
+    path("v1/voices/add", api_media.voice_add, name="api_voice_add"),
     path("v1/voices/<str:voice_id>", api.voice, name="api_voice"),
     path("v2/voices", api.voices_search, name="api_voices_search"),
     path("v1/models", api.models, name="api_models"),
     path("v1/user", api.user, name="api_user"),
     path("v1/user/subscription", api.subscription, name="api_subscription"),
+    path("v1/speech-to-text", api_media.speech_to_text, name="api_stt"),
+    path("v1/sound-generation", api_media.sound_generation, name="api_sound"),
+    path("v1/text-to-voice", api_media.voice_design_save, name="api_voice_design_save"),
+    path("v1/text-to-voice/design", api_media.voice_design, name="api_voice_design"),
+    path("v1/text-to-voice/create-previews", api_media.voice_design, name="api_voice_previews"),
+    path(
+        "v1/text-to-voice/<str:generated_voice_id>/stream",
+        api_media.voice_design_stream,
+        name="api_voice_design_stream",
+    ),
+    path("v1/voices/<str:voice_id>/edit", api_media.voice_edit, name="api_voice_edit"),
+    path(
+        "v1/voices/settings/default",
+        api_media.voice_settings_default,
+        name="api_voice_settings_default",
+    ),
+    path("v1/voices/<str:voice_id>/settings", api_media.voice_settings, name="api_voice_settings"),
+    path(
+        "v1/voices/<str:voice_id>/settings/edit",
+        api_media.voice_settings_edit,
+        name="api_voice_settings_edit",
+    ),
+    path("v1/music", api_jobs.music, name="api_music"),
+    path("v1/music/stream", api_jobs.music_stream, name="api_music_stream"),
+    path("v1/dubbing", api_jobs.dubbing, name="api_dubbing"),
+    path("v1/dubbing/<str:dubbing_id>", api_jobs.dubbing_item, name="api_dubbing_item"),
+    path(
+        "v1/dubbing/<str:dubbing_id>/audio/<str:language_code>",
+        api_jobs.dubbing_audio,
+        name="api_dubbing_audio",
+    ),
+    path(
+        "v1/dubbing/<str:dubbing_id>/transcript/<str:language_code>",
+        api_jobs.dubbing_transcript,
+        name="api_dubbing_transcript",
+    ),
+    path(
+        "v1/dubbing/<str:dubbing_id>/transcripts/<str:language_code>/format/<str:format_type>",
+        api_jobs.dubbing_transcripts,
+        name="api_dubbing_transcripts",
+    ),
+    path("v1/history", api_history.history, name="api_history"),
+    path("v1/history/<str:history_item_id>", api_history.history_item, name="api_history_item"),
+    path(
+        "v1/history/<str:history_item_id>/audio",
+        api_history.history_audio,
+        name="api_history_audio",
+    ),
 ]

@@ -1,13 +1,13 @@
 """Personal API keys: create (shown once), authenticate, revoke — every change audited."""
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 from django.db import transaction
 from django.utils import timezone
 
-from apps.workspaces.models import Membership, Role
+from apps.workspaces.models import EngineSettings, Membership, Role
 from apps.workspaces.services import ActionRefused, audit_record
 
 from .models import SCOPES, ApiKey
@@ -90,11 +90,15 @@ class KeyRejected(Exception):
 
 
 def api_key_authenticate(raw: str | None) -> ApiKey:
-    """The active key behind ``xi-api-key``, with its workspace, user and membership role."""
+    """The active key behind ``xi-api-key``, with its workspace, user and membership role.
+
+    Two queries: the key with its workspace, user and the workspace's engine settings (kept
+    as ``api_key.engine_row`` for ``engine_for``), then the owner's role in the workspace.
+    """
     if not raw:
         raise KeyRejected(401, "needs_authorization", "Missing API key: send it in xi-api-key.")
     api_key = (
-        ApiKey.objects.select_related("workspace", "user")
+        ApiKey.objects.select_related("workspace", "user", "workspace__engine_settings")
         .filter(key_hash=ApiKey.hash(raw.strip()))
         .first()
     )
@@ -104,13 +108,23 @@ def api_key_authenticate(raw: str | None) -> ApiKey:
         raise KeyRejected(401, "invalid_api_key", "This API key was revoked.")
     if api_key.expires_at is not None and api_key.expires_at <= timezone.now():
         raise KeyRejected(401, "invalid_api_key", "This API key has expired.")
-    membership = Membership.objects.filter(
-        workspace_id=api_key.workspace_id, user_id=api_key.user_id
-    ).first()
+    # (A subquery would save this round trip but costs more CPU to compile than it saves.)
+    role = (
+        Membership.objects.filter(workspace_id=api_key.workspace_id, user_id=api_key.user_id)
+        .values_list("role", flat=True)
+        .first()
+    )
+    membership = None
+    if role is not None:
+        membership = Membership(workspace=api_key.workspace, user=api_key.user, role=role)
     if membership is None or not membership.has_role(Role.MEMBER):
         raise KeyRejected(
             401, "invalid_api_key", "The key's owner is no longer a member of its workspace."
         )
+    try:
+        api_key.engine_row = api_key.workspace.engine_settings
+    except EngineSettings.DoesNotExist:
+        api_key.engine_row = None
     now = timezone.now()
     if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_EVERY:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
@@ -126,12 +140,12 @@ import logging  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import AsyncIterator, Callable, Iterator  # noqa: E402
+from collections.abc import AsyncIterator, Callable  # noqa: E402
 from contextlib import ExitStack, contextmanager  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from decimal import Decimal  # noqa: E402
 
-from asgiref.sync import sync_to_async  # noqa: E402
+from asgiref.sync import async_to_sync, sync_to_async  # noqa: E402
 
 from apps.billing.models import UsageSource  # noqa: E402
 from apps.billing.services import (  # noqa: E402
@@ -150,12 +164,12 @@ from apps.engines.base import (  # noqa: E402
     QuotaExceeded,
     RateLimited,
     TTSRequest,
-    TTSStream,
     Voice,
     VoicePage,
     VoiceQuery,
     VoiceSettings,
 )
+from apps.history.services import generation_save  # noqa: E402
 from apps.workspaces.services import engine_for  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -199,6 +213,14 @@ class ApiInvalid(Exception):
         return cls([{"type": kind, "loc": loc, "msg": msg, **extra}])
 
 
+def key_engine(api_key: ApiKey):
+    """The engine of the key's workspace (its settings row came with the key)."""
+    row = getattr(api_key, "engine_row", None)
+    if row is None and not hasattr(api_key, "engine_row"):
+        return engine_for(api_key.workspace)
+    return engine_for(api_key.workspace, row=row)
+
+
 def api_key_check(*, raw: str | None, scope: str) -> ApiKey:
     """The active key of ``xi-api-key`` if it may use ``scope``; else 401 or 403."""
     try:
@@ -226,9 +248,14 @@ def engine_errors_as_api(
         yield
     except InvalidRequest as exc:
         raise _invalid(exc, request_id=request_id, voice_status=voice_status, where=where) from exc
-    except QuotaExceeded as exc:
+    except QuotaExceeded as exc:  # the provider's quota, not a Chorus budget: say so
         raise ApiRefused(
-            429, "quota_exceeded", exc.message, kind="rate_limit_error", request_id=request_id
+            429,
+            "quota_exceeded",
+            f"The workspace's ElevenLabs quota ran out (the provider refused the call): "
+            f"{exc.message}",
+            kind="rate_limit_error",
+            request_id=request_id,
         ) from exc
     except RateLimited as exc:
         raise ApiRefused(
@@ -366,6 +393,15 @@ def _speech_meter(api_key: ApiKey, engine, request: TTSRequest):
     )
 
 
+def _stored_voice_apply(api_key: ApiKey, engine, request: TTSRequest, speech: SpeechInput):
+    """The workspace's recipe and stored settings of the voice (see ``services_media``)."""
+    from .services_media import speech_voice_apply  # services_media imports this module
+
+    speech_voice_apply(
+        workspace=api_key.workspace, engine=engine, request=request, given=speech.voice_settings
+    )
+
+
 def _budget_refused(exc: BudgetExceeded) -> ApiRefused:
     return ApiRefused(429, "quota_exceeded", str(exc), kind="rate_limit_error")
 
@@ -378,7 +414,8 @@ def api_speech(*, api_key: ApiKey, speech: SpeechInput, with_timestamps: bool = 
     """
     request, fmt = _speech_request(speech, streaming=False)
     with engine_errors_as_api():
-        engine = engine_for(api_key.workspace)
+        engine = key_engine(api_key)
+    _stored_voice_apply(api_key, engine, request, speech)
     event = None
     try:
         with _speech_meter(api_key, engine, request) as meter:
@@ -390,6 +427,23 @@ def api_speech(*, api_key: ApiKey, speech: SpeechInput, with_timestamps: bool = 
             event = meter.settle(units=result.characters, info=result.info)
     except BudgetExceeded as exc:
         raise _budget_refused(exc) from exc
+    # Kept before the client gets it: a client that times out loses nothing it paid for.
+    generation_save(
+        workspace=api_key.workspace,
+        user=api_key.user,
+        kind="tts",
+        engine=engine.name,
+        audio=result.audio,
+        content_type=result.content_type or fmt.content_type,
+        recipe=speech_recipe(request, streamed=False),
+        source=UsageSource.API,
+        api_key_id=api_key.pk,
+        model_id=request.model_id,
+        voice_id=request.voice_id,
+        text=request.text,
+        duration_seconds=audio_seconds(fmt, len(result.audio)),
+        usage_event=event,
+    )
     return Speech(
         audio=result.audio,
         content_type=result.content_type or fmt.content_type,
@@ -399,6 +453,99 @@ def api_speech(*, api_key: ApiKey, speech: SpeechInput, with_timestamps: bool = 
         credits=event.credits or Decimal(0),
         engine_ms=engine_ms,
     )
+
+
+@dataclass
+class PendingStream:
+    """A streamed synthesis reserved and ready to open (see ``api_speech_stream_prepare``)."""
+
+    api_key: ApiKey
+    engine: object
+    request: TTSRequest
+    fmt: OutputFormat
+    meter: object
+    exits: ExitStack  # holds the reservation: closing it refunds what was not settled
+    encode: Callable[[object], bytes]
+    with_timestamps: bool
+
+    @property
+    def streams_async(self) -> bool:
+        return bool(getattr(self.engine, "streams_async", False))
+
+    def _served(self, stream, *, engine_ms: float, is_async: bool) -> "SpeechStream":
+        return SpeechStream(
+            stream=stream,
+            meter=self.meter,
+            exits=self.exits,
+            characters=len(self.request.text),
+            fmt=self.fmt,
+            encode=self.encode,
+            engine_ms=engine_ms,
+            is_async=is_async,
+            keep=self._keep,
+        )
+
+    def _keep(self, audio: bytes, *, complete: bool, event) -> None:
+        speech_keep(self, audio, complete=complete, event=event)
+
+    def _release(self, exc: BaseException) -> None:
+        """Refund the reservation, noting why the stream could not be opened."""
+        self.exits.__exit__(type(exc), exc, exc.__traceback__)
+
+    def open(self) -> "SpeechStream":
+        """Open the engine stream here (sync); on failure the reservation is refunded."""
+        try:
+            with engine_errors_as_api(request_id=self.meter.event.request_id):
+                started = time.perf_counter()
+                stream = self.engine.tts_stream(self.request, with_timestamps=self.with_timestamps)
+                engine_ms = (time.perf_counter() - started) * 1000
+        except BaseException as exc:
+            self._release(exc)
+            raise
+        return self._served(stream, engine_ms=engine_ms, is_async=False)
+
+    async def open_async(self) -> "SpeechStream":
+        """Open the engine's async stream on the event loop (``streams_async`` engines)."""
+        try:
+            with engine_errors_as_api(request_id=self.meter.event.request_id):
+                started = time.perf_counter()
+                stream = await self.engine.tts_stream_async(
+                    self.request, with_timestamps=self.with_timestamps
+                )
+                engine_ms = (time.perf_counter() - started) * 1000
+        except BaseException as exc:
+            await sync_to_async(self._release)(exc)
+            raise
+        return self._served(stream, engine_ms=engine_ms, is_async=True)
+
+
+def api_speech_stream_prepare(
+    *,
+    api_key: ApiKey,
+    speech: SpeechInput,
+    encode: Callable[[object], bytes],
+    with_timestamps: bool = False,
+) -> PendingStream:
+    """Check and reserve a streamed synthesis (429 ``quota_exceeded`` when a budget refuses)."""
+    request, fmt = _speech_request(speech, streaming=True)
+    with engine_errors_as_api():
+        engine = key_engine(api_key)
+    _stored_voice_apply(api_key, engine, request, speech)
+    try:
+        with ExitStack() as exits:
+            meter = exits.enter_context(_speech_meter(api_key, engine, request))
+            return PendingStream(
+                api_key=api_key,
+                engine=engine,
+                request=request,
+                fmt=fmt,
+                meter=meter,
+                exits=exits.pop_all(),  # the stream settles and closes the reservation
+                encode=encode,
+                with_timestamps=with_timestamps,
+            )
+    except BudgetExceeded as exc:
+        raise _budget_refused(exc) from exc
 
 
 def api_speech_stream(
@@ -414,40 +561,71 @@ def api_speech_stream(
     before this returns, so refusals and bad input are proper error responses; what the
     stream costs is settled when it ends (see ``SpeechStream``).
     """
-    request, fmt = _speech_request(speech, streaming=True)
-    with engine_errors_as_api():
-        engine = engine_for(api_key.workspace)
+    return api_speech_stream_prepare(
+        api_key=api_key, speech=speech, encode=encode, with_timestamps=with_timestamps
+    ).open()
+
+
+def speech_keep(pending, audio: bytes, *, complete: bool, event) -> None:
+    """Keep streamed speech as a ``Generation`` (what was delivered, with its recipe)."""
+    if not audio:
+        return
+    request = pending.request
     try:
-        with ExitStack() as exits:
-            meter = exits.enter_context(_speech_meter(api_key, engine, request))
-            with engine_errors_as_api(request_id=meter.event.request_id):
-                started = time.perf_counter()
-                stream = engine.tts_stream(request, with_timestamps=with_timestamps)
-                engine_ms = (time.perf_counter() - started) * 1000
-            return SpeechStream(
-                stream=stream,
-                meter=meter,
-                exits=exits.pop_all(),  # the stream settles and closes the reservation
-                characters=len(request.text),
-                fmt=fmt,
-                encode=encode,
-                engine_ms=engine_ms,
-            )
-    except BudgetExceeded as exc:
-        raise _budget_refused(exc) from exc
+        generation_save(
+            workspace=pending.api_key.workspace,
+            user=pending.api_key.user,
+            kind="tts",
+            engine=pending.engine.name,
+            audio=audio,
+            content_type=pending.fmt.content_type,
+            recipe=speech_recipe(request, streamed=True),
+            source=UsageSource.API,
+            api_key_id=pending.api_key.pk,
+            model_id=request.model_id,
+            voice_id=request.voice_id,
+            text=request.text,
+            duration_seconds=audio_seconds(pending.fmt, len(audio)),
+            usage_event=event,
+            complete=complete,
+        )
+    except Exception:  # the client has its audio already; losing the copy is logged
+        log.exception("keeping the streamed speech of %s failed", event.request_id)
+
+
+def speech_recipe(request: TTSRequest, *, streamed: bool) -> dict:
+    """Every parameter of a synthesis, as kept with its ``Generation``."""
+    recipe = {
+        "text": request.text,
+        "voice_id": request.voice_id,
+        "model_id": request.model_id,
+        "output_format": request.output_format,
+        "seed": request.seed,
+        "language_code": request.language_code,
+        "previous_text": request.previous_text,
+        "next_text": request.next_text,
+        "apply_text_normalization": request.apply_text_normalization,
+        "voice_settings": (
+            asdict(request.voice_settings) if request.voice_settings is not None else None
+        ),
+        "streamed": streamed,
+    }
+    return recipe
 
 
 class SpeechStream:
     """An engine stream served to an HTTP client, settled exactly once however it ends.
 
-    Iterated asynchronously (ASGI): each chunk is pulled from the engine with
-    ``sync_to_async``, i.e. in the request's own worker thread, so a synthesis never blocks
-    the event loop and the engine generator is only ever driven by one thread. When the
-    response ends — complete, an engine error midway, or a client that went away —
-    ``close`` closes the engine stream and settles the reservation with the delivered share
-    of the characters (or refunds it when no audio went out). It runs from the iterator's
-    ``finally`` and, for a disconnect that cancels the response while a chunk is being
-    sent, from Django's ``response.close()``; the second call does nothing.
+    Iterated asynchronously (ASGI). An async engine stream (the ElevenLabs engine) is read
+    on the event loop itself; a sync one (the local engine, which computes the audio) is
+    pulled a chunk at a time with ``sync_to_async``, so a synthesis never blocks the loop
+    and the generator is only ever driven by one thread. When the response ends —
+    complete, an engine error midway, or a client that went away — the engine stream is
+    closed and the reservation settled with the delivered share of the characters (or
+    refunded when no audio went out), and the delivered audio is kept as a ``Generation``.
+    That runs from the iterator's ``finally`` and, for a disconnect that cancels the
+    response while a chunk is being sent, from Django's ``response.close()``; the second
+    call does nothing.
 
     The delivered share: a stream that ended is the whole text; one cut short counts the
     characters of the alignments already sent when chunks carry them, else the characters
@@ -458,21 +636,26 @@ class SpeechStream:
     def __init__(
         self,
         *,
-        stream: TTSStream,
+        stream,
         meter,
         exits: ExitStack,
         characters: int,
         fmt: OutputFormat,
         encode: Callable[[object], bytes],
         engine_ms: float,
+        is_async: bool = False,
+        keep: Callable | None = None,
     ):
         self._stream = stream
-        self._chunks: Iterator = iter(stream)
+        self._is_async = is_async
+        self._chunks = stream if is_async else iter(stream)
         self._meter = meter
         self._exits = exits
         self._characters = characters
         self._fmt = fmt
         self._encode = encode
+        self._keep = keep
+        self._audio: list[bytes] = []
         self.engine_ms = engine_ms
         self.request_id: str = meter.event.request_id
         self.estimated_credits: Decimal = meter.event.estimated_credits
@@ -491,18 +674,36 @@ class SpeechStream:
             log.warning("stream %s broke off: %s", self.request_id, exc.message)
         return None
 
+    async def _anext(self):
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            self.ended = True
+        except EngineError as exc:
+            log.warning("stream %s broke off: %s", self.request_id, exc.message)
+        return None
+
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
             while True:
-                chunk = await sync_to_async(self._next)()
+                if self._is_async:
+                    chunk = await self._anext()
+                else:
+                    chunk = await sync_to_async(self._next)()
                 if chunk is None:
                     break
                 yield self._encode(chunk)
                 self.delivered_bytes += len(chunk.audio)
+                self._audio.append(chunk.audio)
                 if chunk.alignment is not None:
                     self.delivered_characters += len(chunk.alignment.characters)
         finally:
             if not self.closed:
+                if self._is_async and not self.ended:
+                    try:
+                        await self._stream.aclose()
+                    except Exception:
+                        log.exception("closing the engine stream of %s failed", self.request_id)
                 await sync_to_async(self.close)()
 
     def delivered_units(self) -> int:
@@ -519,13 +720,17 @@ class SpeechStream:
             return
         self.closed = True
         try:
-            if not self.ended:
+            if not self.ended and not self._is_async:
                 self._stream.close()
+            elif not self.ended and not self._stream.closed:
+                async_to_sync(self._stream.aclose)()
         except Exception:
             log.exception("closing the engine stream of %s failed", self.request_id)
         try:
             if self.delivered_bytes or self.delivered_characters:
-                self._meter.settle(units=self.delivered_units(), info=self._stream.info)
+                event = self._meter.settle(units=self.delivered_units(), info=self._stream.info)
+                if self._keep is not None:
+                    self._keep(b"".join(self._audio), complete=self.ended, event=event)
         finally:
             self._exits.close()  # metering: refunds what was not settled
 
@@ -562,7 +767,7 @@ def api_voices_page(
         sort_direction=sort_direction,
     )
     with engine_errors_as_api(where="query"):
-        return engine_for(api_key.workspace).voices(query)
+        return key_engine(api_key).voices(query)
 
 
 def api_voices_all(*, api_key: ApiKey) -> list[Voice]:
@@ -570,7 +775,7 @@ def api_voices_all(*, api_key: ApiKey) -> list[Voice]:
     voices: list[Voice] = []
     token = None
     with engine_errors_as_api():
-        engine = engine_for(api_key.workspace)
+        engine = key_engine(api_key)
         for _ in range(ALL_VOICES_PAGES):
             page = engine.voices(VoiceQuery(page_size=100, next_page_token=token))
             voices.extend(page.voices)
@@ -583,13 +788,13 @@ def api_voices_all(*, api_key: ApiKey) -> list[Voice]:
 def api_voice(*, api_key: ApiKey, voice_id: str) -> Voice:
     """One voice; an unknown id is a 404 ``voice_not_found``."""
     with engine_errors_as_api(voice_status=404):
-        return engine_for(api_key.workspace).voice(voice_id)
+        return key_engine(api_key).voice(voice_id)
 
 
 def api_models(*, api_key: ApiKey) -> list[tuple[ModelInfo, Decimal]]:
     """The engine's models, each with the credits per character Chorus charges for it."""
     with engine_errors_as_api():
-        engine = engine_for(api_key.workspace)
+        engine = key_engine(api_key)
         models = engine.models()
     return [
         (
