@@ -20,6 +20,7 @@ urlpatterns = [
     path("invite/<str:token>/", workspace_views.invitation_accept, name="invitation_accept"),
     path("jobs/", include("apps.jobs.urls")),
     path("billing/", include("apps.billing.urls")),
+    path("history/", include("apps.history.urls")),
     path("admin/", admin.site.urls),
     path("settings/api-keys/", include("apps.gateway.urls")),
     path("", include("apps.workspaces.urls")),

@@ -47,8 +47,21 @@ def things(workspace, member, viewer, owner):
     rate = RateCard.objects.create(
         workspace=workspace, capability="tts", model_id="", unit="character", credits_per_unit=1
     )
+    from apps.history.services import generation_save
+
+    generation = generation_save(
+        workspace=workspace,
+        user=member,
+        kind="tts",
+        engine="local",
+        audio=b"ID3 not really audio",
+        content_type="audio/mpeg",
+        recipe={"text": "Hi"},
+        text="Hi",
+    )
     return {
         "rate": rate,
+        "generation": generation,
         "queued": queued,
         "failed": failed,
         "done": done,
@@ -93,6 +106,10 @@ VIEWS = [
     ),
     ("billing:rate_reset", "rate", "post", {}, Role.OWNER),
     ("billing:notifications", None, "get", None, Role.VIEWER),
+    ("history:list", None, "get", None, Role.VIEWER),
+    ("history:audio", "generation", "get", None, Role.VIEWER),
+    # A member's own clip: its author (a member) or a manager may delete it.
+    ("history:delete", "generation", "post", {}, Role.MEMBER),
 ]
 
 ROLES = ["owner", "manager", "member", "viewer", "outsider"]

@@ -1,11 +1,14 @@
 """Keep generated audio: one ``Generation`` per clip, written before the client gets it."""
 
 import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import Q
 
-from .models import Generation
+from .models import Generation, GenerationKind
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +45,13 @@ def generation_save(
     duration_seconds: float | None = None,
     usage_event=None,
     complete: bool = True,
+    history_item_id: str | None = None,
 ) -> Generation:
-    """Store ``audio`` and its recipe; the file is removed again if the row cannot be saved."""
+    """Store ``audio`` and its recipe; the file is removed again if the row cannot be saved.
+
+    ``history_item_id`` may be chosen in advance (a job that stores its clip under an id its
+    caller already knows, so a retried job finds the clip instead of making a second one).
+    """
     generation = Generation(
         workspace=workspace,
         user=user,
@@ -63,6 +71,8 @@ def generation_save(
         request_id=getattr(usage_event, "request_id", "") or "",
         complete=complete,
     )
+    if history_item_id:
+        generation.history_item_id = history_item_id
     extension = EXTENSIONS.get(content_type.split(";")[0].strip(), "bin")
     generation.file.save(f"{kind}.{extension}", ContentFile(audio), save=False)
     try:
@@ -72,3 +82,112 @@ def generation_save(
         generation.file.delete(save=False)
         raise
     return generation
+
+
+def generation_delete(*, generation: Generation) -> None:
+    """Remove a clip and its file. Its ledger row stays: what was paid is never unrecorded."""
+    file_name = generation.file.name
+    storage = generation.file.storage
+    generation.delete()
+    if file_name:
+        try:
+            storage.delete(file_name)
+        except OSError:  # the row is gone; a file left behind is only disk space
+            log.warning("could not delete the file of generation %s", file_name, exc_info=True)
+
+
+def generation_can_delete(*, generation: Generation, user, membership) -> bool:
+    """Owners and managers delete any clip of the workspace; members their own."""
+    if membership is None or membership.workspace_id != generation.workspace_id:
+        return False
+    if membership.can_manage:
+        return True
+    return membership.can_create and generation.user_id == user.pk
+
+
+# --- What /v1/history serves ---------------------------------------------------------------
+
+# ElevenLabs' ``source`` of a history item, by kind (music and sound effects have none there).
+KIND_SOURCES = {
+    GenerationKind.TTS: "TTS",
+    GenerationKind.DUB: "Dubbing",
+    GenerationKind.DESIGN_PREVIEW: "VoiceGeneration",
+}
+SOURCE_KINDS = {source: kind for kind, source in KIND_SOURCES.items()}
+MAX_HISTORY_PAGE = 1000
+
+
+class HistoryCursorUnknown(ValueError):
+    """``start_after_history_item_id`` names no item the caller can see."""
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    items: list[Generation]
+    has_more: bool
+    last_history_item_id: str | None
+    scanned_until: int | None  # date_unix of the last item
+
+
+def history_page(
+    *,
+    workspace,
+    user,
+    page_size: int = 100,
+    start_after: str | None = None,
+    voice_id: str | None = None,
+    model_id: str | None = None,
+    date_before_unix: int | None = None,
+    date_after_unix: int | None = None,
+    sort_direction: str = "desc",
+    search: str | None = None,
+    source: str | None = None,
+) -> HistoryPage:
+    """One page of ``user``'s clips in ``workspace``, newest first unless ``sort_direction``.
+
+    The page is keyset-paginated: ``start_after`` is the last item of the previous page, so
+    clips made while someone pages through are neither skipped nor repeated.
+    """
+    items = Generation.objects.filter(workspace=workspace, user=user)
+    if voice_id:
+        items = items.filter(voice_id=voice_id)
+    if model_id:
+        items = items.filter(model_id=model_id)
+    if date_before_unix is not None:
+        items = items.filter(created_at__lt=_from_unix(date_before_unix))
+    if date_after_unix is not None:
+        items = items.filter(created_at__gte=_from_unix(date_after_unix))
+    if search:
+        items = items.filter(text__icontains=search)
+    if source:
+        kind = SOURCE_KINDS.get(source)
+        items = items.filter(kind=kind) if kind else items.none()
+    ascending = sort_direction == "asc"
+    if start_after:
+        anchor = (
+            Generation.objects.filter(workspace=workspace, user=user, history_item_id=start_after)
+            .values("created_at", "id")
+            .first()
+        )
+        if anchor is None:
+            raise HistoryCursorUnknown(f"There is no history item {start_after!r}.")
+        when, pk = anchor["created_at"], anchor["id"]
+        if ascending:
+            items = items.filter(Q(created_at__gt=when) | Q(created_at=when, id__gt=pk))
+        else:
+            items = items.filter(Q(created_at__lt=when) | Q(created_at=when, id__lt=pk))
+    order = ["created_at", "id"] if ascending else ["-created_at", "-id"]
+    size = max(1, min(MAX_HISTORY_PAGE, page_size))
+    rows = list(items.select_related("usage_event").order_by(*order)[: size + 1])
+    page, more = rows[:size], len(rows) > size
+    last = page[-1] if page else None
+    return HistoryPage(
+        items=page,
+        has_more=more,
+        last_history_item_id=last.history_item_id if last else None,
+        scanned_until=int(last.created_at.timestamp()) if last else None,
+    )
+
+
+def _from_unix(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=UTC)

@@ -7,6 +7,7 @@ import pytest
 from django.test import Client
 
 from apps.billing.models import Budget, UsageEvent, UsageStatus
+from apps.engines.base import TTSRequest
 from apps.gateway import services
 
 from .openapi_check import assert_matches, problems, response_schema
@@ -97,3 +98,35 @@ def test_error_bodies_match_the_validation_error_schema(client_with_key):
     )
     assert response.status_code == 422
     assert_matches(response.json(), "/v1/text-to-speech/{voice_id}", "post", "422")
+
+
+def test_history_and_dubbing_bodies_match_their_schemas(client_with_key, workspace, member):
+    from apps.engines.local.engine import local_engine
+    from apps.history.services import generation_save
+    from apps.projects.services import dubbing_create
+
+    clip = generation_save(
+        workspace=workspace,
+        user=member,
+        kind="tts",
+        engine="local",
+        audio=b"not really audio",
+        content_type="audio/mpeg",
+        recipe={"output_format": "mp3_44100_128"},
+        voice_id=VOICE,
+        text="Hello.",
+    )
+    speech = local_engine().tts(TTSRequest(text="A short line to dub.", voice_id=VOICE)).audio
+    dub = dubbing_create(
+        workspace=workspace, user=member, media=speech, filename="line.mp3", target_lang="en"
+    )
+    for url, spec_path in [
+        ("/v1/history", "/v1/history"),
+        (f"/v1/history/{clip.history_item_id}", "/v1/history/{history_item_id}"),
+        ("/v1/dubbing", "/v1/dubbing"),
+        (f"/v1/dubbing/{dub.dubbing_id}", "/v1/dubbing/{dubbing_id}"),
+    ]:
+        response = client_with_key.get(url)
+        assert response.status_code == 200, response.content
+        assert_matches(response.json(), spec_path)
+    assert response.json()["status"] == "dubbing"

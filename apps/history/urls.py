@@ -1,0 +1,11 @@
+from django.urls import path
+
+from . import views
+
+app_name = "history"
+
+urlpatterns = [
+    path("", views.history_list, name="list"),
+    path("<int:pk>/audio/", views.history_audio, name="audio"),
+    path("<int:pk>/delete/", views.history_delete, name="delete"),
+]

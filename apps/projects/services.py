@@ -1,0 +1,772 @@
+"""Music and dubbing as background jobs: start (credits reserved first), run, read, delete.
+
+Both run as ``jobs.Job`` rows on a Celery worker. Whoever starts one reserves its estimated
+credits in the same transaction that creates the job, so a spent budget refuses the request
+before anything exists. The job then calls the engine through ``billing.metered`` under an
+idempotency key derived from the job (music) or the dub (dubbing), stores the audio as a
+``history.Generation`` and settles the ledger row in one database transaction: a clip is
+never kept unpaid, and a paid clip is never lost.
+"""
+
+import json
+import logging
+import os
+import re
+import secrets
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from functools import reduce
+from operator import or_
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.billing import rates
+from apps.billing.models import UsageEvent, UsageSource, UsageStatus
+from apps.billing.services import (
+    BudgetExceeded,
+    meter_refund,
+    meter_reserve,
+    meter_settle,
+    metered,
+    rate_for,
+)
+from apps.engines.base import (
+    DEFAULT_OUTPUT_FORMAT,
+    DubbingRequest,
+    EngineError,
+    InvalidRequest,
+    MusicRequest,
+    RateLimited,
+    UpstreamUnavailable,
+)
+from apps.history.models import Generation, GenerationKind
+from apps.history.services import generation_save
+from apps.jobs.models import Job, JobStatus
+from apps.jobs.services import (
+    TRANSIENT_ERRORS,
+    JobSuperseded,
+    TransientJobError,
+    job_cancel,
+    job_start,
+)
+from apps.workspaces.services import engine_for
+
+from .models import Dubbing, DubbingStatus
+
+log = logging.getLogger(__name__)
+
+MUSIC_DEFAULT_MS = 30_000  # reserved when no length is asked for (the engine then chooses)
+DUBBING_POLL_SECONDS = 5.0  # how often a job asks an engine that dubs remotely how far it is
+DUBBING_SECONDS_PER_SECOND = 0.5  # expected_duration_sec per second of media (local engine)
+DUBBING_MAX_WAIT_SECONDS = 3 * 3600.0  # a remote dub still unfinished after this has failed
+
+
+def _new_history_id() -> str:
+    # The shape of ``Generation.history_item_id``: 20 URL-safe characters.
+    return secrets.token_urlsafe(15)[:20]
+
+
+def _units(unit: str, *, seconds: float, characters: int = 0) -> Decimal:
+    """What a clip of ``seconds`` (from a prompt of ``characters``) counts in ``unit``."""
+    value = {
+        rates.SECOND: seconds,
+        rates.MINUTE: seconds / 60,
+        rates.HOUR: seconds / 3600,
+        rates.CHARACTER: characters,
+    }.get(unit, 1)
+    return Decimal(str(value)).quantize(Decimal("0.001"), ROUND_HALF_UP)
+
+
+# --- Errors a job hands to whoever waits for it ---------------------------------------------
+
+
+def _error_record(exc: BaseException) -> dict | None:
+    """A JSON description of a failure, enough to rebuild it (see ``job_error``)."""
+    if isinstance(exc, BudgetExceeded):
+        return {"type": "BudgetExceeded", "message": str(exc)}
+    if isinstance(exc, EngineError):
+        return {
+            "type": type(exc).__name__,
+            "message": exc.message,
+            "fields": getattr(exc, "fields", None) or {},
+            "status_code": exc.status_code,
+            "code": exc.code,
+            "retry_after": getattr(exc, "retry_after", None),
+        }
+    return None
+
+
+def job_error(job: Job) -> dict | None:
+    """How a failed music or dubbing job failed, as ``_error_record`` wrote it (or None)."""
+    return (job.result or {}).get("error")
+
+
+@contextmanager
+def _errors_recorded(job: Job):
+    """Keep the reason of a failure on the job row, and retry what is temporary upstream.
+
+    ``jobs`` fails a job with the exception's text only; the API needs its kind (a budget is
+    429, bad input 400…), so it is written into ``job.result`` first.
+    """
+    try:
+        yield
+    except (RateLimited, UpstreamUnavailable) as exc:
+        _record(job, exc)
+        raise TransientJobError(exc.message) from exc
+    except (BudgetExceeded, EngineError) as exc:
+        _record(job, exc)
+        raise
+
+
+def _record(job: Job, exc: BaseException) -> None:
+    record = _error_record(exc)
+    if record is not None:
+        Job.objects.filter(pk=job.pk, attempt=job.attempt).update(result={"error": record})
+
+
+# --- Metering that survives retries --------------------------------------------------------
+
+
+def _ledger_key(key: str, purpose: tuple[str, str]) -> str:
+    """The idempotency key this run meters under: the job's open or paid row if it has one.
+
+    A row still ``reserved`` belongs to a run that died (or to the request that started the
+    job): this run takes it over and settles it. A ``settled`` row means the work was paid:
+    this run redoes what was lost and charges nothing more. Only when every earlier row was
+    refunded or released (nothing charged) does a retry reserve afresh, as ``key:<n>``.
+    """
+    rows = list(
+        UsageEvent.objects.filter(purpose_type=purpose[0], purpose_id=str(purpose[1]))
+        .order_by("id")
+        .values_list("idempotency_key", "status")
+    )
+    for existing, status in reversed(rows):
+        if status in (UsageStatus.RESERVED, UsageStatus.SETTLED):
+            return existing
+    return key if not rows else f"{key}:{len(rows) + 1}"
+
+
+def _will_be_retried(job: Job, exc: BaseException) -> bool:
+    if isinstance(exc, JobSuperseded):
+        return True  # another run of this job owns the reservation now
+    transient = isinstance(exc, (*TRANSIENT_ERRORS, RateLimited, UpstreamUnavailable))
+    return transient and job.retries < settings.CHORUS_JOB_MAX_RETRIES
+
+
+class _JobMeter:
+    """The ``Meter`` of a job's call, whose ``settle`` also covers a reservation released
+    while the job ran (see ``settle``)."""
+
+    def __init__(self, meter, *, purpose: tuple[str, str], reserve: dict):
+        self.meter, self.purpose, self.reserve = meter, purpose, reserve
+
+    @property
+    def event(self) -> UsageEvent:
+        return self.meter.event
+
+    @property
+    def replayed(self) -> bool:
+        return self.meter.replayed
+
+    @property
+    def settled(self) -> bool:
+        return self.meter.settled
+
+    def settle(self, *, units, info=None) -> UsageEvent:
+        """Settle the reservation; when the reservation sweeper released it first (a job
+        that ran longer than ``CHORUS_RESERVATION_TTL_SECONDS``), the call did happen, so it
+        is charged on a row of its own (``…:late``). A budget spent meanwhile refuses that
+        charge: the clip is kept all the same, and the released row stays flagged."""
+        event = self.meter.settle(units=units, info=info)
+        if event.status == UsageStatus.SETTLED:
+            return event
+        try:
+            late = meter_reserve(
+                idempotency_key=f"{event.idempotency_key}:late",
+                purpose=self.purpose,
+                **{**self.reserve, "units": units},
+            )
+        except BudgetExceeded:
+            log.error("usage %s was released before its job settled it: left unpaid", event.pk)
+            return event
+        return meter_settle(
+            event=late.event,
+            units=units,
+            upstream_credits=getattr(info, "character_cost", None),
+            upstream_request_id=getattr(info, "request_id", None),
+        )
+
+
+@contextmanager
+def _job_metered(*, job: Job, key: str, purpose: tuple[str, str], **reserve):
+    """``billing.metered`` for a job's billable call, exact across the job's retries.
+
+    ``metered`` itself refunds only reservations it made in this run; a row taken over
+    from an earlier run (``replayed``) is refunded here when the call fails for good, and
+    kept open when the job will be retried (the retry settles it).
+    """
+    idempotency_key = _ledger_key(key, purpose)
+    with metered(idempotency_key=idempotency_key, purpose=purpose, **reserve) as meter:
+        try:
+            yield _JobMeter(meter, purpose=purpose, reserve=reserve)
+        except BaseException as exc:
+            if meter.replayed and not meter.settled and not _will_be_retried(job, exc):
+                meter_refund(event=meter.event, note=f"{exc.__class__.__name__}: {exc}"[:300])
+            raise
+
+
+def _source(job: Job) -> str:
+    return job.params.get("source") or UsageSource.JOB
+
+
+def _cap(raw) -> Decimal | None:
+    return Decimal(raw) if raw not in (None, "") else None
+
+
+# --- Music ---------------------------------------------------------------------------------
+
+
+def music_ledger_key(job: Job) -> str:
+    return f"music:job:{job.pk}"
+
+
+def music_start(
+    *,
+    workspace,
+    user,
+    prompt: str,
+    music_length_ms: int | None = None,
+    model_id: str = "music_v1",
+    seed: int | None = None,
+    force_instrumental: bool = False,
+    output_format: str = "auto",
+    source: str = UsageSource.UI,
+    api_key_id: int | None = None,
+    api_key_cap: Decimal | None = None,
+    extra_params: dict | None = None,
+) -> Job:
+    """Queue a music job, its credits reserved first (``BudgetExceeded`` refuses it whole).
+
+    The clip's history id is chosen now and kept in the job, so whoever waits knows where
+    the music will be even before it exists.
+    """
+    engine = engine_for(workspace)
+    params = {
+        "prompt": prompt,
+        "music_length_ms": music_length_ms,
+        "model_id": model_id,
+        "seed": seed,
+        "force_instrumental": force_instrumental,
+        "output_format": output_format,
+        "history_item_id": _new_history_id(),
+        "source": source,
+        "api_key_id": api_key_id,
+        "api_key_cap": str(api_key_cap) if api_key_cap is not None else None,
+        **(extra_params or {}),
+    }
+    unit = rate_for(workspace, "music", model_id, engine.name).unit
+    seconds = (music_length_ms or MUSIC_DEFAULT_MS) / 1000
+    with transaction.atomic():
+        job = job_start(
+            workspace=workspace,
+            kind="music",
+            created_by=user,
+            params=params,
+            subject_type="generation",
+            subject_id=params["history_item_id"],
+        )
+        meter_reserve(
+            workspace=workspace,
+            user=user,
+            capability="music",
+            engine=engine.name,
+            model_id=model_id,
+            units=_units(unit, seconds=seconds, characters=len(prompt)),
+            source=source,
+            idempotency_key=music_ledger_key(job),
+            api_key_id=api_key_id,
+            api_key_cap=api_key_cap,
+            purpose=("job", str(job.pk)),
+        )
+    return job
+
+
+def music_run(*, job: Job, progress) -> dict:
+    """Job runner: compose the music, store it as a Generation and settle its ledger row."""
+    params = job.params
+    history_item_id = params["history_item_id"]
+    stored = Generation.objects.filter(history_item_id=history_item_id).first()
+    if stored is not None:  # an earlier run stored (and so settled) it, then died
+        return {"history_item_id": stored.history_item_id, "request_id": stored.request_id}
+    workspace = job.workspace
+    requested_format = params.get("output_format") or "auto"
+    request = MusicRequest(
+        prompt=params["prompt"],
+        music_length_ms=params.get("music_length_ms"),
+        # "auto" is Chorus's default format on every engine (the ElevenLabs client takes
+        # only explicit formats).
+        output_format=DEFAULT_OUTPUT_FORMAT if requested_format == "auto" else requested_format,
+        seed=params.get("seed"),
+        force_instrumental=bool(params.get("force_instrumental")),
+        model_id=params.get("model_id") or "music_v1",
+    )
+    progress(5, "Composing")
+    with _errors_recorded(job):
+        engine = engine_for(workspace)
+        with _job_metered(
+            job=job,
+            key=music_ledger_key(job),
+            purpose=("job", str(job.pk)),
+            workspace=workspace,
+            user=job.created_by,
+            capability="music",
+            engine=engine.name,
+            model_id=request.model_id,
+            units=_units(
+                rate_for(workspace, "music", request.model_id, engine.name).unit,
+                seconds=(request.music_length_ms or MUSIC_DEFAULT_MS) / 1000,
+                characters=len(request.prompt),
+            ),
+            source=_source(job),
+            api_key_id=params.get("api_key_id"),
+            api_key_cap=_cap(params.get("api_key_cap")),
+        ) as meter:
+            result = engine.music(request)
+            seconds = result.duration_secs or (request.music_length_ms or MUSIC_DEFAULT_MS) / 1000
+            recipe = {
+                "prompt": request.prompt,
+                "music_length_ms": request.music_length_ms,
+                "model_id": request.model_id,
+                "seed": request.seed,
+                "force_instrumental": request.force_instrumental,
+                "output_format": result.output_format,
+                "requested_output_format": requested_format,
+                "engine": result.extra,
+                "job_id": job.pk,
+            }
+            # Stored and settled together: never a kept clip without its charge, or the reverse.
+            with transaction.atomic():
+                generation = generation_save(
+                    workspace=workspace,
+                    user=job.created_by,
+                    kind=GenerationKind.MUSIC,
+                    engine=engine.name,
+                    audio=result.audio,
+                    content_type=result.content_type,
+                    recipe=recipe,
+                    source=_source(job),
+                    api_key_id=params.get("api_key_id"),
+                    model_id=request.model_id,
+                    text=request.prompt,
+                    duration_seconds=seconds,
+                    usage_event=meter.event,
+                    history_item_id=history_item_id,
+                )
+                event = meter.settle(
+                    units=_units(meter.event.unit, seconds=seconds, characters=len(request.prompt)),
+                    info=result.info,
+                )
+                if event.pk != generation.usage_event_id:  # charged late, on a row of its own
+                    generation.usage_event, generation.request_id = event, event.request_id
+                    generation.save(update_fields=["usage_event", "request_id"])
+    return {"history_item_id": generation.history_item_id, "request_id": event.request_id}
+
+
+# --- Dubbing -------------------------------------------------------------------------------
+
+
+def dubbing_ledger_key(dubbing: Dubbing) -> str:
+    return f"dubbing:{dubbing.dubbing_id}"
+
+
+class DubbingFailed(Exception):
+    """The engine finished the dub as failed; the message says why."""
+
+
+def _clean_filename(filename: str) -> str:
+    name = os.path.basename((filename or "").replace("\\", "/")) or "upload"
+    return name[-100:]
+
+
+def dubbing_create(
+    *,
+    workspace,
+    user,
+    media: bytes,
+    filename: str,
+    content_type: str = "",
+    target_lang: str,
+    source_lang: str = "auto",
+    num_speakers: int = 0,
+    name: str | None = None,
+    source: str = UsageSource.UI,
+    api_key_id: int | None = None,
+    api_key_cap: Decimal | None = None,
+) -> Dubbing:
+    """Keep the upload, reserve its minutes and queue the dubbing job.
+
+    The file is read first (``InvalidRequest`` on ``file`` when it is no audio or video), so
+    its length is what the reservation counts. ``BudgetExceeded`` refuses the dub before
+    anything is kept.
+    """
+    from apps.engines import audio as codecs
+
+    filename = _clean_filename(filename)
+    duration = codecs.probe_duration(media, filename)
+    engine = engine_for(workspace)
+    dubbing = Dubbing(
+        workspace=workspace,
+        user=user,
+        source=source,
+        api_key_id=api_key_id,
+        name=(name or "").strip()[:200] or filename,
+        source_lang=(source_lang or "auto")[:16],
+        target_lang=target_lang[:16],
+        num_speakers=num_speakers,
+        source_filename=filename,
+        source_content_type=(content_type or "application/octet-stream")[:100],
+        source_duration_seconds=duration,
+        engine=engine.name,
+        history_item_id=_new_history_id(),
+    )
+    unit = rate_for(workspace, "dubbing", "", engine.name).unit
+    dubbing.source_file.save(filename, ContentFile(media), save=False)
+    try:
+        with transaction.atomic():
+            dubbing.save()
+            dubbing.job = job_start(
+                workspace=workspace,
+                kind="dubbing",
+                created_by=user,
+                params={
+                    "dubbing": dubbing.pk,
+                    "api_key_cap": str(api_key_cap) if api_key_cap is not None else None,
+                },
+                subject_type="dubbing",
+                subject_id=dubbing.dubbing_id,
+            )
+            dubbing.save(update_fields=["job"])
+            meter_reserve(
+                workspace=workspace,
+                user=user,
+                capability="dubbing",
+                engine=engine.name,
+                units=_units(unit, seconds=duration),
+                source=source,
+                idempotency_key=dubbing_ledger_key(dubbing),
+                api_key_id=api_key_id,
+                api_key_cap=api_key_cap,
+                purpose=("dubbing", dubbing.dubbing_id),
+            )
+    except BaseException:
+        dubbing.source_file.delete(save=False)
+        raise
+    return dubbing
+
+
+def dubbing_expected_seconds(dubbing: Dubbing) -> float:
+    return round(5 + dubbing.source_duration_seconds * DUBBING_SECONDS_PER_SECOND, 1)
+
+
+def _engine_dub(engine, dubbing: Dubbing, progress):
+    """The engine's finished dub: resumed when the engine still has it, else started.
+
+    Returns ``(status, info of the call that started it or None)``.
+    """
+    status = None
+    if dubbing.engine_dubbing_id and dubbing.engine == engine.name:
+        try:
+            status = engine.dubbing_status(dubbing.engine_dubbing_id)
+        except InvalidRequest:  # unknown there (the local engine forgets dubs on restart)
+            status = None
+        if status is not None and status.status == DubbingStatus.FAILED:
+            status = None  # a retry of a failed dub starts it again
+    started_info = None
+    if status is None:
+        progress(10, "Dubbing")
+        with dubbing.source_file.open("rb") as handle:
+            media = handle.read()
+        status = engine.dubbing_start(
+            DubbingRequest(
+                audio=media,
+                filename=dubbing.source_filename or "upload",
+                target_lang=dubbing.target_lang,
+                source_lang=dubbing.source_lang or "auto",
+                num_speakers=dubbing.num_speakers,
+                name=dubbing.name,
+            )
+        )
+        started_info = status.info
+        Dubbing.objects.filter(pk=dubbing.pk).update(
+            engine_dubbing_id=status.dubbing_id[:120], engine=engine.name
+        )
+    waited = 0.0
+    while status.status not in (DubbingStatus.DUBBED, DubbingStatus.FAILED):
+        if waited > DUBBING_MAX_WAIT_SECONDS:
+            raise DubbingFailed("The engine did not finish the dub in time.")
+        progress(min(85, 15 + int(waited / 10)), f"Dubbing ({status.status or 'in progress'})")
+        time.sleep(DUBBING_POLL_SECONDS)
+        waited += DUBBING_POLL_SECONDS
+        status = engine.dubbing_status(status.dubbing_id)
+    if status.status == DubbingStatus.FAILED:
+        raise DubbingFailed(status.error or "The engine could not dub this file.")
+    return status, started_info
+
+
+_SRT_TIME = re.compile(r"(\d+):(\d\d):(\d\d)[,.](\d{3})")
+
+
+def _spoken_text(srt: str) -> str:
+    """The words of an SRT transcript, without numbers, times and speaker tags."""
+    return " ".join(u["text"] for u in transcript_utterances(srt))
+
+
+def dubbing_run(*, job: Job, progress) -> dict:
+    """Job runner: dub the upload, then keep the audio (a ``dub`` Generation) and the
+    transcripts durably and settle the minutes, all in one transaction."""
+    dubbing = Dubbing.objects.select_related("workspace", "user").filter(
+        pk=job.params.get("dubbing")
+    )
+    dubbing = dubbing.first()
+    if dubbing is None:
+        return {"deleted": True}  # deleted before the job ran: nothing to do, nothing charged
+    if dubbing.dubbed_at is not None:
+        return {"dubbing_id": dubbing.dubbing_id, "history_item_id": dubbing.history_item_id}
+    workspace = dubbing.workspace
+    progress(5, "Reading the media")
+    with _errors_recorded(job):
+        engine = engine_for(workspace)
+        with _job_metered(
+            job=job,
+            key=dubbing_ledger_key(dubbing),
+            purpose=("dubbing", dubbing.dubbing_id),
+            workspace=workspace,
+            user=dubbing.user,
+            capability="dubbing",
+            engine=engine.name,
+            units=_units(
+                rate_for(workspace, "dubbing", "", engine.name).unit,
+                seconds=dubbing.source_duration_seconds,
+            ),
+            source=dubbing.source or _source(job),
+            api_key_id=dubbing.api_key_id,
+            api_key_cap=_cap(job.params.get("api_key_cap")),
+        ) as meter:
+            status, started_info = _engine_dub(engine, dubbing, progress)
+            dubbed = engine.dubbing_audio(status.dubbing_id, dubbing.target_lang)
+            srt = _subtitles(engine.dubbing_transcript(status.dubbing_id, dubbing.target_lang))
+            webvtt = _subtitles(
+                engine.dubbing_transcript(status.dubbing_id, dubbing.target_lang, "webvtt")
+            )
+            duration = _duration_of(dubbed.audio) or dubbing.source_duration_seconds
+            recipe = {
+                "dubbing_id": dubbing.dubbing_id,
+                "name": dubbing.name,
+                "source_lang": dubbing.source_lang,
+                "target_lang": dubbing.target_lang,
+                "num_speakers": dubbing.num_speakers,
+                "source_file": dubbing.source_file.name,
+                "source_duration_seconds": dubbing.source_duration_seconds,
+                "engine_dubbing_id": status.dubbing_id,
+                "output_format": dubbed.output_format,
+                "voices": dubbed.extra.get("voices"),
+                "job_id": job.pk,
+            }
+            with transaction.atomic():
+                generation = generation_save(
+                    workspace=workspace,
+                    user=dubbing.user,
+                    kind=GenerationKind.DUB,
+                    engine=engine.name,
+                    audio=dubbed.audio,
+                    content_type=dubbed.content_type,
+                    recipe=recipe,
+                    source=dubbing.source,
+                    api_key_id=dubbing.api_key_id,
+                    text=_spoken_text(srt),
+                    duration_seconds=duration,
+                    usage_event=meter.event,
+                    history_item_id=dubbing.history_item_id,
+                )
+                Dubbing.objects.filter(pk=dubbing.pk).update(
+                    generation=generation,
+                    transcript_srt=srt,
+                    transcript_webvtt=webvtt,
+                    source_language=(status.source_language or "")[:16],
+                    dubbed_at=timezone.now(),
+                )
+                event = meter.settle(
+                    units=_units(meter.event.unit, seconds=dubbing.source_duration_seconds),
+                    info=started_info or dubbed.info,
+                )
+                if event.pk != generation.usage_event_id:  # charged late, on a row of its own
+                    generation.usage_event, generation.request_id = event, event.request_id
+                    generation.save(update_fields=["usage_event", "request_id"])
+    return {"dubbing_id": dubbing.dubbing_id, "history_item_id": generation.history_item_id}
+
+
+def _subtitles(text: str) -> str:
+    """SRT or WebVTT text; a JSON string body (how the API and the SDK carry it) is decoded.
+
+    An SRT file starts with a cue number and WebVTT with ``WEBVTT``: neither is ever a JSON
+    string, so only a quoted body is changed.
+    """
+    if text.startswith('"'):
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(decoded, str):
+            return decoded
+    return text
+
+
+def _duration_of(media: bytes) -> float | None:
+    from apps.engines import audio as codecs
+
+    try:
+        return codecs.probe_duration(media)
+    except InvalidRequest:
+        return None
+
+
+# --- Reading and deleting dubs ---------------------------------------------------------------
+
+
+def dubbings_visible(*, workspace):
+    """Every dub of the workspace (dubs are team projects), with their jobs."""
+    return Dubbing.objects.filter(workspace=workspace).select_related("job", "generation")
+
+
+class DubbingCursorUnknown(ValueError):
+    """The ``cursor`` of a dubbing list names no dub of the workspace."""
+
+
+@dataclass(frozen=True)
+class DubbingPage:
+    dubs: list[Dubbing]
+    has_more: bool
+    next_cursor: str | None
+
+
+_STATUS_FILTERS = {
+    DubbingStatus.DUBBED: Q(dubbed_at__isnull=False),
+    DubbingStatus.FAILED: Q(dubbed_at__isnull=True)
+    & (Q(job__isnull=True) | Q(job__status__in=[JobStatus.FAILED, JobStatus.CANCELLED])),
+    DubbingStatus.DUBBING: Q(dubbed_at__isnull=True)
+    & Q(job__status__in=[JobStatus.QUEUED, JobStatus.RUNNING]),
+}
+
+
+def dubbing_page(
+    *,
+    workspace,
+    user,
+    cursor: str | None = None,
+    page_size: int = 100,
+    statuses: list[str] | None = None,
+    target_languages: list[str] | None = None,
+    sources: list[str] | None = None,
+    filter_by_creator: str = "all",
+    order_by: str = "created_at",
+    descending: bool = True,
+) -> DubbingPage:
+    """One page of the workspace's dubs; ``cursor`` is the last dub of the previous page.
+
+    ``statuses`` keeps dubs in any of them (dubbing, dubbed, failed; an empty list keeps
+    none), ``target_languages`` those dubbed into any of these codes, ``sources`` those
+    started from the studio (ui) or the API (api).
+    """
+    dubs = dubbings_visible(workspace=workspace)
+    if statuses is not None:
+        dubs = dubs.filter(reduce(or_, (_STATUS_FILTERS[s] for s in statuses), Q(pk__in=[])))
+    if target_languages:
+        dubs = dubs.filter(target_lang__in=target_languages)
+    if sources:
+        dubs = dubs.filter(source__in=sources)
+    if filter_by_creator == "personal":
+        dubs = dubs.filter(user=user)
+    elif filter_by_creator == "others":
+        dubs = dubs.exclude(user=user)
+    field = "name" if order_by == "name" else "created_at"
+    if cursor:
+        anchor = (
+            Dubbing.objects.filter(workspace=workspace, dubbing_id=cursor)
+            .values(field, "id")
+            .first()
+        )
+        if anchor is None:
+            raise DubbingCursorUnknown(f"There is no dub {cursor!r} to continue after.")
+        op = "lt" if descending else "gt"
+        dubs = dubs.filter(
+            Q(**{f"{field}__{op}": anchor[field]})
+            | Q(**{field: anchor[field], f"id__{op}": anchor["id"]})
+        )
+    sign = "-" if descending else ""
+    rows = list(dubs.order_by(f"{sign}{field}", f"{sign}id")[: page_size + 1])
+    page = rows[:page_size]
+    more = len(rows) > page_size
+    return DubbingPage(dubs=page, has_more=more, next_cursor=page[-1].dubbing_id if more else None)
+
+
+def dubbing_can_delete(*, dubbing: Dubbing, user, membership) -> bool:
+    """Owners and managers delete any dub; members their own."""
+    if membership is None or membership.workspace_id != dubbing.workspace_id:
+        return False
+    return membership.can_manage or (membership.can_create and dubbing.user_id == user.pk)
+
+
+def dubbing_delete(*, dubbing: Dubbing) -> None:
+    """Stop the dub if it still runs and remove it with its upload.
+
+    The dubbed audio, once made, stays in History (it was paid for); delete it there.
+    """
+    if dubbing.job is not None and dubbing.job.can_cancel:
+        never_ran = dubbing.job.status == JobStatus.QUEUED
+        job_cancel(job=dubbing.job)
+        if never_ran:  # no run will settle or refund its reservation: release it now
+            for event in UsageEvent.objects.filter(
+                purpose_type="dubbing",
+                purpose_id=dubbing.dubbing_id,
+                status=UsageStatus.RESERVED,
+            ):
+                meter_refund(event=event, note="The dub was deleted before it started.")
+    file_name = dubbing.source_file.name
+    storage = dubbing.source_file.storage
+    dubbing.delete()
+    if file_name:
+        try:
+            storage.delete(file_name)
+        except OSError:
+            log.warning("could not delete the upload of dub %s", file_name, exc_info=True)
+
+
+def transcript_utterances(srt: str) -> list[dict]:
+    """An SRT transcript as ElevenLabs' utterances (``[speaker_N]`` tags become speakers)."""
+    utterances = []
+    for block in re.split(r"\n\s*\n", srt.strip()):
+        lines = [line.strip() for line in block.splitlines() if line.strip()]
+        timing = next((i for i, line in enumerate(lines) if "-->" in line), None)
+        if timing is None:
+            continue
+        times = _SRT_TIME.findall(lines[timing])
+        if len(times) != 2:
+            continue
+        start, end = (
+            int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000 for h, m, s, ms in times
+        )
+        text = " ".join(lines[timing + 1 :])
+        speaker = "unknown"
+        tagged = re.match(r"\[([^\]]+)\]\s*(.*)", text)
+        if tagged:
+            speaker, text = tagged.group(1), tagged.group(2)
+        utterances.append(
+            {"text": text, "speaker_id": speaker, "start_s": start, "end_s": end, "words": []}
+        )
+    return utterances
