@@ -380,6 +380,10 @@ if CHORUS_JOB_STALE_SECONDS < 2 * CHORUS_JOB_HEARTBEAT_SECONDS:
     )
 CHORUS_JOB_MAX_RETRIES = env_int("CHORUS_JOB_MAX_RETRIES", 4, minimum=0)
 CHORUS_JOB_RETRY_BASE_SECONDS = env_float("CHORUS_JOB_RETRY_BASE_SECONDS", 2.0, minimum=0.01)
+# Kinds the stale-job sweeper starts again by itself (a new attempt, up to
+# CHORUS_JOB_MAX_RETRIES times) after their worker died: jobs started through /v1, whose
+# callers only poll and cannot press Retry. Their runners resume (one ledger row per job).
+CHORUS_JOB_RESUME_KINDS = {"music", "dubbing"}
 # What each job kind runs: kind -> dotted path of a function(job, progress).
 CHORUS_JOB_KINDS = {
     "workspace_export": "apps.workspaces.services.workspace_export_run",

@@ -229,4 +229,10 @@ def job_sweep_stale(*, now=None) -> int:
             job.refresh_from_db()
             job_push(job)
             log.warning("job %s failed by the sweeper: no heartbeat since %s", job.pk, cutoff)
+            if job.kind in settings.CHORUS_JOB_RESUME_KINDS and (
+                job.attempt <= settings.CHORUS_JOB_MAX_RETRIES
+            ):
+                # Jobs started through the API have nobody to press Retry: run them again.
+                job_retry(job=job)
+                log.warning("job %s (%s) re-queued as attempt %s", job.pk, job.kind, job.attempt)
     return count
