@@ -747,6 +747,71 @@ def audio_seconds(fmt: OutputFormat, size: int) -> float:
 # --- Voices and models --------------------------------------------------------------------
 
 
+# The engines that keep no voices of their own: the voices a workspace made through the API
+# (clones, saved designs) live in ``ApiVoice`` and are listed with the engine's. An upstream
+# engine (ElevenLabs) lists the voices made there itself.
+ENGINES_LISTING_API_VOICES = frozenset({"local"})
+
+
+def _voices_made(api_key: ApiKey, engine, **only) -> list[Voice]:
+    """The workspace's voices made through the API on ``engine`` (oldest first; ``only``
+    filters the rows), with the workspace's stored settings; empty for engines that list
+    such voices themselves."""
+    if engine.name not in ENGINES_LISTING_API_VOICES:
+        return []
+    from .models import ApiVoice, VoiceSettingsRecord
+    from .services_media import voice_of_row
+
+    rows = ApiVoice.objects.filter(workspace=api_key.workspace, engine=engine.name, **only)
+    rows = [row for row in rows.order_by("created_at", "id") if row.recipe is not None]
+    records = {
+        record.voice_id: record
+        for record in VoiceSettingsRecord.objects.filter(
+            workspace=api_key.workspace, voice_id__in=[row.voice_id for row in rows]
+        )
+    }
+    return [voice_of_row(row, record=records.get(row.voice_id)) for row in rows]
+
+
+def _voice_matches(voice: Voice, search: str | None, category: str | None) -> bool:
+    """The local engine's filter: ``search`` in the name, description or a label's value."""
+    if category and voice.category != category:
+        return False
+    if not search:
+        return True
+    needle = search.lower()
+    return (
+        needle in voice.name.lower()
+        or needle in (voice.description or "").lower()
+        or any(needle in str(value).lower() for value in (voice.labels or {}).values())
+    )
+
+
+def _engine_voices(engine, **filters) -> list[Voice]:
+    """Every voice of the engine that matches ``filters`` (pages of 100, at most
+    ``ALL_VOICES_PAGES`` of them)."""
+    voices: list[Voice] = []
+    token = None
+    for _ in range(ALL_VOICES_PAGES):
+        page = engine.voices(VoiceQuery(page_size=100, next_page_token=token, **filters))
+        voices.extend(page.voices)
+        token = page.next_page_token
+        if not page.has_more or not token:
+            break
+    return voices
+
+
+def _offset(token: str | None) -> int:
+    """The position a page token stands for (the local engine's tokens: an offset)."""
+    try:
+        start = int(token or 0)
+    except ValueError:
+        start = -1
+    if start < 0:
+        raise InvalidRequest.for_field("next_page_token", "Invalid page token.")
+    return start
+
+
 def api_voices_page(
     *,
     api_key: ApiKey,
@@ -757,7 +822,13 @@ def api_voices_page(
     sort: str | None = None,
     sort_direction: str | None = None,
 ) -> VoicePage:
-    """One page of the workspace engine's voices (``GET /v2/voices``)."""
+    """One page of the workspace's voices (``GET /v2/voices``).
+
+    On an engine that keeps no voices (local), the engine's voices and the workspace's
+    voices made through the API are filtered, sorted and paged here as one list (the
+    engine's list is small), with the engine's token format (an offset): without ``sort``,
+    the engine's voices in its order, then the workspace's, oldest first.
+    """
     query = VoiceQuery(
         search=search,
         page_size=page_size,
@@ -767,28 +838,45 @@ def api_voices_page(
         sort_direction=sort_direction,
     )
     with engine_errors_as_api(where="query"):
-        return key_engine(api_key).voices(query)
+        engine = key_engine(api_key)
+        if engine.name not in ENGINES_LISTING_API_VOICES:
+            return engine.voices(query)
+        start = _offset(next_page_token)
+        voices = _engine_voices(engine, search=search, category=category)
+    made = _voices_made(api_key, engine)
+    voices += [v for v in made if _voice_matches(v, search, category)]
+    descending = sort_direction == "desc"
+    if sort == "name":
+        voices.sort(key=lambda v: v.name.lower(), reverse=descending)
+    elif sort == "created_at_unix":
+        voices.sort(key=lambda v: v.created_at_unix or 0, reverse=descending)
+    size = max(1, min(100, page_size or 10))
+    more = start + size < len(voices)
+    return VoicePage(
+        voices=voices[start : start + size],
+        has_more=more,
+        total_count=len(voices),
+        next_page_token=str(start + size) if more else None,
+    )
 
 
 def api_voices_all(*, api_key: ApiKey) -> list[Voice]:
-    """Every voice of the workspace's engine (``GET /v1/voices`` is not paginated)."""
-    voices: list[Voice] = []
-    token = None
+    """Every voice of the workspace (``GET /v1/voices`` is not paginated): the engine's,
+    then, on an engine that keeps no voices (local), those made through the API."""
     with engine_errors_as_api():
         engine = key_engine(api_key)
-        for _ in range(ALL_VOICES_PAGES):
-            page = engine.voices(VoiceQuery(page_size=100, next_page_token=token))
-            voices.extend(page.voices)
-            token = page.next_page_token
-            if not page.has_more or not token:
-                break
-    return voices
+        voices = _engine_voices(engine)
+    return voices + _voices_made(api_key, engine)
 
 
 def api_voice(*, api_key: ApiKey, voice_id: str) -> Voice:
-    """One voice; an unknown id is a 404 ``voice_not_found``."""
+    """One voice (the engine's, or one the workspace made through the API on an engine that
+    keeps no voices); an unknown id is a 404 ``voice_not_found``."""
     with engine_errors_as_api(voice_status=404):
-        return key_engine(api_key).voice(voice_id)
+        engine = key_engine(api_key)
+        for voice in _voices_made(api_key, engine, voice_id=voice_id):
+            return voice
+        return engine.voice(voice_id)
 
 
 def api_models(*, api_key: ApiKey) -> list[tuple[ModelInfo, Decimal]]:

@@ -517,6 +517,14 @@ def _voice_of(row: ApiVoice, *, base: Voice | None = None) -> Voice:
     record = VoiceSettingsRecord.objects.filter(
         workspace_id=row.workspace_id, voice_id=row.voice_id
     ).first()
+    return voice_of_row(row, record=record, base=base)
+
+
+def voice_of_row(
+    row: ApiVoice, *, record: VoiceSettingsRecord | None, base: Voice | None = None
+) -> Voice:
+    """A voice made through the API, as the engine would describe it, with ``record``'s
+    settings (the workspace's stored settings for it, if any)."""
     voice = base or Voice(voice_id=row.voice_id, name=row.name)
     return replace(
         voice,
