@@ -48,6 +48,8 @@ os.environ["DEBUG"] = "0"
 os.environ.setdefault("SECRET_KEY", "bench-" + secrets.token_urlsafe(40))
 os.environ["ALLOWED_HOSTS"] = "127.0.0.1"
 os.environ["LOG_LEVEL"] = "WARNING"
+# A cap above the highest concurrency: the per-member slot counting is measured, not refused.
+os.environ.setdefault("CHORUS_API_MAX_CONCURRENT", "1000")
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio_site.settings")
 os.environ.setdefault("CHORUS_QUEUE", f"chorus-bench-{os.getpid()}")

@@ -393,6 +393,9 @@ CHORUS_JOB_KINDS = {
 # /v1/music waits this long for its job, then answers 504 naming the job (it keeps running).
 # Below the official SDK's 240 s client timeout, so the caller hears why it waited.
 CHORUS_API_JOB_WAIT_SECONDS = env_float("CHORUS_API_JOB_WAIT_SECONDS", 180.0, minimum=0.1)
+# Most billable /v1 calls (generations) one member may have in flight at once; one more is
+# refused with 429 too_many_concurrent_requests (ElevenLabs' concurrency limit). 0: no cap.
+CHORUS_API_MAX_CONCURRENT = env_int("CHORUS_API_MAX_CONCURRENT", 10, minimum=0)
 
 # --- Misc -------------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from . import responses, services, services_media
+from . import concurrency, responses, services, services_media
 from .services import ApiInvalid, ApiRefused, SpeechInput
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,19 @@ def _refusal(exc: Exception, *, request, request_id: str, methods) -> HttpRespon
     )
 
 
+def _admit(request, api_key) -> None:
+    """Take the member's concurrency slot for a capped call (429 when none is free)."""
+    if not request.api_capped:
+        return
+    try:
+        request.api_slot = concurrency.acquire(
+            workspace_id=api_key.workspace_id, user_id=api_key.user_id
+        )
+    except concurrency.TooManyConcurrent as exc:
+        request.api_slot = exc.slot  # its headers, with nothing to give back
+        raise
+
+
 def _method_check(request, methods) -> None:
     if request.method not in methods:
         raise ApiRefused(
@@ -60,14 +73,22 @@ def _method_check(request, methods) -> None:
         )
 
 
-def api_view(*, scope: str, methods: tuple[str, ...] = ("GET",)):
+def api_view(
+    *, scope: str, methods: tuple[str, ...] = ("GET",), capped: bool | tuple[str, ...] = False
+):
     """Key auth (401), scope (403), method (405) and the error shapes around one API view.
 
     The view is called as ``view(request, api_key, **kwargs)``; ``request.api_started`` is
     when Chorus got the request (for the overhead header). An ``async def`` view is called
     as ``await view(request, **kwargs)`` and checks the key itself (in its one hop to a
     thread, with the rest of its database work): see ``speech_stream``.
+
+    ``capped`` (True: every method; or the methods) puts the call under the member's cap on
+    concurrent billable calls (429 ``too_many_concurrent_requests``, see ``concurrency``),
+    taken after the key check and before the view reserves anything. An async view takes
+    its slot itself with ``_admit`` right after its key check.
     """
+    capped_methods = methods if capped is True else tuple(capped or ())
 
     def wrap(view):
         if asyncio.iscoroutinefunction(view):
@@ -77,6 +98,8 @@ def api_view(*, scope: str, methods: tuple[str, ...] = ("GET",)):
             async def async_inner(request, **kwargs):
                 request.api_started = time.perf_counter()
                 request.api_scope = scope
+                request.api_capped = request.method in capped_methods
+                request.api_slot = None
                 request_id = uuid.uuid4().hex
                 try:
                     _method_check(request, methods)
@@ -85,6 +108,11 @@ def api_view(*, scope: str, methods: tuple[str, ...] = ("GET",)):
                     response = _refusal(
                         exc, request=request, request_id=request_id, methods=methods
                     )
+                except BaseException:  # cancelled (the client went away): no response
+                    if request.api_slot is not None:
+                        request.api_slot.release()
+                    raise
+                concurrency.attach(response, request.api_slot)
                 if "request-id" not in response:
                     response["request-id"] = request_id
                 return response
@@ -95,13 +123,21 @@ def api_view(*, scope: str, methods: tuple[str, ...] = ("GET",)):
         @functools.wraps(view)
         def inner(request, **kwargs):
             request.api_started = time.perf_counter()
+            request.api_capped = request.method in capped_methods
+            request.api_slot = None
             request_id = uuid.uuid4().hex
             try:
                 _method_check(request, methods)
                 api_key = services.api_key_check(raw=request.headers.get("xi-api-key"), scope=scope)
+                _admit(request, api_key)
                 response = view(request, api_key, **kwargs)
             except Exception as exc:
                 response = _refusal(exc, request=request, request_id=request_id, methods=methods)
+            except BaseException:
+                if request.api_slot is not None:
+                    request.api_slot.release()
+                raise
+            concurrency.attach(response, request.api_slot)
             if "request-id" not in response:
                 response["request-id"] = request_id
             return response
@@ -400,7 +436,7 @@ def _speech_headers(response, request, *, request_id: str, credits, engine_ms: f
     return response
 
 
-@api_view(scope="tts", methods=("POST",))
+@api_view(scope="tts", methods=("POST",), capped=True)
 def speech(request, api_key, voice_id):
     """``POST /v1/text-to-speech/{voice_id}``: the whole audio in one body."""
     result = services.api_speech(api_key=api_key, speech=_speech_input(request, voice_id))
@@ -414,7 +450,7 @@ def speech(request, api_key, voice_id):
     )
 
 
-@api_view(scope="tts", methods=("POST",))
+@api_view(scope="tts", methods=("POST",), capped=True)
 def speech_with_timestamps(request, api_key, voice_id):
     """``POST …/with-timestamps``: base64 audio with character start and end times."""
     result = services.api_speech(
@@ -442,6 +478,7 @@ async def _streamed(request, voice_id, *, with_timestamps: bool):
         api_key = services.api_key_check(
             raw=request.headers.get("xi-api-key"), scope=request.api_scope
         )
+        _admit(request, api_key)
         pending = services.api_speech_stream_prepare(
             api_key=api_key,
             speech=_speech_input(request, voice_id),
@@ -467,7 +504,7 @@ async def _streamed(request, voice_id, *, with_timestamps: bool):
     )
 
 
-@api_view(scope="tts", methods=("POST",))
+@api_view(scope="tts", methods=("POST",), capped=True)
 async def speech_stream(request, voice_id):
     """``POST …/stream``: audio bytes passed on as the engine makes them.
 
@@ -476,7 +513,7 @@ async def speech_stream(request, voice_id):
     return await _streamed(request, voice_id, with_timestamps=False)
 
 
-@api_view(scope="tts", methods=("POST",))
+@api_view(scope="tts", methods=("POST",), capped=True)
 async def speech_stream_with_timestamps(request, voice_id):
     """``POST …/stream/with-timestamps``: one JSON object per line, audio and timings."""
     return await _streamed(request, voice_id, with_timestamps=True)

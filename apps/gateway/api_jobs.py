@@ -125,7 +125,7 @@ def _read(generation) -> bytes:
         return handle.read()
 
 
-@api_view(scope="music", methods=("POST",))
+@api_view(scope="music", methods=("POST",), capped=True)
 def music(request, api_key):
     """``POST /v1/music``: compose (a job, waited for) and answer with the whole audio."""
     try:
@@ -153,7 +153,7 @@ class _FileChunks:
             await sync_to_async(handle.close)()
 
 
-@api_view(scope="music", methods=("POST",))
+@api_view(scope="music", methods=("POST",), capped=True)
 def music_stream(request, api_key):
     """``POST /v1/music/stream``: the same job; the stored audio is then sent in chunks."""
     try:
@@ -317,7 +317,7 @@ def _list_query(request, name: str, choices, errors: list) -> list[str]:
     return values
 
 
-@api_view(scope="dubbing", methods=("GET", "POST"))
+@api_view(scope="dubbing", methods=("GET", "POST"), capped=("POST",))
 def dubbing(request, api_key):
     """``POST /v1/dubbing`` starts a dub (a job); ``GET /v1/dubbing`` lists the workspace's.
 

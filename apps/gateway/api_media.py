@@ -339,7 +339,7 @@ def _usage_headers(response, usage):
     return response
 
 
-@api_view(scope="stt", methods=("POST",))
+@api_view(scope="stt", methods=("POST",), capped=True)
 def speech_to_text(request, api_key):
     """``POST /v1/speech-to-text``: transcribe an uploaded file (URLs are not fetched)."""
     errors: list[dict] = []
@@ -418,7 +418,7 @@ def speech_to_text(request, api_key):
 # --- Sound effects ----------------------------------------------------------------------------
 
 
-@api_view(scope="sound", methods=("POST",))
+@api_view(scope="sound", methods=("POST",), capped=True)
 def sound_generation(request, api_key):
     """``POST /v1/sound-generation``: a sound effect from a text prompt, as audio bytes."""
     errors: list[dict] = []
@@ -446,7 +446,7 @@ def sound_generation(request, api_key):
 # --- Voice design -----------------------------------------------------------------------------
 
 
-@api_view(scope="voice_design", methods=("POST",))
+@api_view(scope="voice_design", methods=("POST",), capped=True)
 def voice_design(request, api_key):
     """``POST /v1/text-to-voice/design`` (and the older ``…/create-previews``): previews."""
     errors: list[dict] = []
@@ -564,7 +564,7 @@ def _voice_form(request, *, files_required: bool):
     return values
 
 
-@api_view(scope="voices", methods=("POST",))
+@api_view(scope="voices", methods=("POST",), capped=True)
 def voice_add(request, api_key):
     """``POST /v1/voices/add``: an instant voice clone from uploaded samples."""
     voice = services_media.api_voice_clone(

@@ -23,8 +23,14 @@ CALLS, SERVED = 50, 10
 BUDGET = SERVED * len(TEXT)  # 380 credits
 
 
+@pytest.fixture
+def uncapped(live_env):
+    """No concurrency cap (see test_api_concurrency_cap): this test is about the budget."""
+    live_env["CHORUS_API_MAX_CONCURRENT"] = "0"
+
+
 def test_fifty_concurrent_calls_against_a_budget_of_ten_serve_and_bill_exactly_ten(
-    daphne_server, workspace, owner, member
+    uncapped, daphne_server, workspace, owner, member
 ):
     # On the ElevenLabs engine a character costs a credit (the local engine is always free).
     with FakeElevenLabs() as fake:
