@@ -105,7 +105,7 @@ def database_from_url(url: str) -> dict:
         options = dict(parse_qsl(parts.query))
         # A psycopg connection pool per process: under ASGI every request runs in a thread of
         # its own, so without a pool each one opens (and closes) a database connection.
-        pool_size = env_int("DATABASE_POOL_SIZE", 10, minimum=0)
+        pool_size = env_int("DATABASE_POOL_SIZE", 20, minimum=0)
         if pool_size:
             options["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 10}
         return {

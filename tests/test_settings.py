@@ -57,7 +57,7 @@ def test_database_urls_are_parsed(monkeypatch):
     )
     assert pg["OPTIONS"] == {
         "sslmode": "require",
-        "pool": {"min_size": 1, "max_size": 10, "timeout": 10},
+        "pool": {"min_size": 1, "max_size": 20, "timeout": 10},
     }
     assert pg["CONN_MAX_AGE"] == 0  # Django refuses persistent connections with a pool
     monkeypatch.setenv("DATABASE_POOL_SIZE", "0")

@@ -14,6 +14,7 @@ import time
 import uuid
 
 from asgiref.sync import sync_to_async
+from django import db
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
@@ -487,7 +488,17 @@ async def _streamed(request, voice_id, *, with_timestamps: bool):
         )
         return pending if pending.streams_async else pending.open()
 
-    prepared = await sync_to_async(prepare)()
+    def prepare_and_release():
+        # The stream lasts far longer than this hop: give the database connection back to
+        # the pool now (the settle takes one again) rather than hold it until the response
+        # ends, which would cap concurrent streams at the pool's size.
+        try:
+            return prepare()
+        finally:
+            if not db.connection.in_atomic_block:  # (tests run inside a transaction)
+                db.connection.close()
+
+    prepared = await sync_to_async(prepare_and_release)()
     if isinstance(prepared, services.PendingStream):
         stream = await prepared.open_async()
     else:

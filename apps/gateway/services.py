@@ -4,6 +4,7 @@ import secrets
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
+from django import db
 from django.db import transaction
 from django.utils import timezone
 
@@ -732,7 +733,12 @@ class SpeechStream:
                 if self._keep is not None:
                     self._keep(b"".join(self._audio), complete=self.ended, event=event)
         finally:
-            self._exits.close()  # metering: refunds what was not settled
+            try:
+                self._exits.close()  # metering: refunds what was not settled
+            finally:
+                # A hop of its own: give its connection back to the pool.
+                if self._is_async and not db.connection.in_atomic_block:
+                    db.connection.close()
 
 
 def audio_seconds(fmt: OutputFormat, size: int) -> float:
