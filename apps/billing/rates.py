@@ -13,10 +13,24 @@ are Chorus's own estimates, marked as such on the page, to be edited to the cont
 """
 
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 CHARACTER, SECOND, MINUTE, HOUR, GENERATION = "character", "second", "minute", "hour", "generation"
 UNITS = (CHARACTER, SECOND, MINUTE, HOUR, GENERATION)
+UNIT_PRECISION = Decimal("0.001")  # the ledger keeps units to three decimals
+
+
+def units_for(unit: str, *, seconds: float = 0.0, characters: int = 0) -> Decimal:
+    """How many of ``unit`` a call of ``seconds`` of audio (from ``characters`` of text)
+    uses; a call priced per generation is one."""
+    amount = {
+        SECOND: seconds,
+        MINUTE: seconds / 60,
+        HOUR: seconds / 3600,
+        CHARACTER: characters,
+    }.get(unit, 1)
+    return Decimal(str(amount)).quantize(UNIT_PRECISION, ROUND_HALF_UP)
+
 
 CAPABILITIES = {
     "tts": "Text to speech",

@@ -140,7 +140,6 @@ import calendar  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
-import uuid  # noqa: E402
 from collections.abc import AsyncIterator, Callable  # noqa: E402
 from contextlib import ExitStack, contextmanager  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
@@ -170,7 +169,7 @@ from apps.engines.base import (  # noqa: E402
     VoiceQuery,
     VoiceSettings,
 )
-from apps.history.services import generation_save  # noqa: E402
+from apps.history.services import generation_save, kept_together  # noqa: E402
 from apps.workspaces.services import engine_for  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -378,19 +377,34 @@ def _speech_request(speech: SpeechInput, *, streaming: bool) -> tuple[TTSRequest
     return request, fmt
 
 
-def _speech_meter(api_key: ApiKey, engine, request: TTSRequest):
+def api_meter(api_key: ApiKey, engine, *, capability: str, model_id: str, units, voice_id=""):
+    """``metered`` for a call of ``api_key``: its member, its cap, source api.
+
+    No idempotency key is passed: each API call is new, and a caller-given key would cost
+    the reservation a lookup of its own.
+    """
     return metered(
         workspace=api_key.workspace,
         user=api_key.user,
-        capability="tts",
+        capability=capability,
         engine=engine.name,
-        model_id=request.model_id,
-        units=len(request.text),
+        model_id=model_id or "",
+        units=units,
         source=UsageSource.API,
-        idempotency_key=f"api-{uuid.uuid4().hex}",
-        voice_id=request.voice_id,
+        voice_id=voice_id or "",
         api_key_id=api_key.pk,
         api_key_cap=api_key.monthly_cap,
+    )
+
+
+def _speech_meter(api_key: ApiKey, engine, request: TTSRequest):
+    return api_meter(
+        api_key,
+        engine,
+        capability="tts",
+        model_id=request.model_id,
+        units=len(request.text),
+        voice_id=request.voice_id,
     )
 
 
@@ -425,26 +439,30 @@ def api_speech(*, api_key: ApiKey, speech: SpeechInput, with_timestamps: bool = 
                 started = time.perf_counter()
                 result = engine.tts(request, with_timestamps=with_timestamps)
                 engine_ms = (time.perf_counter() - started) * 1000
-            event = meter.settle(units=result.characters, info=result.info)
+            # Kept and settled together, before the client gets it: a client that times out
+            # loses nothing it paid for.
+            with kept_together() as saved:
+                saved.append(
+                    generation_save(
+                        workspace=api_key.workspace,
+                        user=api_key.user,
+                        kind="tts",
+                        engine=engine.name,
+                        audio=result.audio,
+                        content_type=result.content_type or fmt.content_type,
+                        recipe=speech_recipe(request, streamed=False),
+                        source=UsageSource.API,
+                        api_key_id=api_key.pk,
+                        model_id=request.model_id,
+                        voice_id=request.voice_id,
+                        text=request.text,
+                        duration_seconds=audio_seconds(fmt, len(result.audio)),
+                        usage_event=meter.event,
+                    )
+                )
+                event = meter.settle(units=result.characters, info=result.info)
     except BudgetExceeded as exc:
         raise _budget_refused(exc) from exc
-    # Kept before the client gets it: a client that times out loses nothing it paid for.
-    generation_save(
-        workspace=api_key.workspace,
-        user=api_key.user,
-        kind="tts",
-        engine=engine.name,
-        audio=result.audio,
-        content_type=result.content_type or fmt.content_type,
-        recipe=speech_recipe(request, streamed=False),
-        source=UsageSource.API,
-        api_key_id=api_key.pk,
-        model_id=request.model_id,
-        voice_id=request.voice_id,
-        text=request.text,
-        duration_seconds=audio_seconds(fmt, len(result.audio)),
-        usage_event=event,
-    )
     return Speech(
         audio=result.audio,
         content_type=result.content_type or fmt.content_type,

@@ -8,16 +8,14 @@ errors (``ApiRefused``, ``ApiInvalid``). Voices made through the API are kept pe
 """
 
 import logging
-import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from decimal import ROUND_UP, Decimal
+from decimal import Decimal
 
 from django.db import transaction
 
-from apps.billing import rates
 from apps.billing.models import UsageSource
-from apps.billing.services import BudgetExceeded, metered, rate_for
+from apps.billing.rates import units_for
+from apps.billing.services import BudgetExceeded, rate_for
 from apps.engines import audio
 from apps.engines.base import (
     CloneRequest,
@@ -33,11 +31,18 @@ from apps.engines.base import (
     VoiceSettings,
 )
 from apps.history.models import Generation, GenerationKind
-from apps.history.services import generation_save
-from apps.workspaces.services import engine_for
+from apps.history.services import generation_save, kept_together
 
 from .models import ApiKey, ApiVoice, VoiceSettingsRecord
-from .services import ApiInvalid, ApiRefused, _budget_refused, api_voice, engine_errors_as_api
+from .services import (
+    ApiInvalid,
+    ApiRefused,
+    _budget_refused,
+    api_meter,
+    api_voice,
+    engine_errors_as_api,
+    key_engine,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,60 +55,15 @@ MAX_SAMPLES = 25
 ESTIMATED_CLIP_SECONDS = 30.0
 DESIGN_FORMAT_DEFAULT = "mp3_44100_192"
 SETTINGS_FIELDS = ("stability", "similarity_boost", "style", "use_speaker_boost", "speed")
-UNIT_PRECISION = Decimal("0.001")
 
 
-def _units(unit: str, *, seconds: float = 0.0, characters: int = 0) -> Decimal:
-    """How many of a rate's ``unit`` a call uses (rounded up to the ledger's precision)."""
-    amount = {
-        rates.GENERATION: 1,
-        rates.SECOND: seconds,
-        rates.MINUTE: seconds / 60,
-        rates.HOUR: seconds / 3600,
-        rates.CHARACTER: characters,
-    }.get(unit, 1)
-    return Decimal(str(amount)).quantize(UNIT_PRECISION, ROUND_UP)
-
-
-def _meter(api_key: ApiKey, engine, *, capability: str, model_id: str, units, voice_id=""):
-    return metered(
-        workspace=api_key.workspace,
-        user=api_key.user,
-        capability=capability,
-        engine=engine.name,
-        model_id=model_id or "",
-        units=units,
-        source=UsageSource.API,
-        idempotency_key=f"api-{uuid.uuid4().hex}",
-        voice_id=voice_id or "",
-        api_key_id=api_key.pk,
-        api_key_cap=api_key.monthly_cap,
-    )
+def _engine_of(api_key: ApiKey):
+    with engine_errors_as_api():
+        return key_engine(api_key)
 
 
 def _unit(api_key: ApiKey, engine, capability: str, model_id: str) -> str:
     return rate_for(api_key.workspace, capability, model_id or "", engine.name).unit
-
-
-def _engine(api_key: ApiKey):
-    with engine_errors_as_api():
-        return engine_for(api_key.workspace)
-
-
-@contextmanager
-def _kept():
-    """Generations and the settlement commit together; files of rows rolled back go too."""
-    saved: list[Generation] = []
-    try:
-        with transaction.atomic():
-            yield saved
-    except BaseException:
-        for generation in saved:
-            try:
-                generation.file.delete(save=False)
-            except Exception:
-                log.exception("removing the file of an unsaved generation failed")
-        raise
 
 
 @dataclass(frozen=True)
@@ -144,20 +104,20 @@ def api_transcribe(*, api_key: ApiKey, request: STTRequest) -> Transcription:
     nothing and leaves no ledger row; the call settles on the length the engine heard.
     """
     seconds = _seconds_of_upload(request)
-    engine = _engine(api_key)
+    engine = _engine_of(api_key)
     unit = _unit(api_key, engine, "stt", request.model_id)
     try:
-        with _meter(
+        with api_meter(
             api_key,
             engine,
             capability="stt",
             model_id=request.model_id,
-            units=_units(unit, seconds=seconds),
+            units=units_for(unit, seconds=seconds),
         ) as meter:
             with engine_errors_as_api(request_id=meter.event.request_id):
                 transcript = engine.stt(request)
             heard = transcript.audio_duration_secs or seconds
-            event = meter.settle(units=_units(unit, seconds=heard), info=transcript.info)
+            event = meter.settle(units=units_for(unit, seconds=heard), info=transcript.info)
     except BudgetExceeded as exc:
         raise _budget_refused(exc) from exc
     return Transcription(transcript=transcript, usage=_metered(event))
@@ -178,16 +138,16 @@ def api_sound(*, api_key: ApiKey, request: SoundRequest) -> Clip:
     """A sound effect from a prompt, kept as a ``Generation`` (``sound``) and metered."""
     with engine_errors_as_api():
         fmt = OutputFormat.parse(request.output_format)
-    engine = _engine(api_key)
+    engine = _engine_of(api_key)
     unit = _unit(api_key, engine, "sound_effect", request.model_id)
     estimate = request.duration_seconds or ESTIMATED_CLIP_SECONDS
     try:
-        with _meter(
+        with api_meter(
             api_key,
             engine,
             capability="sound_effect",
             model_id=request.model_id,
-            units=_units(unit, seconds=estimate, characters=len(request.text)),
+            units=units_for(unit, seconds=estimate, characters=len(request.text)),
         ) as meter:
             with engine_errors_as_api(request_id=meter.event.request_id):
                 result = engine.sound_effect(request)
@@ -206,7 +166,7 @@ def api_sound(*, api_key: ApiKey, request: SoundRequest) -> Clip:
                 "engine_recipe": made,
             }
             seconds = result.duration_secs or request.duration_seconds or 0.0
-            with _kept() as saved:
+            with kept_together() as saved:
                 generation = generation_save(
                     workspace=api_key.workspace,
                     user=api_key.user,
@@ -224,7 +184,7 @@ def api_sound(*, api_key: ApiKey, request: SoundRequest) -> Clip:
                 )
                 saved.append(generation)
                 event = meter.settle(
-                    units=_units(unit, seconds=seconds, characters=len(request.text)),
+                    units=units_for(unit, seconds=seconds, characters=len(request.text)),
                     info=result.info,
                 )
     except BudgetExceeded as exc:
@@ -286,15 +246,15 @@ def api_voice_design(*, api_key: ApiKey, design: DesignInput) -> Design:
             kind="validation_error",
             param="output_format",
         )
-    engine = _engine(api_key)
+    engine = _engine_of(api_key)
     unit = _unit(api_key, engine, "voice_design", request.model_id)
     try:
-        with _meter(
+        with api_meter(
             api_key,
             engine,
             capability="voice_design",
             model_id=request.model_id,
-            units=_units(unit, seconds=3 * ESTIMATED_CLIP_SECONDS),
+            units=units_for(unit, seconds=3 * ESTIMATED_CLIP_SECONDS),
         ) as meter:
             with engine_errors_as_api(request_id=meter.event.request_id):
                 result = engine.voice_design(request)
@@ -319,7 +279,7 @@ def api_voice_design(*, api_key: ApiKey, design: DesignInput) -> Design:
                 **(design.options or {}),
             }
             previews = []
-            with _kept() as saved:
+            with kept_together() as saved:
                 for index, preview in enumerate(result.previews):
                     engine_recipe = preview.recipe
                     recipe = {
@@ -360,7 +320,7 @@ def api_voice_design(*, api_key: ApiKey, design: DesignInput) -> Design:
                         )
                     )
                 seconds = sum(p.duration_secs for p in previews)
-                event = meter.settle(units=_units(unit, seconds=seconds), info=result.info)
+                event = meter.settle(units=units_for(unit, seconds=seconds), info=result.info)
     except BudgetExceeded as exc:
         raise _budget_refused(exc) from exc
     return Design(previews=previews, text=result.text, usage=_metered(event))
@@ -372,7 +332,7 @@ def _preview(api_key: ApiKey, generated_voice_id: str) -> Generation:
         Generation.objects.filter(
             workspace=api_key.workspace,
             kind=GenerationKind.DESIGN_PREVIEW,
-            recipe__generated_voice_id=generated_voice_id,
+            voice_id=generated_voice_id,  # a preview's Generation carries its id here
         )
         .order_by("-created_at", "-id")
         .first()
@@ -403,7 +363,7 @@ def api_voice_design_save(
     Not metered: the preview was paid for when it was designed, and saving makes no audio.
     """
     preview = _preview(api_key, generated_voice_id)
-    engine = _engine(api_key)
+    engine = _engine_of(api_key)
     if preview.engine != engine.name:
         raise ApiRefused(
             400,
@@ -472,7 +432,7 @@ def api_voice_design_stream(*, api_key: ApiKey, generated_voice_id: str) -> Prev
     Not metered: it replays a preview the design call paid for.
     """
     preview = _preview(api_key, generated_voice_id)
-    engine = _engine(api_key)
+    engine = _engine_of(api_key)
     with engine_errors_as_api(voice_status=404):
         chunks = engine.voice_design_stream(
             generated_voice_id, recipe=preview.recipe.get("engine_recipe")
@@ -551,7 +511,7 @@ def _voice_find(api_key: ApiKey, engine, voice_id: str) -> tuple[Voice, ApiVoice
 
 def api_voice_get(*, api_key: ApiKey, voice_id: str) -> Voice:
     """One voice, with the workspace's stored settings for it (``GET /v1/voices/{id}``)."""
-    engine = _engine(api_key)
+    engine = _engine_of(api_key)
     row = _stored(api_key, engine, voice_id)
     if row is not None and row.recipe is not None:
         return _voice_of(row)
@@ -592,9 +552,9 @@ def _checked_samples(samples: list[Sample]) -> tuple[list[tuple[str, bytes]], fl
 def _clone(api_key, engine, request: CloneRequest, *, seconds: float, voice_id: str = "") -> Voice:
     """An engine clone, metered as ``voice_clone`` (per call, or by the samples' length)."""
     unit = _unit(api_key, engine, "voice_clone", "")
-    units = _units(unit, seconds=seconds)
+    units = units_for(unit, seconds=seconds)
     try:
-        with _meter(
+        with api_meter(
             api_key, engine, capability="voice_clone", model_id="", units=units, voice_id=voice_id
         ) as meter:
             with engine_errors_as_api(request_id=meter.event.request_id):
@@ -616,7 +576,7 @@ def api_voice_clone(
 ) -> Voice:
     """Instant voice clone from uploaded samples (``POST /v1/voices/add``)."""
     pairs, seconds = _checked_samples(samples)
-    engine = _engine(api_key)
+    engine = _engine_of(api_key)
     request = CloneRequest(
         name=name,
         samples=pairs,
@@ -665,7 +625,7 @@ def api_voice_edit(
     (metered as a clone). Voices on the ElevenLabs engine live upstream, where Chorus
     cannot edit them yet: that is refused rather than changed only here.
     """
-    engine = _engine(api_key)
+    engine = _engine_of(api_key)
     voice, row = _voice_find(api_key, engine, voice_id)
     _refuse_builtin(voice, "edit")
     if row is None or row.recipe is None:
@@ -705,7 +665,7 @@ def api_voice_edit(
 def api_voice_delete(*, api_key: ApiKey, voice_id: str) -> None:
     """Delete a voice of the workspace (``DELETE /v1/voices/{voice_id}``); premade ones and
     the local engine's built-in voices cannot be deleted (400)."""
-    engine = _engine(api_key)
+    engine = _engine_of(api_key)
     voice, row = _voice_find(api_key, engine, voice_id)
     _refuse_builtin(voice, "delete")
     if row is None or row.recipe is None:  # the voice lives upstream
@@ -718,7 +678,7 @@ def api_voice_delete(*, api_key: ApiKey, voice_id: str) -> None:
 
 def api_voice_settings(*, api_key: ApiKey, voice_id: str) -> VoiceSettings:
     """The settings TTS uses for this voice in the workspace (stored, else the voice's)."""
-    engine = _engine(api_key)
+    engine = _engine_of(api_key)
     voice, _row = _voice_find(api_key, engine, voice_id)
     record = VoiceSettingsRecord.objects.filter(
         workspace=api_key.workspace, voice_id=voice_id

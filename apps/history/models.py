@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import models
 
 
-def _history_id() -> str:
+def new_history_id() -> str:
     # ElevenLabs history item ids are 20 URL-safe characters; ours look the same.
     return secrets.token_urlsafe(15)[:20]
 
@@ -37,7 +37,7 @@ class Generation(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    history_item_id = models.CharField(max_length=32, unique=True, default=_history_id)
+    history_item_id = models.CharField(max_length=32, unique=True, default=new_history_id)
     kind = models.CharField(max_length=20, choices=GenerationKind.choices, db_index=True)
     source = models.CharField(max_length=8, default="ui")
     api_key_id = models.BigIntegerField(null=True, blank=True)

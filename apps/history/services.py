@@ -1,6 +1,7 @@
 """Keep generated audio: one ``Generation`` per clip, written before the client gets it."""
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -82,6 +83,24 @@ def generation_save(
         generation.file.delete(save=False)
         raise
     return generation
+
+
+@contextmanager
+def kept_together():
+    """One transaction for the clips of a call and its settlement: ``saved.append`` each
+    ``Generation``; if the transaction rolls back, their files are removed too, so a clip is
+    never kept unpaid, nor paid and lost."""
+    saved: list[Generation] = []
+    try:
+        with transaction.atomic():
+            yield saved
+    except BaseException:
+        for generation in saved:
+            try:
+                generation.file.delete(save=False)
+            except Exception:
+                log.exception("removing the file of an unsaved generation failed")
+        raise
 
 
 def generation_delete(*, generation: Generation) -> None:

@@ -12,11 +12,10 @@ import json
 import logging
 import os
 import re
-import secrets
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from functools import reduce
 from operator import or_
 
@@ -26,8 +25,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from apps.billing import rates
 from apps.billing.models import UsageEvent, UsageSource, UsageStatus
+from apps.billing.rates import units_for
 from apps.billing.services import (
     BudgetExceeded,
     meter_refund,
@@ -45,8 +44,8 @@ from apps.engines.base import (
     RateLimited,
     UpstreamUnavailable,
 )
-from apps.history.models import Generation, GenerationKind
-from apps.history.services import generation_save
+from apps.history.models import Generation, GenerationKind, new_history_id
+from apps.history.services import generation_save, kept_together
 from apps.jobs.models import Job, JobStatus
 from apps.jobs.services import (
     TRANSIENT_ERRORS,
@@ -65,22 +64,6 @@ MUSIC_DEFAULT_MS = 30_000  # reserved when no length is asked for (the engine th
 DUBBING_POLL_SECONDS = 5.0  # how often a job asks an engine that dubs remotely how far it is
 DUBBING_SECONDS_PER_SECOND = 0.5  # expected_duration_sec per second of media (local engine)
 DUBBING_MAX_WAIT_SECONDS = 3 * 3600.0  # a remote dub still unfinished after this has failed
-
-
-def _new_history_id() -> str:
-    # The shape of ``Generation.history_item_id``: 20 URL-safe characters.
-    return secrets.token_urlsafe(15)[:20]
-
-
-def _units(unit: str, *, seconds: float, characters: int = 0) -> Decimal:
-    """What a clip of ``seconds`` (from a prompt of ``characters``) counts in ``unit``."""
-    value = {
-        rates.SECOND: seconds,
-        rates.MINUTE: seconds / 60,
-        rates.HOUR: seconds / 3600,
-        rates.CHARACTER: characters,
-    }.get(unit, 1)
-    return Decimal(str(value)).quantize(Decimal("0.001"), ROUND_HALF_UP)
 
 
 # --- Errors a job hands to whoever waits for it ---------------------------------------------
@@ -264,7 +247,7 @@ def music_start(
         "seed": seed,
         "force_instrumental": force_instrumental,
         "output_format": output_format,
-        "history_item_id": _new_history_id(),
+        "history_item_id": new_history_id(),
         "source": source,
         "api_key_id": api_key_id,
         "api_key_cap": str(api_key_cap) if api_key_cap is not None else None,
@@ -287,7 +270,7 @@ def music_start(
             capability="music",
             engine=engine.name,
             model_id=model_id,
-            units=_units(unit, seconds=seconds, characters=len(prompt)),
+            units=units_for(unit, seconds=seconds, characters=len(prompt)),
             source=source,
             idempotency_key=music_ledger_key(job),
             api_key_id=api_key_id,
@@ -328,7 +311,7 @@ def music_run(*, job: Job, progress) -> dict:
             capability="music",
             engine=engine.name,
             model_id=request.model_id,
-            units=_units(
+            units=units_for(
                 rate_for(workspace, "music", request.model_id, engine.name).unit,
                 seconds=(request.music_length_ms or MUSIC_DEFAULT_MS) / 1000,
                 characters=len(request.prompt),
@@ -351,7 +334,7 @@ def music_run(*, job: Job, progress) -> dict:
                 "job_id": job.pk,
             }
             # Stored and settled together: never a kept clip without its charge, or the reverse.
-            with transaction.atomic():
+            with kept_together() as saved:
                 generation = generation_save(
                     workspace=workspace,
                     user=job.created_by,
@@ -368,8 +351,11 @@ def music_run(*, job: Job, progress) -> dict:
                     usage_event=meter.event,
                     history_item_id=history_item_id,
                 )
+                saved.append(generation)
                 event = meter.settle(
-                    units=_units(meter.event.unit, seconds=seconds, characters=len(request.prompt)),
+                    units=units_for(
+                        meter.event.unit, seconds=seconds, characters=len(request.prompt)
+                    ),
                     info=result.info,
                 )
                 if event.pk != generation.usage_event_id:  # charged late, on a row of its own
@@ -433,7 +419,7 @@ def dubbing_create(
         source_content_type=(content_type or "application/octet-stream")[:100],
         source_duration_seconds=duration,
         engine=engine.name,
-        history_item_id=_new_history_id(),
+        history_item_id=new_history_id(),
     )
     unit = rate_for(workspace, "dubbing", "", engine.name).unit
     dubbing.source_file.save(filename, ContentFile(media), save=False)
@@ -457,7 +443,7 @@ def dubbing_create(
                 user=user,
                 capability="dubbing",
                 engine=engine.name,
-                units=_units(unit, seconds=duration),
+                units=units_for(unit, seconds=duration),
                 source=source,
                 idempotency_key=dubbing_ledger_key(dubbing),
                 api_key_id=api_key_id,
@@ -550,7 +536,7 @@ def dubbing_run(*, job: Job, progress) -> dict:
             user=dubbing.user,
             capability="dubbing",
             engine=engine.name,
-            units=_units(
+            units=units_for(
                 rate_for(workspace, "dubbing", "", engine.name).unit,
                 seconds=dubbing.source_duration_seconds,
             ),
@@ -578,7 +564,7 @@ def dubbing_run(*, job: Job, progress) -> dict:
                 "voices": dubbed.extra.get("voices"),
                 "job_id": job.pk,
             }
-            with transaction.atomic():
+            with kept_together() as saved:
                 generation = generation_save(
                     workspace=workspace,
                     user=dubbing.user,
@@ -594,6 +580,7 @@ def dubbing_run(*, job: Job, progress) -> dict:
                     usage_event=meter.event,
                     history_item_id=dubbing.history_item_id,
                 )
+                saved.append(generation)
                 Dubbing.objects.filter(pk=dubbing.pk).update(
                     generation=generation,
                     transcript_srt=srt,
@@ -602,7 +589,7 @@ def dubbing_run(*, job: Job, progress) -> dict:
                     dubbed_at=timezone.now(),
                 )
                 event = meter.settle(
-                    units=_units(meter.event.unit, seconds=dubbing.source_duration_seconds),
+                    units=units_for(meter.event.unit, seconds=dubbing.source_duration_seconds),
                     info=started_info or dubbed.info,
                 )
                 if event.pk != generation.usage_event_id:  # charged late, on a row of its own

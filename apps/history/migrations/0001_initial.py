@@ -29,7 +29,7 @@ class Migration(migrations.Migration):
                 (
                     "history_item_id",
                     models.CharField(
-                        default=apps.history.models._history_id, max_length=32, unique=True
+                        default=apps.history.models.new_history_id, max_length=32, unique=True
                     ),
                 ),
                 (
