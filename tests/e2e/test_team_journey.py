@@ -4,53 +4,15 @@ sign in, invite a teammate who joins from another browser, export the workspace 
 
 import io
 import json
-import os
 import re
-import shutil
 import zipfile
 
 import pytest
 
-from tests.conftest import IN_CI
-from tests.factories import PASSWORD, make_user, make_workspace
+from tests.e2e.conftest import sign_in
+from tests.factories import make_user, make_workspace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture
-def browser():
-    if not os.path.exists(CHROMIUM):
-        if IN_CI:
-            pytest.fail("Chromium is missing: .ci/run installs Debian's chromium package")
-        pytest.skip("Debian's chromium is not installed here (apt-get install chromium)")
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
-    # in between are ordinary blocking calls.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-
-
-def _sign_in(page, email, password=PASSWORD):
-    page.goto("/accounts/login/")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def test_invite_a_teammate_then_export_and_download(browser, daphne_server, celery_worker):
@@ -63,7 +25,7 @@ def test_invite_a_teammate_then_export_and_download(browser, daphne_server, cele
     page = lead.new_page()
     page.goto("/")
     expect(page).to_have_url(re.compile(r"/accounts/login/"))
-    _sign_in(page, "lead@example.com")
+    sign_in(page, "lead@example.com")
     expect(page.get_by_role("heading", name="Acme audio", level=1)).to_be_visible()
 
     # Invite a teammate; the link is shown to copy.
@@ -133,7 +95,7 @@ def test_progress_bar_moves_live_on_the_jobs_page(browser, daphne_server, celery
     workspace = make_workspace("Acme audio", owner=owner)
     context = browser.new_context(base_url=daphne_server.url)
     page = context.new_page()
-    _sign_in(page, "lead@example.com")
+    sign_in(page, "lead@example.com")
     job = services.job_start(
         workspace=workspace,
         kind="test_sleep",
@@ -167,7 +129,7 @@ def test_without_websockets_the_page_falls_back_to_polling(browser, daphne_serve
     context = browser.new_context(base_url=daphne_server.url)
     context.add_init_script("delete window.WebSocket;")
     page = context.new_page()
-    _sign_in(page, "lead@example.com")
+    sign_in(page, "lead@example.com")
     job = services.job_start(
         workspace=workspace,
         kind="test_sleep",
