@@ -14,6 +14,10 @@ per second (settled events / wall time of the Chorus side).
 Targets (2 cores): C=1 p50 <= 3 ms; C=8 p50 <= 5 ms and p99 <= 20 ms; <= 4 ms CPU per request;
 no collapse at C=32.
 
+A third target, the floor (``passthrough_floor.py`` under Daphne: the same stream passed
+through with httpx and nothing else), is interleaved with the other two unless --no-floor: it
+shows how much of the figures is the stack itself rather than Chorus.
+
 PostgreSQL (the database is created when missing):
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/chorus_bench \\
@@ -35,7 +39,6 @@ import time
 import urllib.request
 from decimal import Decimal
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = (ROOT / ".." / "shared" / "tools").resolve()
@@ -62,20 +65,7 @@ STREAM_PATH = f"/v1/text-to-speech/{VOICE_ID}/stream"
 EXPECT_BYTES = 8 * 4096
 
 
-def ensure_database(url: str) -> None:
-    """Create the database named in a postgres:// URL when it does not exist yet."""
-    import psycopg
-    from psycopg import sql
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            print(f"created database {name}")
-
+from benchdb import ensure_database  # noqa: E402 (this folder)
 
 if os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
     ensure_database(os.environ["DATABASE_URL"])
@@ -100,10 +90,18 @@ def free_port() -> int:
 
 
 def spawn(args, *, cwd=ROOT, env=None):
-    return subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True,
+    """A server whose stderr goes to a file (a pipe nobody reads would stall it once full)."""
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
     )  # fmt: skip
+    proc.log = log
+    return proc
+
+
+def stderr_of(proc) -> str:
+    proc.log.seek(0)
+    return proc.log.read().decode(errors="replace")[-2000:]
 
 
 def stop(proc) -> None:
@@ -124,8 +122,7 @@ def wait_ready(url: str, proc, what: str, seconds: float = 60) -> None:
             return
         except OSError:
             if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace")[-2000:]
-                raise SystemExit(f"{what} exited early:\n{err}") from None
+                raise SystemExit(f"{what} exited early:\n{stderr_of(proc)}") from None
             if time.monotonic() > deadline:
                 raise SystemExit(f"{what} did not start") from None
             time.sleep(0.2)
@@ -173,12 +170,28 @@ def wait_no_reserved(workspace, seconds: float = 15) -> int:
         time.sleep(0.2)
 
 
-def run_level(args, c, n, chorus_url, upstream_url, raw_key, web_pid, workspace, out_dir):
+def start_floor(port: int, upstream_port: int):
+    """``passthrough_floor.py`` under Daphne: the stack's own cost, with no Chorus in it."""
+    env = {
+        **os.environ,
+        "FLOOR_UPSTREAM": f"http://127.0.0.1:{upstream_port}",
+        "FLOOR_UPSTREAM_KEY": UPSTREAM_KEY,
+    }
+    args = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+            "passthrough_floor:app"]  # fmt: skip
+    proc = spawn(args, cwd=ROOT / "bench", env=env)
+    wait_ready(f"http://127.0.0.1:{port}/health", proc, "pass-through floor")
+    return proc
+
+
+def run_level(args, c, n, urls, raw_key, pids, workspace, out_dir):
     json_out = out_dir / f"c{c}.json"
     targets = [
-        {"name": "direct", "url": upstream_url, "headers": {"xi-api-key": UPSTREAM_KEY}},
-        {"name": "chorus", "url": chorus_url, "headers": {"xi-api-key": raw_key}},
+        {"name": "direct", "url": urls["direct"], "headers": {"xi-api-key": UPSTREAM_KEY}},
+        {"name": "chorus", "url": urls["chorus"], "headers": {"xi-api-key": raw_key}},
     ]
+    if "floor" in urls:
+        targets.append({"name": "floor", "url": urls["floor"], "headers": {}})
     targets_file = out_dir / "targets.json"
     targets_file.write_text(json.dumps(targets))
     warmup = max(2 * c, 10)
@@ -190,8 +203,10 @@ def run_level(args, c, n, chorus_url, upstream_url, raw_key, web_pid, workspace,
         "--ramp-ms", str(args.ramp_ms), "--alternate",
         "--expect-bytes", str(EXPECT_BYTES), "--timeout", "30",
         "--max-seconds", str(args.max_seconds),
-        "--watch", f"chorus={web_pid}", "--json-out", str(json_out),
+        "--json-out", str(json_out),
     ]  # fmt: skip
+    for name, pid in pids.items():
+        cmd += ["--watch", f"{name}={pid}"]
     print(f"\n=== concurrency {c}: {n} requests per target (+{warmup} warm-up) ===", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, timeout=args.max_seconds + 120, check=False)  # noqa: S603
     still_open = wait_no_reserved(workspace)
@@ -247,9 +262,23 @@ def report(levels, db, layer, cache, upstream_server):
             print(f"    chorus errors: {', '.join(ch['error_kinds'])}")
         if lv["reserved_left"]:
             print(f"    {lv['reserved_left']} usage events still reserved after the run")
+        fl = res.get("targets", {}).get("floor", {})
+        fl_add = res.get("added", {}).get("floor", {}).get("ttfb", {})
+        if fl.get("ok") and fl_add:
+            print(
+                f"{'':>3} floor {fl['ok']:>4} {fl['errors']:>4}  {fl_add['p50_diff_ms']:14.2f}"
+                f" {fl_add['p95_diff_ms']:7.2f} {fl_add['p99_diff_ms']:7.2f}"
+                f"  {fl_add['paired_median_ms']:7.2f}  {'':>10} {fl['ttfb_p50_ms']:10.2f}"
+                f"  {fl.get('watched_cpu_ms_per_req', float('nan')):10.2f}"
+                f"  {fl.get('watched_cpu_cores', float('nan')):5.2f}"
+            )
     print(
         "settled/s = settled UsageEvents of the counted requests / wall time of the Chorus rounds"
         " (the Chorus side is fed at most C requests at a time, so it is bounded by C / latency)"
+    )
+    print(
+        "floor = bench/passthrough_floor.py under Daphne: the same stream passed through with"
+        " httpx and nothing else (no Django, key, database or ledger) — what the stack costs"
     )
     by_c = {lv["c"]: lv for lv in levels}
 
@@ -291,6 +320,9 @@ def main():
     )  # fmt: skip
     parser.add_argument("--ramp-ms", type=float, default=250.0, help="steady arrivals (250 ms)")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="per concurrency level")
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the bare Daphne + httpx pass-through target"
+    )
     args = parser.parse_args()
     defaults = {1: 150, 8: 400, 32: 800}
     counts = args.requests or [defaults.get(c, 25 * c) for c in args.concurrency]
@@ -318,24 +350,21 @@ def main():
         procs.append(web)
         wait_ready(f"http://127.0.0.1:{web_port}/healthz", web, "Daphne")
 
-        chorus_url = f"http://127.0.0.1:{web_port}{STREAM_PATH}"
-        upstream_url = f"http://127.0.0.1:{up_port}{STREAM_PATH}"
+        urls = {
+            "direct": f"http://127.0.0.1:{up_port}{STREAM_PATH}",
+            "chorus": f"http://127.0.0.1:{web_port}{STREAM_PATH}",
+        }
+        pids = {"chorus": web.pid}
+        if not args.no_floor:
+            floor_port = free_port()
+            floor = start_floor(floor_port, up_port)
+            procs.append(floor)
+            urls["floor"] = f"http://127.0.0.1:{floor_port}{STREAM_PATH}"
+            pids["floor"] = floor.pid
         levels = []
         with tempfile.TemporaryDirectory(prefix="chorus-gw-bench-") as tmp:
             for c, n in zip(args.concurrency, counts, strict=True):
-                levels.append(
-                    run_level(
-                        args,
-                        c,
-                        n,
-                        chorus_url,
-                        upstream_url,
-                        raw_key,
-                        web.pid,
-                        workspace,
-                        Path(tmp),
-                    )  # fmt: skip
-                )
+                levels.append(run_level(args, c, n, urls, raw_key, pids, workspace, Path(tmp)))
     finally:
         for proc in reversed(procs):
             stop(proc)

@@ -396,6 +396,9 @@ CHORUS_API_JOB_WAIT_SECONDS = env_float("CHORUS_API_JOB_WAIT_SECONDS", 180.0, mi
 # Most billable /v1 calls (generations) one member may have in flight at once; one more is
 # refused with 429 too_many_concurrent_requests (ElevenLabs' concurrency limit). 0: no cap.
 CHORUS_API_MAX_CONCURRENT = env_int("CHORUS_API_MAX_CONCURRENT", 10, minimum=0)
+# How long a process remembers a checked /v1 key (0: look it up on every call); changes made
+# in another process (a revocation, a removed member) take effect within this time.
+CHORUS_API_KEY_CACHE_SECONDS = env_int("CHORUS_API_KEY_CACHE_SECONDS", 5, minimum=0)
 
 # --- Misc -------------------------------------------------------------------------------
 

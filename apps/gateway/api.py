@@ -13,14 +13,13 @@ import math
 import time
 import uuid
 
-from asgiref.sync import sync_to_async
-from django import db
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from . import concurrency, responses, services, services_media
+from .asgi import thread_hop
 from .services import ApiInvalid, ApiRefused, SpeechInput
 
 log = logging.getLogger(__name__)
@@ -118,6 +117,9 @@ def api_view(
                     response["request-id"] = request_id
                 return response
 
+            # Served by ``asgi.ApiASGIHandler.handle_lean``: the view's database work is in
+            # its own hops, each giving its connection back to the pool.
+            async_inner.lean_asgi = True
             return async_inner
 
         @csrf_exempt
@@ -488,23 +490,19 @@ async def _streamed(request, voice_id, *, with_timestamps: bool):
         )
         return pending if pending.streams_async else pending.open()
 
-    def prepare_and_release():
-        # The stream lasts far longer than this hop: give the database connection back to
-        # the pool now (the settle takes one again) rather than hold it until the response
-        # ends, which would cap concurrent streams at the pool's size.
-        try:
-            return prepare()
-        finally:
-            if not db.connection.in_atomic_block:  # (tests run inside a transaction)
-                db.connection.close()
-
-    prepared = await sync_to_async(prepare_and_release)()
+    # The stream lasts far longer than this hop: its connection goes back to the pool at the
+    # end of it (the settle takes one again) rather than being held until the response ends,
+    # which would cap concurrent streams at the pool's size.
+    prepared = await thread_hop(prepare)()
     if isinstance(prepared, services.PendingStream):
         stream = await prepared.open_async()
     else:
         stream = prepared
+    if request.api_slot is not None:  # given back in the stream's settling hop
+        stream.after_close.append(request.api_slot.release)
     content_type = "application/json" if with_timestamps else stream.content_type
     response = StreamingHttpResponse(stream, content_type=content_type)
+    response.chorus_stream = stream
     response["Cache-Control"] = "no-store"
     return _speech_headers(
         response,

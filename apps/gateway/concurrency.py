@@ -7,10 +7,12 @@ call says ``current-concurrent-requests`` (calls in flight, this one included) a
 ``maximum-concurrent-requests``. A streaming response holds its slot until Django closes it
 (the stream completed, failed or the client went away): see ``attach``.
 
-The count lives in Django's cache so that every process sees it (Redis when ``REDIS_URL``
-is set; the in-process locmem cache otherwise, where the cap is per process): one counter
-key per member, changed only by atomic increments and decrements. A call costs two cache
-round trips, one to take its slot and one to give it back.
+The count lives where every process sees it — Redis when the default cache is Redis
+(``REDIS_URL``), the in-process locmem cache otherwise, where the cap is per process — in one
+counter key per member (named like a cache key), changed only by atomic increments and
+decrements. A call costs two round trips, one to take its slot and one to give it back. On
+Redis they go through one client per process: Django's ``caches`` makes a cache object, and
+so a connection pool, per async context, which would be a new connection per API call.
 
 The safety net is the key's expiry: the counter is created with a TTL of
 ``SLOT_TTL_SECONDS`` that later increments do not extend, so slots held by a process that
@@ -24,10 +26,10 @@ per-slot key scheme would be exact but needs a round trip per possible slot.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 from django.conf import settings
 from django.core.cache import caches
-from django.core.cache.backends.redis import RedisCache
 
 from .services import ApiRefused
 
@@ -126,17 +128,37 @@ def attach(response, slot: Slot | None) -> None:
 # --- The counter ----------------------------------------------------------------------------
 
 
-def _cache():
-    return caches["default"]
+REDIS_BACKEND = "django.core.cache.backends.redis.RedisCache"
+
+
+@functools.lru_cache(maxsize=8)
+def _redis(location: str):
+    """One client (one connection pool) per process and Redis URL, and the two scripts."""
+    import redis
+
+    client = redis.Redis.from_url(location)
+    return client, client.register_script(_ACQUIRE), client.register_script(_RELEASE)
+
+
+def _on_redis(key: str):
+    """``(scripts, full key)`` when the default cache is Redis, else ``None``."""
+    config = settings.CACHES["default"]
+    if config["BACKEND"] != REDIS_BACKEND:
+        return None
+    location = config["LOCATION"]
+    if not isinstance(location, str):
+        location = location[0]
+    full_key = f"{config.get('KEY_PREFIX', '')}:{config.get('VERSION', 1)}:{key}"
+    return _redis(location.split(",")[0]), full_key
 
 
 def _acquire(key: str, maximum: int, ttl: int) -> tuple[bool, int]:
-    cache = _cache()
-    if isinstance(cache, RedisCache):
-        full_key = cache.make_and_validate_key(key)
-        client = cache._cache.get_client(full_key, write=True)
-        admitted, current = client.eval(_ACQUIRE, 1, full_key, maximum, ttl)
+    on_redis = _on_redis(key)
+    if on_redis is not None:
+        (_client, acquire_script, _release_script), full_key = on_redis
+        admitted, current = acquire_script(keys=[full_key], args=[maximum, ttl])
         return bool(admitted), int(current)
+    cache = caches["default"]
     current = _incr(cache, key, ttl)
     if current > maximum:
         _decr(cache, key)
@@ -145,12 +167,12 @@ def _acquire(key: str, maximum: int, ttl: int) -> tuple[bool, int]:
 
 
 def _release(key: str) -> None:
-    cache = _cache()
-    if isinstance(cache, RedisCache):
-        full_key = cache.make_and_validate_key(key)
-        cache._cache.get_client(full_key, write=True).eval(_RELEASE, 1, full_key)
+    on_redis = _on_redis(key)
+    if on_redis is not None:
+        (_client, _acquire_script, release_script), full_key = on_redis
+        release_script(keys=[full_key])
         return
-    _decr(cache, key)
+    _decr(caches["default"], key)
 
 
 def _incr(cache, key: str, ttl: int) -> int:

@@ -1,10 +1,11 @@
 """Personal API keys: create (shown once), authenticate, revoke — every change audited."""
 
 import secrets
+import time
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
-from django import db
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -90,25 +91,61 @@ class KeyRejected(Exception):
         self.status, self.code, self.message = status, code, message
 
 
+# Keys recently checked, by hash: (valid until, on time.monotonic(); the key as looked up).
+# A proxied call then needs no query to know its key; see ``api_key_authenticate``.
+_known_keys: dict[str, tuple[float, ApiKey]] = {}
+_KNOWN_KEYS_MAX = 10_000
+
+
+def known_keys_forget(**_signal) -> None:
+    """Forget every remembered key (a key, membership, user or engine setting changed)."""
+    _known_keys.clear()
+
+
 def api_key_authenticate(raw: str | None) -> ApiKey:
     """The active key behind ``xi-api-key``, with its workspace, user and membership role.
 
     Two queries: the key with its workspace, user and the workspace's engine settings (kept
     as ``api_key.engine_row`` for ``engine_for``), then the owner's role in the workspace.
+    A key that passed is remembered for ``CHORUS_API_KEY_CACHE_SECONDS`` (default 5) in this
+    process, so the calls of a busy script cost no query here. Any change in this process to
+    a key, membership, user, workspace or engine setting forgets them all at once (signals,
+    see ``apps.py``); a change made in another process takes effect here within that time.
+    The key's expiry is checked on every call.
     """
     if not raw:
         raise KeyRejected(401, "needs_authorization", "Missing API key: send it in xi-api-key.")
+    key_hash = ApiKey.hash(raw.strip())
+    now = timezone.now()
+    known = _known_keys.get(key_hash)
+    if known is not None and known[0] > time.monotonic():
+        api_key = known[1]
+    else:
+        api_key = _api_key_look_up(key_hash)
+        seconds = settings.CHORUS_API_KEY_CACHE_SECONDS
+        if seconds > 0:
+            if len(_known_keys) >= _KNOWN_KEYS_MAX:
+                _known_keys.clear()
+            _known_keys[key_hash] = (time.monotonic() + seconds, api_key)
+    if api_key.expires_at is not None and api_key.expires_at <= now:
+        _known_keys.pop(key_hash, None)
+        raise KeyRejected(401, "invalid_api_key", "This API key has expired.")
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_EVERY:
+        api_key.last_used_at = now
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    return api_key
+
+
+def _api_key_look_up(key_hash: str) -> ApiKey:
     api_key = (
         ApiKey.objects.select_related("workspace", "user", "workspace__engine_settings")
-        .filter(key_hash=ApiKey.hash(raw.strip()))
+        .filter(key_hash=key_hash)
         .first()
     )
     if api_key is None:
         raise KeyRejected(401, "invalid_api_key", "Invalid API key.")
     if api_key.revoked_at is not None:
         raise KeyRejected(401, "invalid_api_key", "This API key was revoked.")
-    if api_key.expires_at is not None and api_key.expires_at <= timezone.now():
-        raise KeyRejected(401, "invalid_api_key", "This API key has expired.")
     # (A subquery would save this round trip but costs more CPU to compile than it saves.)
     role = (
         Membership.objects.filter(workspace_id=api_key.workspace_id, user_id=api_key.user_id)
@@ -126,9 +163,6 @@ def api_key_authenticate(raw: str | None) -> ApiKey:
         api_key.engine_row = api_key.workspace.engine_settings
     except EngineSettings.DoesNotExist:
         api_key.engine_row = None
-    now = timezone.now()
-    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_EVERY:
-        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
     api_key.membership = membership
     return api_key
 
@@ -139,13 +173,12 @@ def api_key_authenticate(raw: str | None) -> ApiKey:
 import calendar  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-import time  # noqa: E402
 from collections.abc import AsyncIterator, Callable  # noqa: E402
 from contextlib import ExitStack, contextmanager  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from decimal import Decimal  # noqa: E402
 
-from asgiref.sync import async_to_sync, sync_to_async  # noqa: E402
+from asgiref.sync import async_to_sync  # noqa: E402
 
 from apps.billing.models import UsageSource  # noqa: E402
 from apps.billing.services import (  # noqa: E402
@@ -171,6 +204,8 @@ from apps.engines.base import (  # noqa: E402
 )
 from apps.history.services import generation_save, kept_together  # noqa: E402
 from apps.workspaces.services import engine_for  # noqa: E402
+
+from .asgi import thread_hop  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -533,7 +568,7 @@ class PendingStream:
                 )
                 engine_ms = (time.perf_counter() - started) * 1000
         except BaseException as exc:
-            await sync_to_async(self._release)(exc)
+            await thread_hop(self._release)(exc)
             raise
         return self._served(stream, engine_ms=engine_ms, is_async=True)
 
@@ -637,14 +672,16 @@ class SpeechStream:
 
     Iterated asynchronously (ASGI). An async engine stream (the ElevenLabs engine) is read
     on the event loop itself; a sync one (the local engine, which computes the audio) is
-    pulled a chunk at a time with ``sync_to_async``, so a synthesis never blocks the loop
-    and the generator is only ever driven by one thread. When the response ends —
+    pulled a chunk at a time in a hop to a thread (``asgi.thread_hop``), so a synthesis never
+    blocks the loop; the hops follow one another, so the generator is never driven by two
+    threads at once. When the response ends —
     complete, an engine error midway, or a client that went away — the engine stream is
     closed and the reservation settled with the delivered share of the characters (or
     refunded when no audio went out), and the delivered audio is kept as a ``Generation``.
-    That runs from the iterator's ``finally`` and, for a disconnect that cancels the
-    response while a chunk is being sent, from Django's ``response.close()``; the second
-    call does nothing.
+    That runs from the iterator's ``finally`` (so before the response's last message) and,
+    for a disconnect that cancels the response while a chunk is being sent, from Django's
+    ``response.close()``; a second call does nothing. ``after_close`` callables (the
+    member's concurrency slot) run at the end of ``close``, in the same hop.
 
     The delivered share: a stream that ended is the whole text; one cut short counts the
     characters of the alignments already sent when chunks carry them, else the characters
@@ -683,6 +720,7 @@ class SpeechStream:
         self.closed = False
         self.delivered_bytes = 0
         self.delivered_characters = 0  # from chunk alignments, when present
+        self.after_close: list[Callable[[], None]] = []
 
     def _next(self):
         try:
@@ -708,7 +746,7 @@ class SpeechStream:
                 if self._is_async:
                     chunk = await self._anext()
                 else:
-                    chunk = await sync_to_async(self._next)()
+                    chunk = await thread_hop(self._next)()
                 if chunk is None:
                     break
                 yield self._encode(chunk)
@@ -717,13 +755,15 @@ class SpeechStream:
                 if chunk.alignment is not None:
                     self.delivered_characters += len(chunk.alignment.characters)
         finally:
+            # Settled before the response's last message: a client that has the whole
+            # stream finds it in the ledger and its history.
             if not self.closed:
                 if self._is_async and not self.ended:
                     try:
                         await self._stream.aclose()
                     except Exception:
                         log.exception("closing the engine stream of %s failed", self.request_id)
-                await sync_to_async(self.close)()
+                await thread_hop(self.close)()
 
     def delivered_units(self) -> int:
         if self.ended:
@@ -754,9 +794,8 @@ class SpeechStream:
             try:
                 self._exits.close()  # metering: refunds what was not settled
             finally:
-                # A hop of its own: give its connection back to the pool.
-                if self._is_async and not db.connection.in_atomic_block:
-                    db.connection.close()
+                for after in self.after_close:
+                    after()
 
 
 def audio_seconds(fmt: OutputFormat, size: int) -> float:

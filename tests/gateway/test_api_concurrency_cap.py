@@ -14,6 +14,7 @@ import time
 
 import httpx
 import pytest
+from django.conf import settings
 from django.core.cache import caches
 from django.test import override_settings
 
@@ -218,7 +219,8 @@ def redis_cache():
 
 def test_the_counter_on_redis_is_one_round_trip_each_way_and_has_a_ttl(redis_cache):
     counter_checks()
-    client = redis_cache._cache.get_client(None, write=True)
+    location = settings.CACHES["default"]["LOCATION"]
+    client = concurrency._redis(location)[0]
     key = redis_cache.make_and_validate_key(concurrency.KEY.format(workspace=7, user=9))
     assert client.get(key) == b"2"
     assert 0 < client.ttl(key) <= 1  # never a counter without an expiry
@@ -231,11 +233,15 @@ def test_the_counter_on_redis_is_one_round_trip_each_way_and_has_a_ttl(redis_cac
 
     type(client).execute_command = counting
     try:
-        slot = concurrency.acquire(workspace_id=1, user_id=1, maximum=5)
-        slot.release()
+        for _ in range(3):
+            slot = concurrency.acquire(workspace_id=1, user_id=1, maximum=5)
+            slot.release()
     finally:
         type(client).execute_command = original
-    assert calls == ["EVAL", "EVAL"]
+    assert calls == ["EVALSHA", "EVALSHA"] * 3
+    # One client (one connection pool) per process, whatever async context asks.
+    assert concurrency._redis(location)[0] is client
+    assert client.connection_pool._created_connections <= 2
 
 
 # --- A real Daphne, a slow upstream --------------------------------------------------------
