@@ -174,6 +174,7 @@ INSTALLED_APPS = [
     "apps.billing",
     "apps.gateway",
     "apps.history",
+    "apps.voices",
     "apps.projects",
 ]
 
@@ -389,6 +390,7 @@ CHORUS_JOB_KINDS = {
     "workspace_export": "apps.workspaces.services.workspace_export_run",
     "music": "apps.projects.services.music_run",
     "dubbing": "apps.projects.services.dubbing_run",
+    "voices_sync": "apps.voices.services.library_sync_run",
 }
 # /v1/music waits this long for its job, then answers 504 naming the job (it keeps running).
 # Below the official SDK's 240 s client timeout, so the caller hears why it waited.

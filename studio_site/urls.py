@@ -21,6 +21,7 @@ urlpatterns = [
     path("jobs/", include("apps.jobs.urls")),
     path("billing/", include("apps.billing.urls")),
     path("history/", include("apps.history.urls")),
+    path("voices/", include("apps.voices.urls")),
     path("admin/", admin.site.urls),
     path("settings/api-keys/", include("apps.gateway.urls")),
     path("", include("apps.workspaces.urls")),

@@ -1,0 +1,368 @@
+"""The voice library: syncing the engine's voices in, finding voices, and curating them.
+
+Views and jobs call these; each takes the workspace explicitly, so every row stays scoped.
+"""
+
+from dataclasses import dataclass, field
+
+from django.core.paginator import Page, Paginator
+from django.db import transaction
+from django.db.models import CharField, Exists, F, OuterRef, Q, Value
+from django.utils import timezone
+
+from apps.engines.base import Voice, VoiceQuery
+from apps.jobs.models import Job
+from apps.workspaces.services import ActionRefused, engine_for
+
+from .models import (
+    LABELS,
+    Approval,
+    Collection,
+    Favourite,
+    LibraryFacets,
+    LibraryVoice,
+    Tag,
+    VoiceSource,
+)
+
+PAGE_SIZE = 24
+SYNC_PAGE_SIZE = 100
+SYNC_MAX_PAGES = 500  # 50,000 voices: a runaway paging token stops here
+# What a sync writes over; the team's own fields (tags, approval, notes…) are never touched.
+SYNCED_FIELDS = ("name", "category", "source", "labels", "description", "preview_url", *LABELS)
+SORTS = {
+    "name": ("name", "pk"),
+    "newest": ("-created_at", "-pk"),
+    "most_used": ("-use_count", "name", "pk"),
+    "recent": ("-last_used_at", "name", "pk"),
+}
+
+
+# --- Sync from the engine -----------------------------------------------------------------
+
+
+def _source_of(voice: Voice) -> str:
+    if voice.category == "cloned":
+        return VoiceSource.CLONED
+    if voice.category == "generated":
+        return VoiceSource.DESIGNED
+    return VoiceSource.ENGINE
+
+
+def _fields_of(voice: Voice) -> dict:
+    labels = {str(k): str(v) for k, v in (voice.labels or {}).items()}
+    row = {
+        "name": (voice.name or voice.voice_id)[:200],
+        "category": voice.category or "premade",
+        "source": _source_of(voice),
+        "labels": labels,
+        "description": voice.description or "",
+        "preview_url": (voice.preview_url or "")[:500],
+    }
+    limits = {"gender": 40, "age": 40, "accent": 60, "language": 40, "use_case": 60}
+    for label in LABELS:
+        row[label] = labels.get(label, "")[: limits.get(label, 60)]
+    return row
+
+
+def engine_voices(engine, progress=None) -> list[Voice]:
+    """Every voice the engine lists, page after page (``progress(percent, message)``)."""
+    voices: list[Voice] = []
+    token = None
+    for number in range(1, SYNC_MAX_PAGES + 1):
+        page = engine.voices(VoiceQuery(page_size=SYNC_PAGE_SIZE, next_page_token=token))
+        voices.extend(page.voices)
+        if progress is not None:
+            share = len(voices) / max(page.total_count or len(voices), 1)
+            progress(5 + int(75 * min(share, 1.0)), f"Read {len(voices)} voices (page {number})")
+        token = page.next_page_token
+        if not page.has_more or not token:
+            break
+    return voices
+
+
+@dataclass
+class SyncResult:
+    added: int = 0
+    updated: int = 0
+    withdrawn: list[str] = field(default_factory=list)  # names of voices gone upstream
+    returned: int = 0  # withdrawn before, listed again now
+
+    def as_dict(self) -> dict:
+        return {
+            "added": self.added,
+            "updated": self.updated,
+            "withdrawn": self.withdrawn,
+            "returned": self.returned,
+        }
+
+
+def library_sync(*, workspace, progress=None) -> SyncResult:
+    """Bring the library in step with the workspace's engine.
+
+    New voices are added, known ones updated (name, labels, description, preview; the team's
+    tags, notes, approval and favourites stay). Voices of this engine the engine no longer
+    lists are flagged withdrawn — kept, with what uses them — never deleted; one that comes
+    back is unflagged.
+    """
+    engine = engine_for(workspace)
+    listed = engine_voices(engine, progress)
+    if progress is not None:
+        progress(85, f"Saving {len(listed)} voices")
+    now = timezone.now()
+    result = SyncResult()
+    with transaction.atomic():
+        known = {
+            row.voice_id: row
+            for row in LibraryVoice.objects.select_for_update().filter(
+                workspace=workspace, engine=engine.name
+            )
+        }
+        seen: set[str] = set()
+        new_rows, changed = [], []
+        for voice in listed:
+            if voice.voice_id in seen:
+                continue
+            seen.add(voice.voice_id)
+            values = _fields_of(voice)
+            row = known.get(voice.voice_id)
+            if row is None:
+                new_rows.append(
+                    LibraryVoice(
+                        workspace=workspace,
+                        engine=engine.name,
+                        voice_id=voice.voice_id,
+                        synced_at=now,
+                        **values,
+                    )
+                )
+                continue
+            if row.withdrawn_at is not None:
+                row.withdrawn_at = None
+                result.returned += 1
+            for name, value in values.items():
+                setattr(row, name, value)
+            row.synced_at = now
+            changed.append(row)
+        LibraryVoice.objects.bulk_create(new_rows, batch_size=500)
+        LibraryVoice.objects.bulk_update(
+            changed, [*SYNCED_FIELDS, "synced_at", "withdrawn_at"], batch_size=500
+        )
+        gone = [row for vid, row in known.items() if vid not in seen and row.withdrawn_at is None]
+        for row in gone:
+            row.withdrawn_at = now
+        LibraryVoice.objects.bulk_update(gone, ["withdrawn_at"], batch_size=500)
+        facets_refresh(workspace)
+    result.added, result.updated = len(new_rows), len(changed)
+    result.withdrawn = sorted(row.name for row in gone)
+    if progress is not None:
+        progress(100, f"{result.added} added, {result.updated} updated, "
+                      f"{len(result.withdrawn)} withdrawn")  # fmt: skip
+    return result
+
+
+def library_sync_run(*, job: Job, progress) -> dict:
+    """Job runner of ``voices_sync``."""
+    progress(2, "Asking the engine for its voices")
+    return library_sync(workspace=job.workspace, progress=progress).as_dict()
+
+
+# --- Finding voices -----------------------------------------------------------------------
+
+
+@dataclass
+class LibraryFilters:
+    q: str = ""
+    gender: str = ""
+    age: str = ""
+    accent: str = ""
+    language: str = ""
+    use_case: str = ""
+    descriptive: str = ""
+    category: str = ""
+    engine: str = ""
+    approval: str = ""
+    tag: int | None = None
+    collection: int | None = None
+    favourites: bool = False
+    withdrawn: bool = False  # include withdrawn voices
+    sort: str = "name"
+
+    @classmethod
+    def from_query(cls, data) -> "LibraryFilters":
+        """From a request's GET: unknown or malformed values are ignored, never an error."""
+
+        def text(name, most=100):
+            return (data.get(name) or "").strip()[:most]
+
+        def number(name):
+            raw = text(name)
+            return int(raw) if raw.isdigit() and len(raw) < 12 else None
+
+        sort = text("sort")
+        approval = text("approval")
+        return cls(
+            q=text("q", 200),
+            **{label: text(label) for label in LABELS},
+            category=text("category"),
+            engine=text("engine"),
+            approval=approval if approval in Approval.values else "",
+            tag=number("tag"),
+            collection=number("collection"),
+            favourites=data.get("favourites") in ("1", "on", "true"),
+            withdrawn=data.get("withdrawn") in ("1", "on", "true"),
+            sort=sort if sort in SORTS else "name",
+        )
+
+    def as_query(self) -> dict:
+        """The non-default filters, for links that keep them (pages, sorting)."""
+        out = {}
+        for name, value in self.__dict__.items():
+            if name == "sort":
+                if value != "name":
+                    out[name] = value
+            elif value is True:
+                out[name] = "1"
+            elif value not in ("", None, False):
+                out[name] = value
+        return out
+
+
+def library_voices(*, workspace, user, filters: LibraryFilters):
+    """The workspace's voices matching ``filters``, sorted, each with ``is_favourite``."""
+    voices = LibraryVoice.objects.filter(workspace=workspace)
+    if not filters.withdrawn:
+        voices = voices.filter(withdrawn_at__isnull=True)
+    if filters.q:
+        voices = voices.filter(
+            Q(name__icontains=filters.q)
+            | Q(description__icontains=filters.q)
+            | Q(voice_id=filters.q)
+            | Q(descriptive__icontains=filters.q)
+        )
+    for label in LABELS:
+        value = getattr(filters, label)
+        if value:
+            voices = voices.filter(**{f"{label}__iexact": value})
+    for name in ("category", "engine", "approval"):
+        value = getattr(filters, name)
+        if value:
+            voices = voices.filter(**{name: value})
+    if filters.tag is not None:
+        voices = voices.filter(tags__id=filters.tag)
+    if filters.collection is not None:
+        voices = voices.filter(collections__id=filters.collection)
+    favourite = Favourite.objects.filter(user=user, voice=OuterRef("pk"))
+    voices = voices.annotate(is_favourite=Exists(favourite))
+    if filters.favourites:
+        voices = voices.filter(is_favourite=True)
+    order = SORTS[filters.sort]
+    if filters.sort == "recent":
+        voices = voices.order_by(F("last_used_at").desc(nulls_last=True), *order[1:])
+    else:
+        voices = voices.order_by(*order)
+    return voices
+
+
+FACETS = (*LABELS, "category", "engine")
+
+
+def _facet_values(workspace):
+    """``(facet, value)`` for every distinct value of each label, category and engine: one
+    query (a UNION of per-column DISTINCTs, a few dozen rows however many voices)."""
+    voices = LibraryVoice.objects.filter(workspace=workspace)
+    parts = [
+        voices.annotate(facet=Value(name, output_field=CharField()), value=F(name))
+        .values_list("facet", "value")
+        .distinct()
+        .order_by()
+        for name in FACETS
+    ]
+    return parts[0].union(*parts[1:], all=True)
+
+
+def facets_compute(workspace) -> dict[str, list[str]]:
+    """Each facet's values, one entry per value whatever its case (the filters ignore case:
+    "British" and "british" are one accent), sorted."""
+    found: dict[str, dict[str, str]] = {name: {} for name in FACETS}
+    for name, value in _facet_values(workspace):
+        if value:
+            seen = found[name].setdefault(value.lower(), value)
+            found[name][value.lower()] = min(seen, value)
+    return {name: [values[k] for k in sorted(values)] for name, values in found.items()}
+
+
+def facets_refresh(workspace) -> dict[str, list[str]]:
+    values = facets_compute(workspace)
+    LibraryFacets.objects.update_or_create(workspace=workspace, defaults={"values": values})
+    return values
+
+
+def library_facets(workspace) -> dict[str, list[str]]:
+    """The stored facets (one query), rebuilt when a change dropped them."""
+    row = LibraryFacets.objects.filter(workspace=workspace).first()
+    if row is None:
+        return facets_refresh(workspace)
+    return {name: list(row.values.get(name, [])) for name in FACETS}
+
+
+def facets_drop(*, sender=None, instance=None, **_signal) -> None:
+    """A voice changed: its workspace's facets are worked out again on the next view."""
+    LibraryFacets.objects.filter(workspace_id=instance.workspace_id).delete()
+
+
+@dataclass
+class LibraryPage:
+    page: Page
+    filters: LibraryFilters
+    facets: dict[str, list[str]]
+    tags: list[Tag]
+    collections: list[Collection]
+    engines: list[str]
+
+
+def library_page(*, workspace, user, filters: LibraryFilters, page_number) -> LibraryPage:
+    """One page of the library with what its filter menus offer, in a fixed number of queries.
+
+    Count, page (with favourites), the page's tags (a prefetch), the stored label values on
+    offer, the workspace's tags and its collections: six, whatever the filters and however many
+    voices (five when the page is empty).
+    """
+    voices = library_voices(workspace=workspace, user=user, filters=filters).prefetch_related(
+        "tags"
+    )
+    page = Paginator(voices, PAGE_SIZE).get_page(page_number)
+    for voice in page.object_list:  # evaluated here (with its prefetch), not in the template
+        voice.tag_list = list(voice.tags.all())
+        voice.label_text = " · ".join(v for k, v in voice.labels.items() if v and k in LABELS)
+    ordered = library_facets(workspace)
+    engines = ordered.pop("engine", [])
+    return LibraryPage(
+        page=page,
+        filters=filters,
+        facets=ordered,
+        tags=list(Tag.objects.filter(workspace=workspace)),
+        collections=list(Collection.objects.filter(workspace=workspace)),
+        engines=engines,
+    )
+
+
+# --- Curation -----------------------------------------------------------------------------
+
+
+def favourite_toggle(*, voice: LibraryVoice, user) -> bool:
+    """Star or unstar ``voice`` for ``user``; True when it is a favourite now."""
+    deleted, _ = Favourite.objects.filter(voice=voice, user=user).delete()
+    if deleted:
+        return False
+    Favourite.objects.get_or_create(voice=voice, user=user)
+    return True
+
+
+def tag_add(*, voice: LibraryVoice, name: str) -> Tag:
+    name = " ".join(name.split())[:50]
+    if not name:
+        raise ActionRefused("A tag needs a name.")
+    tag, _ = Tag.objects.get_or_create(workspace=voice.workspace, name=name)
+    voice.tags.add(tag)
+    return tag
