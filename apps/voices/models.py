@@ -179,3 +179,21 @@ class VoiceNote(models.Model):
 
     def __str__(self):
         return self.text[:60]
+
+
+class VoiceChange(models.Model):
+    """One line of a voice's change history: proposals, reviews, tags, collections, notes."""
+
+    voice = models.ForeignKey(LibraryVoice, on_delete=models.CASCADE, related_name="changes")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=40)
+    detail = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return f"{self.action}: {self.detail}"[:80]

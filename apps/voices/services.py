@@ -22,6 +22,8 @@ from .models import (
     LibraryFacets,
     LibraryVoice,
     Tag,
+    VoiceChange,
+    VoiceNote,
     VoiceSource,
 )
 
@@ -359,10 +361,102 @@ def favourite_toggle(*, voice: LibraryVoice, user) -> bool:
     return True
 
 
-def tag_add(*, voice: LibraryVoice, name: str) -> Tag:
-    name = " ".join(name.split())[:50]
+def _changed(voice: LibraryVoice, actor, action: str, detail: str = "") -> None:
+    VoiceChange.objects.create(voice=voice, actor=actor, action=action, detail=detail[:500])
+
+
+def _clean_name(name: str, most: int, what: str) -> str:
+    name = " ".join((name or "").split())
     if not name:
-        raise ActionRefused("A tag needs a name.")
-    tag, _ = Tag.objects.get_or_create(workspace=voice.workspace, name=name)
-    voice.tags.add(tag)
+        raise ActionRefused(f"A {what} needs a name.")
+    if len(name) > most:
+        raise ActionRefused(f"A {what} name has at most {most} characters.")
+    return name
+
+
+@transaction.atomic
+def tag_add(*, voice: LibraryVoice, name: str, actor=None) -> Tag:
+    tag, _ = Tag.objects.get_or_create(workspace=voice.workspace, name=_clean_name(name, 50, "tag"))
+    if not voice.tags.filter(pk=tag.pk).exists():
+        voice.tags.add(tag)
+        _changed(voice, actor, "tagged", tag.name)
     return tag
+
+
+@transaction.atomic
+def tag_remove(*, voice: LibraryVoice, tag: Tag, actor=None) -> None:
+    if voice.tags.filter(pk=tag.pk).exists():
+        voice.tags.remove(tag)
+        _changed(voice, actor, "untagged", tag.name)
+
+
+@transaction.atomic
+def collection_add(*, voice: LibraryVoice, name: str, actor=None) -> Collection:
+    collection, _ = Collection.objects.get_or_create(
+        workspace=voice.workspace,
+        name=_clean_name(name, 100, "collection"),
+        defaults={"created_by": actor},
+    )
+    if not voice.collections.filter(pk=collection.pk).exists():
+        voice.collections.add(collection)
+        _changed(voice, actor, "added to collection", collection.name)
+    return collection
+
+
+@transaction.atomic
+def collection_remove(*, voice: LibraryVoice, collection: Collection, actor=None) -> None:
+    if voice.collections.filter(pk=collection.pk).exists():
+        voice.collections.remove(collection)
+        _changed(voice, actor, "removed from collection", collection.name)
+
+
+NOTE_MAX = 2000
+
+
+@transaction.atomic
+def note_add(*, voice: LibraryVoice, author, text: str) -> VoiceNote:
+    text = (text or "").strip()
+    if not text:
+        raise ActionRefused("A note needs some text.")
+    if len(text) > NOTE_MAX:
+        raise ActionRefused(f"A note has at most {NOTE_MAX} characters (this one has {len(text)}).")
+    note = VoiceNote.objects.create(voice=voice, author=author, text=text)
+    _changed(voice, author, "noted", text[:80])
+    return note
+
+
+def _locked(voice: LibraryVoice) -> LibraryVoice:
+    return LibraryVoice.objects.select_for_update().get(pk=voice.pk)
+
+
+@transaction.atomic
+def voice_propose(*, voice: LibraryVoice, actor) -> LibraryVoice:
+    """A member proposes the voice for production; a manager then reviews it."""
+    voice = _locked(voice)
+    if voice.withdrawn:
+        raise ActionRefused("This voice was withdrawn by the engine: it cannot be proposed.")
+    if voice.approval == Approval.PROPOSED:
+        raise ActionRefused("This voice is already waiting for a manager's review.")
+    if voice.approval == Approval.APPROVED:
+        raise ActionRefused("This voice is already approved for production.")
+    voice.approval, voice.approval_reason = Approval.PROPOSED, ""
+    voice.approval_by, voice.approval_at = actor, timezone.now()
+    voice.save(update_fields=["approval", "approval_reason", "approval_by", "approval_at"])
+    _changed(voice, actor, "proposed for production")
+    return voice
+
+
+@transaction.atomic
+def voice_review(*, voice: LibraryVoice, actor, approve: bool, reason: str = "") -> LibraryVoice:
+    """A manager approves a proposed voice, or rejects it with a reason."""
+    voice = _locked(voice)
+    reason = " ".join((reason or "").split())[:500]
+    if voice.approval != Approval.PROPOSED:
+        raise ActionRefused("Only a proposed voice can be reviewed; propose it first.")
+    if not approve and not reason:
+        raise ActionRefused("Say why the voice is rejected: the member who proposed it reads it.")
+    voice.approval = Approval.APPROVED if approve else Approval.REJECTED
+    voice.approval_reason, voice.approval_by, voice.approval_at = reason, actor, timezone.now()
+    voice.save(update_fields=["approval", "approval_reason", "approval_by", "approval_at"])
+    _changed(voice, actor, "approved" if approve else "rejected", reason)
+    return voice

@@ -10,9 +10,10 @@ from django.views.decorators.http import require_GET, require_POST
 from apps.jobs.services import job_start
 from apps.workspaces.access import get_scoped, workspace_view
 from apps.workspaces.models import Role
+from apps.workspaces.services import ActionRefused
 
 from . import services
-from .models import Approval, LibraryVoice
+from .models import Approval, Collection, LibraryVoice, Tag
 
 
 @workspace_view()
@@ -79,3 +80,132 @@ def favourite(request, pk: int):
     back = request.POST.get("next", "")
     target = reverse("voices:library") + (f"?{back}" if back and "//" not in back else "")
     return HttpResponseRedirect(target, status=303)
+
+
+# --- One voice ----------------------------------------------------------------------------
+
+
+def _voice(request, pk: int) -> LibraryVoice:
+    return get_scoped(request, LibraryVoice, pk=pk)
+
+
+def _detail(request, voice: LibraryVoice, *, error: str = "", status: int = 200):
+    context = {
+        "voice": voice,
+        "is_favourite": voice.favourites.filter(user=request.user).exists(),
+        "tags": list(voice.tags.all()),
+        "collections": list(voice.collections.all()),
+        "notes": list(voice.notes.select_related("author")[:50]),
+        "changes": list(voice.changes.select_related("actor")[:50]),
+        "error": error,
+        "note_max": services.NOTE_MAX,
+    }
+    return render(request, "voices/detail.html", context, status=status)
+
+
+@workspace_view()
+@require_GET
+def voice_detail(request, pk: int):
+    """Everything about one voice: labels, preview, tags, collections, notes, approval, history."""
+    return _detail(request, _voice(request, pk))
+
+
+def _act(request, pk: int, action, done: str):
+    """Run ``action(voice)``; a refusal is shown on the page (400), success redirects back."""
+    voice = _voice(request, pk)
+    try:
+        action(voice)
+    except ActionRefused as exc:
+        return _detail(request, voice, error=str(exc), status=400)
+    messages.success(request, done)
+    return HttpResponseRedirect(reverse("voices:detail", args=[voice.pk]), status=303)
+
+
+@workspace_view(Role.MEMBER)
+@require_POST
+def voice_propose(request, pk: int):
+    return _act(
+        request,
+        pk,
+        lambda voice: services.voice_propose(voice=voice, actor=request.user),
+        "Proposed for production: a manager will review it.",
+    )
+
+
+@workspace_view(Role.MANAGER)
+@require_POST
+def voice_review(request, pk: int):
+    approve = request.POST.get("decision") == "approve"
+    return _act(
+        request,
+        pk,
+        lambda voice: services.voice_review(
+            voice=voice, actor=request.user, approve=approve, reason=request.POST.get("reason", "")
+        ),
+        "Approved for production." if approve else "Rejected; the reason is on the voice.",
+    )
+
+
+@workspace_view(Role.MEMBER)
+@require_POST
+def note_add(request, pk: int):
+    return _act(
+        request,
+        pk,
+        lambda voice: services.note_add(
+            voice=voice, author=request.user, text=request.POST.get("text", "")
+        ),
+        "Note added.",
+    )
+
+
+@workspace_view(Role.MANAGER)
+@require_POST
+def tag_add(request, pk: int):
+    return _act(
+        request,
+        pk,
+        lambda voice: services.tag_add(
+            voice=voice, name=request.POST.get("name", ""), actor=request.user
+        ),
+        "Tag added.",
+    )
+
+
+@workspace_view(Role.MANAGER)
+@require_POST
+def tag_remove(request, pk: int, tag_pk: int):
+    tag = get_scoped(request, Tag, pk=tag_pk)
+    return _act(
+        request,
+        pk,
+        lambda voice: services.tag_remove(voice=voice, tag=tag, actor=request.user),
+        f"Tag {tag.name} removed.",
+    )
+
+
+@workspace_view(Role.MANAGER)
+@require_POST
+def collection_add(request, pk: int):
+    return _act(
+        request,
+        pk,
+        lambda voice: services.collection_add(
+            voice=voice, name=request.POST.get("name", ""), actor=request.user
+        ),
+        "Added to the collection.",
+    )
+
+
+@workspace_view(Role.MANAGER)
+@require_POST
+def collection_remove(request, pk: int, collection_pk: int):
+    collection = get_scoped(request, Collection, pk=collection_pk)
+    return _act(
+        request,
+        pk,
+        lambda voice: services.collection_remove(
+            voice=voice, collection=collection, actor=request.user
+        ),
+        f"Removed from {collection.name}.",
+    )
