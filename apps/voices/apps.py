@@ -9,8 +9,13 @@ class VoicesConfig(AppConfig):
     def ready(self):
         from django.db.models.signals import post_delete, post_save
 
+        from apps.gateway.models import ApiVoice
+
         from .models import LibraryVoice
-        from .services import facets_drop
+        from .services import api_voice_deleted, api_voice_kept, facets_drop
 
         post_save.connect(facets_drop, sender=LibraryVoice, dispatch_uid="voices-facets-save")
         post_delete.connect(facets_drop, sender=LibraryVoice, dispatch_uid="voices-facets-del")
+        # Voices made through /v1 join the library as they are made; deleted, withdrawn.
+        post_save.connect(api_voice_kept, sender=ApiVoice, dispatch_uid="voices-api-kept")
+        post_delete.connect(api_voice_deleted, sender=ApiVoice, dispatch_uid="voices-api-gone")

@@ -67,6 +67,47 @@ def _fields_of(voice: Voice) -> dict:
     return row
 
 
+def workspace_made_voices(workspace, engine) -> list[Voice]:
+    """Voices made through ``/v1`` that the engine keeps no list of (the local engine's
+    designs and clones live as the workspace's ``ApiVoice`` rows): part of what it offers."""
+    from apps.gateway.models import ApiVoice
+    from apps.gateway.services import ENGINES_LISTING_API_VOICES
+    from apps.gateway.services_media import voice_of_row
+
+    if engine.name not in ENGINES_LISTING_API_VOICES:
+        return []
+    rows = ApiVoice.objects.filter(workspace=workspace, engine=engine.name).order_by("pk")
+    return [voice_of_row(row, record=None) for row in rows if row.recipe is not None]
+
+
+def api_voice_kept(*, sender=None, instance=None, **_signal) -> None:
+    """A voice made or edited through ``/v1`` is in the library at once (no sync needed)."""
+    voice = Voice(
+        voice_id=instance.voice_id,
+        name=instance.name,
+        category=instance.category or "generated",
+        labels=dict(instance.labels or {}),
+        description=instance.description or None,
+    )
+    values = _fields_of(voice)
+    LibraryVoice.objects.update_or_create(
+        workspace_id=instance.workspace_id,
+        engine=instance.engine,
+        voice_id=instance.voice_id,
+        defaults={**values, "withdrawn_at": None, "synced_at": timezone.now()},
+    )
+
+
+def api_voice_deleted(*, sender=None, instance=None, **_signal) -> None:
+    """Deleted through ``/v1``: flagged withdrawn in the library, never silently deleted."""
+    LibraryVoice.objects.filter(
+        workspace_id=instance.workspace_id,
+        engine=instance.engine,
+        voice_id=instance.voice_id,
+        withdrawn_at__isnull=True,
+    ).update(withdrawn_at=timezone.now())
+
+
 def engine_voices(engine, progress=None) -> list[Voice]:
     """Every voice the engine lists, page after page (``progress(percent, message)``)."""
     voices: list[Voice] = []
@@ -108,7 +149,7 @@ def library_sync(*, workspace, progress=None) -> SyncResult:
     back is unflagged.
     """
     engine = engine_for(workspace)
-    listed = engine_voices(engine, progress)
+    listed = engine_voices(engine, progress) + workspace_made_voices(workspace, engine)
     if progress is not None:
         progress(85, f"Saving {len(listed)} voices")
     now = timezone.now()
