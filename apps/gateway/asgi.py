@@ -121,10 +121,12 @@ class ApiASGIHandler(ASGIHandler):
 
 def lean_match(scope):
     """The URL match of a request for a ``lean`` API view, else ``None``."""
-    if scope.get("type") != "http":
+    path = scope.get("path", "")
+    # Only the streaming speech views are lean: other calls skip the URL resolution here.
+    if scope.get("type") != "http" or "/stream" not in path:
         return None
     try:
-        match = get_resolver().resolve(scope.get("path", ""))
+        match = get_resolver().resolve(path)
     except Resolver404:
         return None
     return match if getattr(match.func, "lean_asgi", False) else None

@@ -349,8 +349,11 @@ def library_facets(workspace) -> dict[str, list[str]]:
     return {name: list(row.values.get(name, [])) for name in FACETS}
 
 
-def facets_drop(*, sender=None, instance=None, **_signal) -> None:
-    """A voice changed: its workspace's facets are worked out again on the next view."""
+def facets_drop(*, sender=None, instance=None, update_fields=None, **_signal) -> None:
+    """A voice was added, deleted or had a facet changed: its workspace's facets are worked
+    out again on the next view. (Saving only other fields, such as an approval, keeps them.)"""
+    if update_fields is not None and not set(update_fields) & set(FACETS):
+        return
     LibraryFacets.objects.filter(workspace_id=instance.workspace_id).delete()
 
 
@@ -415,20 +418,24 @@ def _clean_name(name: str, most: int, what: str) -> str:
     return name
 
 
+def _membership(voice, relation, item, *, add: bool, actor, action: str) -> None:
+    """Put ``item`` in (or take it out of) one of the voice's sets, noting a real change."""
+    manager = getattr(voice, relation)
+    if manager.filter(pk=item.pk).exists() != add:
+        (manager.add if add else manager.remove)(item)
+        _changed(voice, actor, action, item.name)
+
+
 @transaction.atomic
 def tag_add(*, voice: LibraryVoice, name: str, actor=None) -> Tag:
     tag, _ = Tag.objects.get_or_create(workspace=voice.workspace, name=_clean_name(name, 50, "tag"))
-    if not voice.tags.filter(pk=tag.pk).exists():
-        voice.tags.add(tag)
-        _changed(voice, actor, "tagged", tag.name)
+    _membership(voice, "tags", tag, add=True, actor=actor, action="tagged")
     return tag
 
 
 @transaction.atomic
 def tag_remove(*, voice: LibraryVoice, tag: Tag, actor=None) -> None:
-    if voice.tags.filter(pk=tag.pk).exists():
-        voice.tags.remove(tag)
-        _changed(voice, actor, "untagged", tag.name)
+    _membership(voice, "tags", tag, add=False, actor=actor, action="untagged")
 
 
 @transaction.atomic
@@ -438,17 +445,15 @@ def collection_add(*, voice: LibraryVoice, name: str, actor=None) -> Collection:
         name=_clean_name(name, 100, "collection"),
         defaults={"created_by": actor},
     )
-    if not voice.collections.filter(pk=collection.pk).exists():
-        voice.collections.add(collection)
-        _changed(voice, actor, "added to collection", collection.name)
+    _membership(voice, "collections", collection, add=True, actor=actor,
+                action="added to collection")  # fmt: skip
     return collection
 
 
 @transaction.atomic
 def collection_remove(*, voice: LibraryVoice, collection: Collection, actor=None) -> None:
-    if voice.collections.filter(pk=collection.pk).exists():
-        voice.collections.remove(collection)
-        _changed(voice, actor, "removed from collection", collection.name)
+    _membership(voice, "collections", collection, add=False, actor=actor,
+                action="removed from collection")  # fmt: skip
 
 
 NOTE_MAX = 2000

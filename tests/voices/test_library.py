@@ -138,6 +138,8 @@ def test_the_page_costs_the_same_queries_whatever_the_filters(shelf, workspace, 
 def test_stored_facets_are_dropped_by_a_change_and_rebuilt(shelf, workspace, member):
     assert "spanish" not in services.library_facets(workspace)["accent"]
     assert LibraryFacets.objects.filter(workspace=workspace).exists()
+    services.voice_propose(voice=shelf["ada"], actor=member)  # saves no facet field
+    assert LibraryFacets.objects.filter(workspace=workspace).exists()
     make_voice(workspace, "v-new", "Nuevo", accent="spanish")
     assert not LibraryFacets.objects.filter(workspace=workspace).exists()
     assert "spanish" in services.library_facets(workspace)["accent"]
