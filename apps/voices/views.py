@@ -6,6 +6,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import push_url
 
 from apps.jobs.services import job_start
 from apps.workspaces.access import get_scoped, workspace_view
@@ -51,8 +52,15 @@ def library(request):
         ],
         "is_filtered": bool({k for k in filters.as_query() if k != "sort"}),
     }
-    template = "voices/library.html#results" if request.htmx else "voices/library.html"
-    return render(request, template, context)
+    if not request.htmx:
+        return render(request, "voices/library.html", context)
+    response = render(request, "voices/library.html#results", context)
+    # The address bar gets the filters in force only, not every empty menu of the form:
+    # a link someone can read and share.
+    query = filters.as_query()
+    if request.GET.get("page"):
+        query["page"] = request.GET["page"]
+    return push_url(response, reverse("voices:library") + (f"?{urlencode(query)}" if query else ""))
 
 
 @workspace_view(Role.MANAGER)

@@ -179,6 +179,15 @@ def test_htmx_gets_only_the_results_and_an_empty_state_when_nothing_matches(
     body = response.content.decode()
     assert response.status_code == 200 and "<html" not in body
     assert 'id="voice-results"' in body and "No voice matches these filters" in body
+    assert response["HX-Push-Url"] == "/voices/?q=zzz"  # only the filters in force
+
+
+def test_htmx_pushes_a_clean_address_with_the_page(shelf, client_as, member):
+    query = {"q": "", "gender": "female", "accent": "", "sort": "name", "page": "1"}
+    response = client_as(member, **HTMX).get(reverse("voices:library"), query)
+    assert response["HX-Push-Url"] == "/voices/?gender=female&page=1"
+    response = client_as(member, **HTMX).get(reverse("voices:library"), {"sort": "name"})
+    assert response["HX-Push-Url"] == "/voices/"
 
 
 def test_an_empty_library_says_how_to_fill_it(workspace, client_as, owner, member):
