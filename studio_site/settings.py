@@ -392,6 +392,9 @@ CHORUS_JOB_KINDS = {
     "dubbing": "apps.projects.services.dubbing_run",
     "voices_sync": "apps.voices.services.library_sync_run",
 }
+# What apps add to a workspace export: callables (workspace) -> [(path in the ZIP, data)],
+# data being JSON-able or bytes (a file).
+CHORUS_EXPORT_SECTIONS = ["apps.voices.services_usage.export_sections"]
 # /v1/music waits this long for its job, then answers 504 naming the job (it keeps running).
 # Below the official SDK's 240 s client timeout, so the caller hears why it waited.
 CHORUS_API_JOB_WAIT_SECONDS = env_float("CHORUS_API_JOB_WAIT_SECONDS", 180.0, minimum=0.1)
@@ -401,6 +404,12 @@ CHORUS_API_MAX_CONCURRENT = env_int("CHORUS_API_MAX_CONCURRENT", 10, minimum=0)
 # How long a process remembers a checked /v1 key (0: look it up on every call); changes made
 # in another process (a revocation, a removed member) take effect within this time.
 CHORUS_API_KEY_CACHE_SECONDS = env_int("CHORUS_API_KEY_CACHE_SECONDS", 5, minimum=0)
+
+# --- Voices -------------------------------------------------------------------------------
+
+# Cloning in the studio: the largest sample, and all samples of one clone together (MB).
+CHORUS_CLONE_SAMPLE_MAX_MB = env_int("CHORUS_CLONE_SAMPLE_MAX_MB", 20, minimum=1)
+CHORUS_CLONE_TOTAL_MAX_MB = env_int("CHORUS_CLONE_TOTAL_MAX_MB", 100, minimum=1)
 
 # --- Misc -------------------------------------------------------------------------------
 

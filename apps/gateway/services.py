@@ -412,8 +412,31 @@ def _speech_request(speech: SpeechInput, *, streaming: bool) -> tuple[TTSRequest
     return request, fmt
 
 
+@dataclass(frozen=True)
+class StudioCaller:
+    """A member working in the studio, standing where these services take an API key.
+
+    The voice pages (design, clone, try-it) run the same services as ``/v1``; with this
+    caller they are metered as the member's own calls (source ui, no key cap) and say what
+    each call was for (``purpose``: a voice, a design, a clone).
+    """
+
+    workspace: object
+    user: object
+    purpose: tuple[str, str] | None = None
+    pk = None  # no API key
+    monthly_cap = None
+    usage_source = UsageSource.UI
+
+
+def usage_source(caller) -> str:
+    """Where a call comes from: ``api`` for a key, ``ui`` for a ``StudioCaller``."""
+    return getattr(caller, "usage_source", UsageSource.API)
+
+
 def api_meter(api_key: ApiKey, engine, *, capability: str, model_id: str, units, voice_id=""):
-    """``metered`` for a call of ``api_key``: its member, its cap, source api.
+    """``metered`` for a call of ``api_key``: its member, its cap, source api (or the
+    studio member of a ``StudioCaller``, with its purpose).
 
     No idempotency key is passed: each API call is new, and a caller-given key would cost
     the reservation a lookup of its own.
@@ -425,10 +448,11 @@ def api_meter(api_key: ApiKey, engine, *, capability: str, model_id: str, units,
         engine=engine.name,
         model_id=model_id or "",
         units=units,
-        source=UsageSource.API,
+        source=usage_source(api_key),
         voice_id=voice_id or "",
         api_key_id=api_key.pk,
         api_key_cap=api_key.monthly_cap,
+        purpose=getattr(api_key, "purpose", None),
     )
 
 
@@ -486,7 +510,7 @@ def api_speech(*, api_key: ApiKey, speech: SpeechInput, with_timestamps: bool = 
                         audio=result.audio,
                         content_type=result.content_type or fmt.content_type,
                         recipe=speech_recipe(request, streamed=False),
-                        source=UsageSource.API,
+                        source=usage_source(api_key),
                         api_key_id=api_key.pk,
                         model_id=request.model_id,
                         voice_id=request.voice_id,

@@ -13,7 +13,6 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from apps.billing.models import UsageSource
 from apps.billing.rates import units_for
 from apps.billing.services import BudgetExceeded, rate_for
 from apps.engines import audio
@@ -42,6 +41,7 @@ from .services import (
     api_voice,
     engine_errors_as_api,
     key_engine,
+    usage_source,
 )
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ def api_sound(*, api_key: ApiKey, request: SoundRequest) -> Clip:
                     audio=result.audio,
                     content_type=result.content_type or fmt.content_type,
                     recipe=recipe,
-                    source=UsageSource.API,
+                    source=usage_source(api_key),
                     api_key_id=api_key.pk,
                     model_id=request.model_id,
                     text=request.text,
@@ -300,7 +300,7 @@ def api_voice_design(*, api_key: ApiKey, design: DesignInput) -> Design:
                         audio=preview.audio,
                         content_type=preview.media_type or fmt.content_type,
                         recipe=recipe,
-                        source=UsageSource.API,
+                        source=usage_source(api_key),
                         api_key_id=api_key.pk,
                         model_id=request.model_id,
                         voice_id=preview.generated_voice_id,
@@ -703,17 +703,25 @@ def speech_voice_apply(*, workspace, engine, request: TTSRequest, given: dict | 
     """Fill a TTS request from what the workspace stored for its voice.
 
     - A voice made through the API on the local engine: its recipe (the engine keeps none).
+    - A clone whose consent expired (``voices.services_clone``): refused with 403.
     - Stored settings: the base that the call's own ``voice_settings`` fields override.
     """
-    if engine.name == "local" and request.voice_recipe is None:
-        recipe = (
-            ApiVoice.objects.filter(
-                workspace=workspace, voice_id=request.voice_id, engine=engine.name
+    made = (
+        ApiVoice.objects.filter(workspace=workspace, voice_id=request.voice_id, engine=engine.name)
+        .values_list("recipe", "category")
+        .first()
+    )
+    if made is not None:
+        recipe, category = made
+        if category == "cloned":
+            from apps.voices.services_clone import consent_refusal
+
+            why = consent_refusal(
+                workspace_id=workspace.pk, engine=engine.name, voice_id=request.voice_id
             )
-            .values_list("recipe", flat=True)
-            .first()
-        )
-        if recipe:
+            if why:
+                raise ApiRefused(403, "voice_consent_expired", why, param="voice_id")
+        if engine.name == "local" and request.voice_recipe is None and recipe:
             request.voice_recipe = recipe
     record = VoiceSettingsRecord.objects.filter(
         workspace=workspace, voice_id=request.voice_id

@@ -55,7 +55,7 @@ def history_list(request):
 def history_audio(request, pk: int):
     """The clip's audio, seekable (HTTP Range); ``?download=1`` saves it instead."""
     generation = _get_generation(request, pk)
-    return _audio_response(request, generation, download=request.GET.get("download") == "1")
+    return audio_response(request, generation, download=request.GET.get("download") == "1")
 
 
 @workspace_view(Role.MEMBER)
@@ -77,7 +77,7 @@ def history_delete(request, pk: int):
     return HttpResponseRedirect(reverse("history:list") + query, status=303)
 
 
-def _audio_response(request, generation: Generation, *, download: bool):
+def audio_response(request, generation: Generation, *, download: bool):
     """The file whole (200) or the one byte range asked for (206), as players seek."""
     storage, name = generation.file.storage, generation.file.name
     if not name or not storage.exists(name):

@@ -10,12 +10,16 @@ class VoicesConfig(AppConfig):
         from django.db.models.signals import post_delete, post_save
 
         from apps.gateway.models import ApiVoice
+        from apps.history.models import Generation
 
         from .models import LibraryVoice
         from .services import api_voice_deleted, api_voice_kept, facets_drop
+        from .services_usage import generation_counted
 
         post_save.connect(facets_drop, sender=LibraryVoice, dispatch_uid="voices-facets-save")
         post_delete.connect(facets_drop, sender=LibraryVoice, dispatch_uid="voices-facets-del")
         # Voices made through /v1 join the library as they are made; deleted, withdrawn.
         post_save.connect(api_voice_kept, sender=ApiVoice, dispatch_uid="voices-api-kept")
         post_delete.connect(api_voice_deleted, sender=ApiVoice, dispatch_uid="voices-api-gone")
+        # Each clip made with a voice is a use of it (the library's most/recently used).
+        post_save.connect(generation_counted, sender=Generation, dispatch_uid="voices-used")

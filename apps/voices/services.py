@@ -59,8 +59,11 @@ def _fields_of(voice: Voice) -> dict:
         "source": _source_of(voice),
         "labels": labels,
         "description": voice.description or "",
-        "preview_url": (voice.preview_url or "")[:500],
     }
+    # An engine that gives no preview (the local engine's designs) keeps the one the studio
+    # set (the saved design preview).
+    if voice.preview_url:
+        row["preview_url"] = voice.preview_url[:500]
     limits = {"gender": 40, "age": 40, "accent": 60, "language": 40, "use_case": 60}
     for label in LABELS:
         row[label] = labels.get(label, "")[: limits.get(label, 60)]
@@ -357,6 +360,23 @@ def facets_drop(*, sender=None, instance=None, update_fields=None, **_signal) ->
     LibraryFacets.objects.filter(workspace_id=instance.workspace_id).delete()
 
 
+class _LibraryPaginator(Paginator):
+    """Reads a page's voices by their ids, the ids found first (in the same query).
+
+    To reach page 200 the database skips 4,776 voices in order: sorting whole rows for that
+    can spill to disk; sorting ids and names (or reading them off an index) does not.
+    """
+
+    def page(self, number):
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        ids = self.object_list.values("pk")[bottom:top]
+        return self._get_page(self.object_list.filter(pk__in=ids), number, self)
+
+
 @dataclass
 class LibraryPage:
     page: Page
@@ -370,16 +390,26 @@ class LibraryPage:
 def library_page(*, workspace, user, filters: LibraryFilters, page_number) -> LibraryPage:
     """One page of the library with what its filter menus offer, in a fixed number of queries.
 
-    Count, page (with favourites), the page's tags (a prefetch), the stored label values on
-    offer, the workspace's tags and its collections: six, whatever the filters and however many
-    voices (five when the page is empty).
+    Count, page (with favourites), the page's tag links, the stored label values on offer, the
+    workspace's tags and its collections: six, whatever the filters and however many voices
+    (five when the page is empty).
     """
-    voices = library_voices(workspace=workspace, user=user, filters=filters).prefetch_related(
-        "tags"
-    )
-    page = Paginator(voices, PAGE_SIZE).get_page(page_number)
-    for voice in page.object_list:  # evaluated here (with its prefetch), not in the template
-        voice.tag_list = list(voice.tags.all())
+    voices = library_voices(workspace=workspace, user=user, filters=filters)
+    page = _LibraryPaginator(voices, PAGE_SIZE).get_page(page_number)
+    tags = list(Tag.objects.filter(workspace=workspace))
+    # The cards' tags are the workspace's (already read for the menu): only the links are read,
+    # not the tags again for each page as a prefetch would (same order: the tags' names).
+    position = {tag.pk: (index, tag) for index, tag in enumerate(tags)}
+    tagged: dict[int, list[tuple[int, Tag]]] = {}
+    if page.object_list:
+        links = LibraryVoice.tags.through.objects.filter(
+            libraryvoice_id__in=[voice.pk for voice in page.object_list]
+        ).values_list("libraryvoice_id", "tag_id")
+        for voice_id, tag_id in links:
+            if tag_id in position:
+                tagged.setdefault(voice_id, []).append(position[tag_id])
+    for voice in page.object_list:  # evaluated here, not in the template
+        voice.tag_list = [tag for _, tag in sorted(tagged.get(voice.pk, ()))]
         voice.label_text = " · ".join(v for k, v in voice.labels.items() if v and k in LABELS)
     ordered = library_facets(workspace)
     engines = ordered.pop("engine", [])
@@ -387,7 +417,7 @@ def library_page(*, workspace, user, filters: LibraryFilters, page_number) -> Li
         page=page,
         filters=filters,
         facets=ordered,
-        tags=list(Tag.objects.filter(workspace=workspace)),
+        tags=tags,
         collections=list(Collection.objects.filter(workspace=workspace)),
         engines=engines,
     )

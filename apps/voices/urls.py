@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, views_clone, views_design
 
 app_name = "voices"
 
@@ -20,4 +20,23 @@ urlpatterns = [
         views.collection_remove,
         name="collection_remove",
     ),
+    path("<int:pk>/try/", views_clone.try_voice, name="try"),
+    path("<int:pk>/try/estimate/", views_clone.try_estimate, name="try_estimate"),
+    # Voice Design
+    path("design/", views_design.design_new, name="design_new"),
+    path("designs/", views_design.design_history, name="designs"),
+    path("designs/compare/", views_design.design_compare, name="design_compare"),
+    path("designs/<int:pk>/", views_design.design_detail, name="design"),
+    path("designs/<int:pk>/reproduce/", views_design.design_reproduce, name="design_reproduce"),
+    path("designs/<int:pk>/save/", views_design.design_save, name="design_save"),
+    path("designs/<int:pk>/vote/", views_design.vote_open, name="vote_open"),
+    path("votes/<int:pk>/", views_design.vote_detail, name="vote"),
+    path("votes/<int:pk>/option/<int:option>/", views_design.vote_listen, name="vote_listen"),
+    path("votes/<int:pk>/ballot/", views_design.vote_cast, name="vote_cast"),
+    path("votes/<int:pk>/close/", views_design.vote_close, name="vote_close"),
+    # Cloning and consent
+    path("clone/", views_clone.clone_new, name="clone"),
+    path("consents/", views_clone.consent_register, name="consents"),
+    path("consents/<int:pk>/renew/", views_clone.consent_renew, name="consent_renew"),
+    path("policy/", views_clone.policy, name="policy"),
 ]

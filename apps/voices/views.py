@@ -10,7 +10,7 @@ from django_htmx.http import push_url
 
 from apps.jobs.services import job_start
 from apps.workspaces.access import get_scoped, workspace_view
-from apps.workspaces.models import Role
+from apps.workspaces.models import ROLE_RANK, Role
 from apps.workspaces.services import ActionRefused
 
 from . import services
@@ -97,9 +97,35 @@ def _voice(request, pk: int) -> LibraryVoice:
     return get_scoped(request, LibraryVoice, pk=pk)
 
 
-def _detail(request, voice: LibraryVoice, *, error: str = "", status: int = 200):
+def _detail(
+    request, voice: LibraryVoice, *, error: str = "", status: int = 200, try_text: str = ""
+):
+    from apps.history.models import Generation
+
+    from . import services_usage
+    from .models import VoiceConsent
+
+    clip = None
+    if request.GET.get("clip", "").isdigit():
+        clip = Generation.objects.filter(
+            workspace=request.workspace, pk=int(request.GET["clip"]), voice_id=voice.voice_id
+        ).first()
+    text = try_text or ""
     context = {
         "voice": voice,
+        "can_create": ROLE_RANK[Role(request.membership.role)] >= ROLE_RANK[Role.MEMBER],
+        "usage": services_usage.voice_usage(voice),
+        "consent": VoiceConsent.objects.filter(
+            workspace=request.workspace, engine=voice.engine, voice_id=voice.voice_id
+        ).first(),
+        "design": voice.design,
+        "try_text": text,
+        "try_max": services_usage.TRY_MAX,
+        "estimate": services_usage.try_estimate(
+            voice=voice, user=request.user, characters=len(text.strip())
+        ),
+        "characters": len(text.strip()),
+        "clip": clip,
         "is_favourite": voice.favourites.filter(user=request.user).exists(),
         "tags": list(voice.tags.all()),
         "collections": list(voice.collections.all()),

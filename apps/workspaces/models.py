@@ -95,6 +95,8 @@ class Workspace(models.Model):
     name = models.CharField(max_length=100)
     slug = models.SlugField(max_length=60, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Final renders may use only voices a manager approved (``voices.services.voice_render_check``).
+    require_approved_voices = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["name"]

@@ -19,6 +19,7 @@ from django.core.files.storage import default_storage
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.module_loading import import_string
 from django.utils.text import slugify
 from django.views.decorators.debug import sensitive_variables
 
@@ -515,10 +516,15 @@ def workspace_export_run(*, job, progress) -> dict:
     workspace = job.workspace
     progress(5, "Collecting workspace data")
     sections = workspace_export_sections(workspace)
+    for provider in settings.CHORUS_EXPORT_SECTIONS:
+        sections.extend(import_string(provider)(workspace))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for index, (name, data) in enumerate(sections, start=1):
-            archive.writestr(name, json.dumps(data, indent=2, ensure_ascii=False))
+            if isinstance(data, bytes):  # a file (audio), as it is
+                archive.writestr(name, data)
+            else:
+                archive.writestr(name, json.dumps(data, indent=2, ensure_ascii=False))
             progress(10 + int(80 * index / len(sections)), f"Wrote {name}")
         archive.writestr(
             "README.txt",

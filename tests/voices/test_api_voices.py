@@ -53,3 +53,44 @@ def test_a_clone_made_through_v1_is_in_the_library_kept_by_a_sync_and_withdrawn_
     row.refresh_from_db()
     assert row.withdrawn_at is not None  # kept, flagged
     assert "Zoë ✨" not in client_as(viewer).get(reverse("voices:library")).text
+
+
+# --- Voices made in the studio, through the official SDK -------------------------------------
+
+
+@pytest.fixture
+def live_media(live_env, tmp_path, settings):
+    """The server and the tests keep generated files in the same, temporary place."""
+    live_env["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
+    return live_env
+
+
+@pytest.mark.slow
+def test_a_voice_designed_in_the_studio_is_listed_and_speaks_through_the_sdk(
+    live_media, daphne_server, workspace, member
+):
+    import io
+
+    import av
+    from elevenlabs.client import ElevenLabs
+
+    from apps.voices import services_design
+    from tests.voices.test_design import recipe
+
+    design = services_design.design_generate(workspace=workspace, user=member, recipe=recipe())
+    voice = services_design.design_save(design=design, preview=0, user=member, name="Studio Made")
+    sdk = ElevenLabs(
+        base_url=daphne_server.url,
+        api_key=gateway.api_key_create(workspace=workspace, user=member, name="SDK").raw,
+    )
+    listed = sdk.voices.search(search="Studio Made").voices
+    assert [(v.voice_id, v.name, v.category) for v in listed] == [
+        (voice.voice_id, "Studio Made", "generated")
+    ]
+    audio = b"".join(sdk.text_to_speech.convert(voice.voice_id, text=SENTENCE))
+    with av.open(io.BytesIO(audio)) as container:
+        stream = container.streams.audio[0]
+        seconds = (
+            sum(f.samples for f in container.decode(stream)) / stream.codec_context.sample_rate
+        )
+    assert seconds > 1.0

@@ -1,0 +1,96 @@
+// Voice pages: live character counters on the design form, and recording clone samples in
+// the browser (added to the samples file input, so the form posts them like uploads).
+(function () {
+  "use strict";
+
+  function updateCounter(counter) {
+    const field = document.getElementById(counter.dataset.counterFor);
+    if (!field) return;
+    const length = field.value.trim().length;
+    const min = Number(counter.dataset.min), max = Number(counter.dataset.max);
+    counter.textContent = length + "/" + max + (length < min ? " (at least " + min + ")" : "");
+    counter.classList.toggle("error", length > 0 && (length < min || length > max));
+  }
+
+  function bindCounters(root) {
+    root.querySelectorAll("[data-counter-for]").forEach((counter) => {
+      const field = document.getElementById(counter.dataset.counterFor);
+      if (!field || field.dataset.counted) return;
+      field.dataset.counted = "1";
+      field.addEventListener("input", () => updateCounter(counter));
+      updateCounter(counter);
+    });
+    const auto = root.querySelector("#id_auto_generate_text");
+    const text = root.querySelector("#id_text");
+    if (auto && text && !auto.dataset.bound) {
+      auto.dataset.bound = "1";
+      const sync = () => { text.disabled = auto.checked; };
+      auto.addEventListener("change", sync);
+      sync();
+    }
+  }
+
+  function listSamples(input, list) {
+    list.textContent = "";
+    Array.from(input.files).forEach((file) => {
+      const item = document.createElement("li");
+      item.textContent = file.name + " · " + (file.size / 1048576).toFixed(2) + " MB";
+      list.appendChild(item);
+    });
+  }
+
+  function bindRecorder(box) {
+    if (!navigator.mediaDevices || !window.MediaRecorder || !window.DataTransfer) return;
+    const input = document.getElementById(box.dataset.target);
+    const start = box.querySelector("[data-record-start]");
+    const stop = box.querySelector("[data-record-stop]");
+    const status = box.querySelector("[data-record-status]");
+    const list = box.parentElement.querySelector("[data-sample-list]");
+    let recorder = null, chunks = [], started = 0, count = 0, timer = null;
+    box.hidden = false;
+    input.addEventListener("change", () => listSamples(input, list));
+    start.addEventListener("click", async () => {
+      try {
+        const stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+        recorder = new MediaRecorder(stream);
+      } catch (err) {
+        status.textContent = "The microphone is not available: " + err.message;
+        return;
+      }
+      chunks = [];
+      recorder.ondataavailable = (e) => { if (e.data.size) chunks.push(e.data); };
+      recorder.onstop = () => {
+        recorder.stream.getTracks().forEach((t) => t.stop());
+        clearInterval(timer);
+        const type = recorder.mimeType || "audio/webm";
+        count += 1;
+        const file = new File(chunks, "recording-" + count + ".webm", { type: type });
+        const transfer = new DataTransfer();
+        Array.from(input.files).forEach((f) => transfer.items.add(f));
+        transfer.items.add(file);
+        input.files = transfer.files;
+        listSamples(input, list);
+        status.textContent = "Recording " + count + " added (" + ((Date.now() - started) / 1000).toFixed(1) + " s).";
+        start.disabled = false;
+        stop.disabled = true;
+      };
+      recorder.start(250);
+      started = Date.now();
+      start.disabled = true;
+      stop.disabled = false;
+      stop.focus();
+      timer = setInterval(() => {
+        status.textContent = "Recording… " + ((Date.now() - started) / 1000).toFixed(0) + " s";
+      }, 500);
+    });
+    stop.addEventListener("click", () => { if (recorder && recorder.state !== "inactive") recorder.stop(); });
+  }
+
+  function init(root) {
+    bindCounters(root);
+    root.querySelectorAll("[data-recorder]").forEach(bindRecorder);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => init(document));
+  document.addEventListener("htmx:load", (e) => bindCounters(e.detail.elt.ownerDocument || document));
+})();
