@@ -78,13 +78,23 @@ def history_delete(request, pk: int):
 
 
 def audio_response(request, generation: Generation, *, download: bool):
-    """The file whole (200) or the one byte range asked for (206), as players seek."""
-    storage, name = generation.file.storage, generation.file.name
-    if not name or not storage.exists(name):
-        raise Http404("This clip's audio file is missing.")
-    size = storage.size(name)
+    """The clip's file whole (200) or the one byte range asked for (206), as players seek."""
     extension = services.EXTENSIONS.get(generation.content_type.split(";")[0], "bin")
-    filename = f"{generation.kind}-{generation.history_item_id}.{extension}"
+    return stored_audio_response(
+        request,
+        storage=generation.file.storage,
+        name=generation.file.name,
+        content_type=generation.content_type,
+        filename=f"{generation.kind}-{generation.history_item_id}.{extension}",
+        download=download,
+    )
+
+
+def stored_audio_response(request, *, storage, name, content_type, filename, download=False):
+    """A stored audio file whole (200) or the one byte range asked for (206)."""
+    if not name or not storage.exists(name):
+        raise Http404("This audio file is missing.")
+    size = storage.size(name)
     match = _RANGE.match(request.headers.get("Range", "").strip())
     if match and (match.group(1) or match.group(2)) and size:
         first, last = match.groups()
@@ -99,12 +109,12 @@ def audio_response(request, generation: Generation, *, download: bool):
         with storage.open(name, "rb") as handle:
             handle.seek(start)
             chunk = handle.read(end - start + 1)
-        response = HttpResponse(chunk, status=206, content_type=generation.content_type)
+        response = HttpResponse(chunk, status=206, content_type=content_type)
         response["Content-Range"] = f"bytes {start}-{end}/{size}"
     else:
         response = FileResponse(
             storage.open(name, "rb"),
-            content_type=generation.content_type,
+            content_type=content_type,
             as_attachment=download,
             filename=filename,
         )

@@ -154,6 +154,17 @@ class LibraryVoice(models.Model):
     def withdrawn(self) -> bool:
         return self.withdrawn_at is not None
 
+    @property
+    def design_letter(self) -> str:
+        """The preview (A, B, C…) of its design it was saved from."""
+        if self.design_preview is None:
+            return ""
+        return (
+            "ABCDEFGH"[self.design_preview]
+            if self.design_preview < 8
+            else str(self.design_preview + 1)
+        )
+
 
 class LibraryFacets(models.Model):
     """The values the library's filter menus offer (each label, category, engine), stored.
@@ -352,6 +363,11 @@ class VoiceConsent(models.Model):
 
     def __str__(self):
         return f"consent of {self.speaker_name} for {self.voice_id}"
+
+    @property
+    def allowed_use_labels(self) -> list[str]:
+        labels = dict(ConsentUse.choices)
+        return [labels.get(use, use) for use in self.allowed_uses or []]
 
     @property
     def expired(self) -> bool:

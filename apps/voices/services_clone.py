@@ -15,7 +15,9 @@ from datetime import datetime
 
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.engines import audio
@@ -43,8 +45,16 @@ class SamplesRefused(ActionRefused):
 
 @dataclass(frozen=True)
 class Upload:
+    """An uploaded file; ``size`` is what the client sent (``data`` is left empty for a
+    file over the per-file limit, so an oversized upload is never read into memory)."""
+
     filename: str
     data: bytes
+    size: int | None = None
+
+    @property
+    def length(self) -> int:
+        return self.size if self.size is not None else len(self.data)
 
 
 @dataclass
@@ -70,11 +80,11 @@ def _checked_audio(upload: Upload, *, what: str) -> tuple[float, str | None]:
     if _ext(upload.filename) not in SAMPLE_TYPES:
         kinds = ", ".join(t.lstrip(".") for t in SAMPLE_TYPES)
         return 0.0, f"{what} must be one of {kinds}."
-    if not upload.data:
+    if not upload.length:
         return 0.0, "the file is empty."
-    if len(upload.data) > _mb("CHORUS_CLONE_SAMPLE_MAX_MB"):
+    if upload.length > _mb("CHORUS_CLONE_SAMPLE_MAX_MB"):
         return 0.0, (
-            f"the file is {len(upload.data) / 1048576:.1f} MB; the most is "
+            f"the file is {upload.length / 1048576:.1f} MB; the most is "
             f"{settings.CHORUS_CLONE_SAMPLE_MAX_MB} MB per file."
         )
     try:
@@ -93,7 +103,7 @@ def samples_check(uploads: list[Upload]) -> list[dict]:
         raise ActionRefused("Add at least one sample (upload a file or record one).")
     if len(uploads) > MAX_SAMPLES:
         raise ActionRefused(f"Use at most {MAX_SAMPLES} samples (you added {len(uploads)}).")
-    total = sum(len(u.data) for u in uploads)
+    total = sum(u.length for u in uploads)
     if total > _mb("CHORUS_CLONE_TOTAL_MAX_MB"):
         raise ActionRefused(
             f"The samples add up to {total / 1048576:.1f} MB; the most is "
@@ -106,7 +116,7 @@ def samples_check(uploads: list[Upload]) -> list[dict]:
         if why:
             problems.append((name, why))
         else:
-            described.append({"filename": name, "bytes": len(upload.data), "seconds": seconds})
+            described.append({"filename": name, "bytes": upload.length, "seconds": seconds})
     if problems:
         raise SamplesRefused(problems)
     return described
@@ -203,7 +213,16 @@ def clone_create(
         if consent.recording is not None:
             base = os.path.basename(consent.recording.filename) or "consent.webm"
             record.recording.save(base, ContentFile(consent.recording.data), save=False)
+        # The samples are kept with the consent: the voice page plays them.
+        for index, (sample, upload) in enumerate(zip(described, uploads, strict=True)):
+            sample["path"] = default_storage.save(
+                f"consent/samples/{uid}/{index + 1}{_ext(upload.filename)}",
+                ContentFile(upload.data),
+            )
         record.save()
+        if not library_voice.preview_url:  # the library card plays the first sample
+            library_voice.preview_url = reverse("voices:clone_sample", args=[record.pk, 1])
+            library_voice.save(update_fields=["preview_url"])
         VoiceChange.objects.create(
             voice=library_voice,
             actor=user,
@@ -253,6 +272,13 @@ def consent_renew(*, consent: VoiceConsent, user, expires_at: datetime, statemen
     return consent
 
 
+def clones_without_consent(*, workspace):
+    """Cloned voices with no consent record (made through ``/v1``, or upstream)."""
+    return LibraryVoice.objects.filter(
+        workspace=workspace, category="cloned", consents__isnull=True
+    ).order_by("name", "pk")
+
+
 def consent_register(*, workspace):
     """Every clone's consent in the workspace, expired first, then by expiry."""
     return (
@@ -260,3 +286,23 @@ def consent_register(*, workspace):
         .select_related("created_by", "library_voice")
         .order_by("expires_at", "pk")
     )
+
+
+SAMPLE_TYPES_MIME = {
+    ".mp3": "audio/mpeg",
+    ".wav": "audio/wav",
+    ".m4a": "audio/mp4",
+    ".ogg": "audio/ogg",
+    ".webm": "audio/webm",
+    ".flac": "audio/flac",
+}
+
+
+def sample_file(consent: VoiceConsent, number: int) -> tuple[str, str, str]:
+    """Sample ``number`` (1-based) of a clone: its storage name, content type and filename."""
+    samples = consent.samples or []
+    if not 1 <= number <= len(samples) or not samples[number - 1].get("path"):
+        raise ActionRefused("This clone has no such sample.")
+    sample = samples[number - 1]
+    content_type = SAMPLE_TYPES_MIME.get(_ext(sample["path"]), "application/octet-stream")
+    return sample["path"], content_type, sample.get("filename") or os.path.basename(sample["path"])

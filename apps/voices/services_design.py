@@ -9,6 +9,7 @@ leaves it empty, so every recipe names the seed it was made with and can be run 
 
 import hashlib
 import random
+import re
 import secrets
 import uuid
 from dataclasses import asdict, dataclass
@@ -26,7 +27,7 @@ from apps.gateway.services import ApiInvalid, ApiRefused, StudioCaller
 from apps.history.models import Generation
 from apps.workspaces.services import ActionRefused, engine_for
 
-from .models import DesignBallot, DesignVote, LibraryVoice, VoiceChange, VoiceDesign
+from .models import DesignBallot, DesignVote, LibraryVoice, Tag, VoiceChange, VoiceDesign
 from .services import tag_add
 
 DESCRIPTION_LENGTH = (20, 1000)
@@ -224,6 +225,11 @@ def design_previews(design: VoiceDesign) -> list[dict]:
     ]
 
 
+def open_vote(design: VoiceDesign) -> DesignVote | None:
+    """A blind vote still open on this design: its previews stay unnamed until it closes."""
+    return design.votes.filter(closed_at__isnull=True).first()
+
+
 def letter_of(index: int) -> str:
     return "ABCDEFGH"[index] if index < 8 else str(index + 1)
 
@@ -240,7 +246,7 @@ def designs_search(*, workspace, query: str = ""):
             | Q(created_by__email__icontains=query)
             | Q(created_by__name__icontains=query)
         )
-        if query.isdigit():
+        if re.fullmatch(r"[0-9]{1,18}", query):
             match |= Q(seed=int(query)) | Q(pk=int(query))
         designs = designs.filter(match)
     return designs.annotate(remix_count=Count("remixes", distinct=True)).order_by(
@@ -282,6 +288,7 @@ def design_save(
     description: str = "",
     labels: dict[str, str] | None = None,
     tags: list[str] | None = None,
+    can_manage_tags: bool = False,
 ) -> LibraryVoice:
     """Make preview ``preview`` of ``design`` a voice of the workspace: in the library, in
     ``/v1/voices`` and usable by its id in TTS. Not metered (the preview was paid for)."""
@@ -299,6 +306,15 @@ def design_save(
     if not low <= len(description) <= high:
         raise ActionRefused(f"The voice description must be {low} to {high} characters.")
     labels = {k: v.strip()[:60] for k, v in (labels or {}).items() if v and v.strip()}
+    tags = [t.strip() for t in tags or [] if t.strip()]
+    if tags and not can_manage_tags:
+        known = set(Tag.objects.filter(workspace=design.workspace).values_list("name", flat=True))
+        unknown = [t for t in tags if t not in known]
+        if unknown:
+            raise ActionRefused(
+                f"Only managers create tags; {', '.join(unknown)} "
+                f"{'is' if len(unknown) == 1 else 'are'} not a tag of the team yet."
+            )
     caller = StudioCaller(workspace=design.workspace, user=user)
     try:
         voice = api_voice_design_save(
@@ -327,9 +343,8 @@ def design_save(
         action="designed",
         detail=f"Saved from design #{design.pk}, preview {letter_of(preview)} (seed {design.seed})",
     )
-    for tag in tags or []:
-        if tag.strip():
-            tag_add(voice=library_voice, name=tag, actor=user)
+    for tag in tags:
+        tag_add(voice=library_voice, name=tag, actor=user)
     return library_voice
 
 
@@ -368,11 +383,18 @@ def vote_preview_at(vote: DesignVote, user, slot: int) -> int:
 
 def vote_cast(*, vote: DesignVote, user, slot: int) -> DesignBallot:
     """Record (or change) a voter's pick while the vote is open."""
-    if not vote.is_open:
-        raise ActionRefused("This vote has closed.")
     preview = vote_preview_at(vote, user, slot)
     try:
         with transaction.atomic():
+            # Under the vote's lock: a ballot never lands after the vote closed.
+            closed = (
+                DesignVote.objects.select_for_update()
+                .filter(pk=vote.pk)
+                .values_list("closed_at", flat=True)
+                .first()
+            )
+            if closed is not None:
+                raise ActionRefused("This vote has closed.")
             ballot, _ = DesignBallot.objects.update_or_create(
                 vote=vote, voter=user, defaults={"preview": preview}
             )
@@ -386,8 +408,16 @@ def vote_close(*, vote: DesignVote, user, can_manage: bool) -> DesignVote:
         raise ActionRefused("This vote is already closed.")
     if vote.opened_by_id != user.pk and not can_manage:
         raise ActionRefused("Only whoever opened the vote, or a manager, can close it.")
-    vote.closed_at = timezone.now()
-    vote.save(update_fields=["closed_at"])
+    with transaction.atomic():
+        now = timezone.now()
+        closed = (
+            DesignVote.objects.select_for_update()
+            .filter(pk=vote.pk, closed_at__isnull=True)
+            .update(closed_at=now)
+        )
+    if not closed:
+        raise ActionRefused("This vote is already closed.")
+    vote.closed_at = now
     return vote
 
 

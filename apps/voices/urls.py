@@ -38,5 +38,6 @@ urlpatterns = [
     path("clone/", views_clone.clone_new, name="clone"),
     path("consents/", views_clone.consent_register, name="consents"),
     path("consents/<int:pk>/renew/", views_clone.consent_renew, name="consent_renew"),
+    path("consents/<int:pk>/samples/<int:number>/", views_clone.clone_sample, name="clone_sample"),
     path("policy/", views_clone.policy, name="policy"),
 ]

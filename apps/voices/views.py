@@ -1,5 +1,7 @@
 """The voice library page: every voice the team can use, filtered in the URL, and curated."""
 
+import re
+
 from django.contrib import messages
 from django.http import HttpResponseRedirect
 from django.shortcuts import render
@@ -106,7 +108,7 @@ def _detail(
     from .models import VoiceConsent
 
     clip = None
-    if request.GET.get("clip", "").isdigit():
+    if re.fullmatch(r"[0-9]{1,18}", request.GET.get("clip", "")):
         clip = Generation.objects.filter(
             workspace=request.workspace, pk=int(request.GET["clip"]), voice_id=voice.voice_id
         ).first()

@@ -53,7 +53,19 @@ def _end_of(day) -> datetime | None:
 
 
 def _uploads(files) -> list[Upload]:
-    return [Upload(filename=f.name or "", data=f.read()) for f in files]
+    """The uploads; none is read into memory past the per-file limit, nor when all of them
+    together are over the total limit (the checks then refuse them by their sizes)."""
+    per_file = settings.CHORUS_CLONE_SAMPLE_MAX_MB * 1024 * 1024
+    total = settings.CHORUS_CLONE_TOTAL_MAX_MB * 1024 * 1024
+    too_much = sum(f.size for f in files) > total
+    return [
+        Upload(
+            filename=f.name or "",
+            data=b"" if too_much or f.size > per_file else f.read(),
+            size=f.size,
+        )
+        for f in files
+    ]
 
 
 def _clone_page(request, form, *, error="", problems=None, status=200):
@@ -119,6 +131,7 @@ def _register_page(request, *, status: int = 200):
             "consents": consents,
             "expired": sum(1 for c in consents if c.expired),
             "require_approved": request.workspace.require_approved_voices,
+            "unrecorded": clone_services.clones_without_consent(workspace=request.workspace),
         },
         status=status,
     )
@@ -197,6 +210,8 @@ def try_voice(request, pk: int):
     try:
         clip = usage_services.voice_try(voice=voice, user=request.user, text=text)
     except ActionRefused as exc:
+        if request.htmx:  # only the try-it result area is redrawn
+            return render(request, "voices/detail.html#tried", {"try_error": str(exc)}, status=400)
         return _detail(request, voice, error=str(exc), status=400, try_text=text)
     if request.htmx:
         return render(request, "voices/detail.html#tried", {"clip": clip, "voice": voice})
@@ -205,4 +220,23 @@ def try_voice(request, pk: int):
     )
     return HttpResponseRedirect(
         reverse("voices:detail", args=[voice.pk]) + f"?clip={clip.pk}", status=303
+    )
+
+
+@workspace_view()
+@require_GET
+def clone_sample(request, pk: int, number: int):
+    """A cloned voice's sample ``number``, seekable (the voice page plays them)."""
+    from django.core.files.storage import default_storage
+    from django.http import Http404
+
+    from apps.history.views import stored_audio_response
+
+    consent = get_scoped(request, VoiceConsent, pk=pk)
+    try:
+        name, content_type, filename = clone_services.sample_file(consent, number)
+    except ActionRefused as exc:
+        raise Http404(str(exc)) from exc
+    return stored_audio_response(
+        request, storage=default_storage, name=name, content_type=content_type, filename=filename
     )

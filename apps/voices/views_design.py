@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.history.models import Generation
-from apps.history.views import audio_response
+from apps.history.views import stored_audio_response
 from apps.workspaces.access import get_scoped, scoped, workspace_view
 from apps.workspaces.models import ROLE_RANK, Role
 from apps.workspaces.services import ActionRefused
@@ -140,6 +140,7 @@ def _design_context(request, design: VoiceDesign, **extra):
     ancestors, remixes = design_services.design_lineage(design)
     return {
         "design": design,
+        "open_vote": design_services.open_vote(design),
         "previews": design_services.design_previews(design),
         "ancestors": ancestors,
         "remixes": remixes,
@@ -211,6 +212,7 @@ def design_save(request, pk: int):
             description=request.POST.get("description", ""),
             labels=labels,
             tags=tags,
+            can_manage_tags=ROLE_RANK[Role(request.membership.role)] >= ROLE_RANK[Role.MANAGER],
         )
     except ActionRefused as exc:
         context = _design_context(request, design, error=str(exc), save_preview=preview)
@@ -307,7 +309,14 @@ def vote_listen(request, pk: int, option: int):
     ).first()
     if clip is None:
         raise Http404("This preview's audio was deleted.")
-    response = audio_response(request, clip, download=False)
+    extension = clip.file.name.rsplit(".", 1)[-1] if "." in clip.file.name else "bin"
+    response = stored_audio_response(  # a neutral file name: nothing names the preview
+        request,
+        storage=clip.file.storage,
+        name=clip.file.name,
+        content_type=clip.content_type,
+        filename=f"option-{option}.{extension}",
+    )
     response["Cache-Control"] = "private, no-store"
     return response
 

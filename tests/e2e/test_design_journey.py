@@ -6,7 +6,7 @@ clip plays on the page. Every audio element's source decodes and its clock advan
 import pytest
 
 from apps.billing.models import UsageEvent
-from apps.voices.models import LibraryVoice, VoiceDesign
+from apps.voices.models import LibraryVoice, Tag, VoiceDesign
 from apps.workspaces.models import Role
 from tests.e2e.conftest import sign_in
 from tests.factories import add_member, make_user, make_workspace
@@ -37,6 +37,7 @@ def test_design_generate_play_save_find_and_try(browser, daphne_server):
     workspace = make_workspace("Harbour tours", owner=owner)
     member = make_user("max@example.com", name="Max Member")
     add_member(workspace, member, Role.MEMBER)
+    Tag.objects.create(workspace=workspace, name="tours")  # a manager made it; members attach
 
     page = browser.new_context(base_url=daphne_server.url).new_page()
     sign_in(page, member.email)

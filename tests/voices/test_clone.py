@@ -247,3 +247,37 @@ def test_the_samples_check_reports_every_bad_file_at_once():
             [good, services_clone.Upload("b.ogg", b""), services_clone.Upload("c.exe", b"MZ")]
         )
     assert [name for name, _ in caught.value.problems] == ["b.ogg", "c.exe"]
+
+
+def test_the_samples_play_on_the_voice_page_and_in_the_library(client_as, member, viewer, outsider):
+    first = spoken(SENTENCE)
+    client_as(member).post(reverse("voices:clone"), clone_form(samples=[wav(data=first), mp3()]))
+    consent = VoiceConsent.objects.get()
+    voice = consent.library_voice
+    one = reverse("voices:clone_sample", args=[consent.pk, 1])
+    two = reverse("voices:clone_sample", args=[consent.pk, 2])
+    assert voice.preview_url == one  # the library card's preview
+    page = client_as(viewer).get(reverse("voices:detail", args=[voice.pk])).text
+    assert one in page and two in page
+    response = client_as(viewer).get(one)
+    assert response.status_code == 200 and response["Content-Type"] == "audio/wav"
+    assert b"".join(response.streaming_content) == first
+    ranged = client_as(viewer).get(two, HTTP_RANGE="bytes=0-99")
+    assert ranged.status_code == 206 and len(ranged.content) == 100
+    assert ranged["Content-Type"] == "audio/mpeg"
+    assert (
+        client_as(viewer).get(reverse("voices:clone_sample", args=[consent.pk, 3])).status_code
+        == 404
+    )
+    assert client_as(outsider).get(one).status_code == 404
+    library = client_as(viewer).get(reverse("voices:library")).text
+    assert one in library
+
+
+def test_the_register_lists_clones_made_without_a_consent_record(client_as, manager, workspace):
+    LibraryVoice.objects.create(
+        workspace=workspace, engine="local", voice_id="v-api", name="From the API",
+        category="cloned", source=VoiceSource.CLONED,
+    )  # fmt: skip
+    page = client_as(manager).get(reverse("voices:consents")).text
+    assert "Clones without a consent record" in page and "From the API" in page

@@ -248,6 +248,10 @@ def test_an_empty_history_says_how_to_start(client_as, member, viewer):
 def test_saving_a_preview_puts_the_voice_in_the_library_with_its_recipe(
     client_as, member, manager, workspace
 ):
+    from apps.voices.models import Tag
+
+    for name in ("narration", "warm"):  # the team's tags (members attach, managers create)
+        Tag.objects.create(workspace=workspace, name=name)
     design = services_design.design_generate(workspace=workspace, user=member, recipe=recipe())
     response = client_as(member).post(
         reverse("voices:design_save", args=[design.pk]),
@@ -373,3 +377,26 @@ def test_the_recipe_check_names_the_problem():
     with pytest.raises(ActionRefused, match="you wrote 5"):
         recipe(description="short").checked()
     assert recipe(auto_generate_text=True, text="ignored").checked().text == ""
+
+
+def test_members_attach_existing_tags_and_only_managers_create_new_ones(
+    client_as, member, manager, workspace
+):
+    from apps.voices.models import Tag
+
+    Tag.objects.create(workspace=workspace, name="narration")
+    design = services_design.design_generate(workspace=workspace, user=member, recipe=recipe())
+    url = reverse("voices:design_save", args=[design.pk])
+    refused = client_as(member).post(url, {"preview": "0", "name": "A", "tags": "narration, new"})
+    assert refused.status_code == 400 and "Only managers create tags; new is not" in refused.text
+    assert not LibraryVoice.objects.exists()
+    ok = client_as(member).post(url, {"preview": "0", "name": "A", "tags": "narration"})
+    assert ok.status_code == 303
+    assert list(LibraryVoice.objects.get().tags.values_list("name", flat=True)) == ["narration"]
+    ok = client_as(manager).post(url, {"preview": "1", "name": "B", "tags": "brand-new"})
+    assert ok.status_code == 303 and Tag.objects.filter(name="brand-new").exists()
+
+
+def test_a_search_for_non_ascii_digits_is_not_a_500(client_as, viewer):
+    response = client_as(viewer).get(reverse("voices:designs"), {"q": "²"})
+    assert response.status_code == 200 and "No design matches" in response.text

@@ -256,3 +256,14 @@ def test_the_wrong_method_is_a_405_and_anonymous_signs_in(
     assert anonymous.status_code in {302, 405}
     if anonymous.status_code == 302:
         assert anonymous["Location"].startswith(reverse("login"))
+
+
+def test_a_failed_try_with_htmx_redraws_only_the_result_area(client_as, member, voice):
+    response = client_as(member).post(reverse("voices:try", args=[voice.pk]), {"text": " "}, **HTMX)
+    assert response.status_code == 400
+    assert "Type something" in response.text and "<html" not in response.text
+
+
+def test_a_clip_id_of_non_ascii_digits_is_ignored(client_as, viewer, voice):
+    response = client_as(viewer).get(reverse("voices:detail", args=[voice.pk]), {"clip": "²"})
+    assert response.status_code == 200

@@ -183,3 +183,17 @@ def test_another_workspace_s_vote_is_a_404(client_as, vote, outsider):
     assert client.get(reverse("voices:vote_listen", args=[vote.pk, 1])).status_code == 404
     assert cast(client, vote, 1).status_code == 404
     assert client.post(reverse("voices:vote_close", args=[vote.pk])).status_code == 404
+
+
+def test_the_design_page_hides_the_previews_while_a_vote_is_open(
+    client_as, vote, design, member, manager
+):
+    page = client_as(member).get(reverse("voices:design", args=[design.pk])).text
+    assert "A blind vote is open" in page and "Preview A" not in page
+    for p in design.previews:
+        assert p["history_item_id"] not in page
+    listen = client_as(member).get(reverse("voices:vote_listen", args=[vote.pk, 1]))
+    assert 'filename="option-1.mp3"' in listen["Content-Disposition"]
+    close(client_as(manager), vote)
+    page = client_as(member).get(reverse("voices:design", args=[design.pk])).text
+    assert "Preview A" in page and "A blind vote is open" not in page
