@@ -424,6 +424,7 @@ class StudioCaller:
     workspace: object
     user: object
     purpose: tuple[str, str] | None = None
+    draft: bool = False  # a try-out, not a final render (the approved-voices rule spares it)
     pk = None  # no API key
     monthly_cap = None
     usage_source = UsageSource.UI
@@ -472,7 +473,11 @@ def _stored_voice_apply(api_key: ApiKey, engine, request: TTSRequest, speech: Sp
     from .services_media import speech_voice_apply  # services_media imports this module
 
     speech_voice_apply(
-        workspace=api_key.workspace, engine=engine, request=request, given=speech.voice_settings
+        workspace=api_key.workspace,
+        engine=engine,
+        request=request,
+        given=speech.voice_settings,
+        final=not getattr(api_key, "draft", False),
     )
 
 

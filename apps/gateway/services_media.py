@@ -699,11 +699,15 @@ def api_voice_settings_update(*, api_key: ApiKey, voice_id: str, values: dict) -
     return VoiceSettings(**merged)
 
 
-def speech_voice_apply(*, workspace, engine, request: TTSRequest, given: dict | None) -> None:
+def speech_voice_apply(
+    *, workspace, engine, request: TTSRequest, given: dict | None, final: bool = True
+) -> None:
     """Fill a TTS request from what the workspace stored for its voice.
 
     - A voice made through the API on the local engine: its recipe (the engine keeps none).
     - A clone whose consent expired (``voices.services_clone``): refused with 403.
+    - A final render (everything but the studio's try-outs) in a workspace that uses approved
+      voices only: refused with 403 unless a manager approved the voice.
     - Stored settings: the base that the call's own ``voice_settings`` fields override.
     """
     made = (
@@ -723,6 +727,14 @@ def speech_voice_apply(*, workspace, engine, request: TTSRequest, given: dict | 
                 raise ApiRefused(403, "voice_consent_expired", why, param="voice_id")
         if engine.name == "local" and request.voice_recipe is None and recipe:
             request.voice_recipe = recipe
+    if final and workspace.require_approved_voices:
+        from apps.voices.services_usage import voice_render_check
+        from apps.workspaces.services import ActionRefused
+
+        try:
+            voice_render_check(workspace=workspace, engine=engine.name, voice_id=request.voice_id)
+        except ActionRefused as exc:
+            raise ApiRefused(403, "voice_not_approved", str(exc), param="voice_id") from exc
     record = VoiceSettingsRecord.objects.filter(
         workspace=workspace, voice_id=request.voice_id
     ).first()

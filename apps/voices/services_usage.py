@@ -55,7 +55,9 @@ def voice_try(*, voice: LibraryVoice, user, text: str) -> Generation:
             f"This voice belongs to the {voice.engine} engine; the workspace now uses the "
             f"{engine.name} engine."
         )
-    caller = StudioCaller(workspace=voice.workspace, user=user, purpose=("voice", str(voice.pk)))
+    caller = StudioCaller(
+        workspace=voice.workspace, user=user, purpose=("voice", str(voice.pk)), draft=True
+    )
     try:
         speech = api_speech(
             api_key=caller,
@@ -128,7 +130,9 @@ def voice_render_check(*, workspace, engine: str, voice_id: str) -> None:
     """A final render may use this voice, or ``ActionRefused`` says why not.
 
     With the workspace's "approved voices only" setting, only voices a manager approved may be
-    used for final renders; an expired clone consent blocks every use.
+    used for final renders; an expired clone consent blocks every use. Every TTS call counts
+    as a final render (the ``/v1`` API's output is the member's deliverable) except the
+    studio's try-outs (the voice page's try-it box); ``gateway.speech_voice_apply`` calls this.
     """
     from .services_clone import consent_refusal
 

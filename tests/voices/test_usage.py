@@ -267,3 +267,34 @@ def test_a_failed_try_with_htmx_redraws_only_the_result_area(client_as, member, 
 def test_a_clip_id_of_non_ascii_digits_is_ignored(client_as, viewer, voice):
     response = client_as(viewer).get(reverse("voices:detail", args=[voice.pk]), {"clip": "²"})
     assert response.status_code == 200
+
+
+def test_with_approved_voices_only_v1_speech_needs_an_approved_voice_and_try_it_does_not(
+    client_as, manager, member, voice, workspace
+):
+    from django.test import Client
+
+    from apps.gateway import services as gateway
+
+    api = Client(HTTP_XI_API_KEY=gateway.api_key_create(workspace=workspace, user=member,
+                                                        name="t").raw)  # fmt: skip
+
+    def speak():
+        return api.post(
+            f"/v1/text-to-speech/{voice.voice_id}", data={"text": "Final take."},
+            content_type="application/json",
+        )  # fmt: skip
+
+    assert speak().status_code == 200  # the rule is off
+    client_as(manager).post(reverse("voices:policy"), {"require_approved_voices": "on"})
+    refused = speak()
+    assert refused.status_code == 403
+    assert refused.json()["detail"]["code"] == "voice_not_approved"
+    assert "only approved voices" in refused.json()["detail"]["message"]
+    # The voice page's try-it box is a try-out, not a final render.
+    tried = client_as(member).post(reverse("voices:try", args=[voice.pk]), {"text": "Test."})
+    assert tried.status_code == 303
+    services.voice_propose(voice=voice, actor=member)
+    services.voice_review(voice=voice, actor=manager, approve=True, reason="")
+    assert speak().status_code == 200
+    assert UsageEvent.objects.filter(capability="tts", status=UsageStatus.SETTLED).count() == 3
