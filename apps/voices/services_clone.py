@@ -122,6 +122,25 @@ def samples_check(uploads: list[Upload]) -> list[dict]:
     return described
 
 
+def clone_estimate(*, workspace, user):
+    """What a clone is reserved at (the rate is per clone or per second of samples; the
+    estimate assumes a minute of samples when it is per second)."""
+    from apps.billing.rates import units_for
+    from apps.billing.services import rate_for, usage_estimate
+    from apps.workspaces.services import engine_for
+
+    engine = engine_for(workspace)
+    unit = rate_for(workspace, "voice_clone", "", engine.name).unit
+    return usage_estimate(
+        workspace=workspace,
+        user=user,
+        capability="voice_clone",
+        engine=engine.name,
+        model_id="",
+        units=units_for(unit, seconds=60),
+    )
+
+
 def consent_check(consent: ConsentInput) -> ConsentInput:
     """The consent statement is complete, or ``ActionRefused`` says what is missing."""
     speaker = (consent.speaker_name or "").strip()

@@ -78,6 +78,7 @@ def _clone_page(request, form, *, error="", problems=None, status=200):
         "sample_max_mb": settings.CHORUS_CLONE_SAMPLE_MAX_MB,
         "total_max_mb": settings.CHORUS_CLONE_TOTAL_MAX_MB,
         "max_samples": clone_services.MAX_SAMPLES,
+        "estimate": clone_services.clone_estimate(workspace=request.workspace, user=request.user),
     }
     return render(request, "voices/clone.html", context, status=status)
 

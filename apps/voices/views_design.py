@@ -150,6 +150,9 @@ def _design_context(request, design: VoiceDesign, **extra):
         "labels": LABELS,
         "can_create": ROLE_RANK[Role(request.membership.role)] >= ROLE_RANK[Role.MEMBER],
         "others": scoped(request, VoiceDesign).exclude(pk=design.pk)[:20],
+        "estimate": design_services.design_estimate(
+            workspace=request.workspace, user=request.user, model_id=design.model_id
+        ),
         **extra,
     }
 

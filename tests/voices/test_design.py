@@ -355,6 +355,13 @@ def test_the_form_shows_the_estimate_before_generating(on_elevenlabs, client_as,
     page = client_as(member).get(reverse("voices:design_new")).text
     assert "Estimate: up to <strong>1000</strong> credits" in page
     assert "you have 5000 left" in page
+    design = VoiceDesign.objects.create(
+        workspace=on_elevenlabs, uid="x", engine="elevenlabs", description=DESCRIPTION, text=TEXT,
+        model_id="eleven_multilingual_ttv_v2", guidance_scale=5, loudness=0.5, seed=1,
+        request={}, previews=[],
+    )  # fmt: skip
+    page = client_as(member).get(reverse("voices:design", args=[design.pk])).text
+    assert "Reproduce: up to 1000 credits" in page
 
 
 def test_a_foreign_design_is_a_404_everywhere(client_as, owner, outsider, workspace):
