@@ -157,6 +157,12 @@ def _design_context(request, design: VoiceDesign, **extra):
     }
 
 
+def _design_refused(request, design: VoiceDesign, exc: ActionRefused, **extra):
+    """The design page again, with why the action was refused (400)."""
+    context = _design_context(request, design, error=str(exc), **extra)
+    return render(request, "voices/design.html", context, status=400)
+
+
 @workspace_view()
 @require_GET
 def design_detail(request, pk: int):
@@ -183,12 +189,7 @@ def design_reproduce(request, pk: int):
     try:
         again = design_services.design_reproduce(design=design, user=request.user)
     except ActionRefused as exc:
-        return render(
-            request,
-            "voices/design.html",
-            _design_context(request, design, error=str(exc)),
-            status=400,
-        )
+        return _design_refused(request, design, exc)
     if again.identical:
         messages.success(request, "Reproduced: the audio came out identical, byte for byte.")
     else:
@@ -218,8 +219,7 @@ def design_save(request, pk: int):
             can_manage_tags=ROLE_RANK[Role(request.membership.role)] >= ROLE_RANK[Role.MANAGER],
         )
     except ActionRefused as exc:
-        context = _design_context(request, design, error=str(exc), save_preview=preview)
-        return render(request, "voices/design.html", context, status=400)
+        return _design_refused(request, design, exc, save_preview=preview)
     messages.success(request, f"Saved “{voice.name}”: it is in the library and in /v1/voices.")
     return HttpResponseRedirect(reverse("voices:detail", args=[voice.pk]), status=303)
 
@@ -252,12 +252,7 @@ def vote_open(request, pk: int):
             design=design, user=request.user, question=request.POST.get("question", "")
         )
     except ActionRefused as exc:
-        return render(
-            request,
-            "voices/design.html",
-            _design_context(request, design, error=str(exc)),
-            status=400,
-        )
+        return _design_refused(request, design, exc)
     messages.success(request, "Vote opened: share this page with your team.")
     return HttpResponseRedirect(reverse("voices:vote", args=[vote.pk]), status=303)
 
