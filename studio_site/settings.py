@@ -175,6 +175,7 @@ INSTALLED_APPS = [
     "apps.gateway",
     "apps.history",
     "apps.voices",
+    "apps.transcripts",
     "apps.projects",
 ]
 
@@ -391,6 +392,7 @@ CHORUS_JOB_KINDS = {
     "music": "apps.projects.services.music_run",
     "dubbing": "apps.projects.services.dubbing_run",
     "voices_sync": "apps.voices.services.library_sync_run",
+    "transcribe": "apps.transcripts.services.transcribe_run",
 }
 # What apps add to a workspace export: callables (workspace) -> [(path in the ZIP, data)],
 # data being JSON-able or bytes (a file).
@@ -410,6 +412,8 @@ CHORUS_API_KEY_CACHE_SECONDS = env_int("CHORUS_API_KEY_CACHE_SECONDS", 5, minimu
 # Cloning in the studio: the largest sample, and all samples of one clone together (MB).
 CHORUS_CLONE_SAMPLE_MAX_MB = env_int("CHORUS_CLONE_SAMPLE_MAX_MB", 20, minimum=1)
 CHORUS_CLONE_TOTAL_MAX_MB = env_int("CHORUS_CLONE_TOTAL_MAX_MB", 100, minimum=1)
+# The largest recording (audio or video) the Transcripts page takes, in MB.
+CHORUS_TRANSCRIBE_MAX_MB = env_int("CHORUS_TRANSCRIBE_MAX_MB", 500, minimum=1)
 
 # --- Misc -------------------------------------------------------------------------------
 

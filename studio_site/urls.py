@@ -22,6 +22,7 @@ urlpatterns = [
     path("billing/", include("apps.billing.urls")),
     path("history/", include("apps.history.urls")),
     path("voices/", include("apps.voices.urls")),
+    path("transcripts/", include("apps.transcripts.urls")),
     path("admin/", admin.site.urls),
     path("settings/api-keys/", include("apps.gateway.urls")),
     path("", include("apps.workspaces.urls")),

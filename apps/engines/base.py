@@ -7,7 +7,7 @@ A capability an engine lacks raises ``NotSupported`` with a reason people can re
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,6 +286,9 @@ class STTRequest:
     temperature: float | None = None
     seed: int | None = None
     file_format: str = "other"  # or pcm_s16le_16
+    # Called with the share done (0..1) by engines that work in steps (the local engine
+    # transcribes long recordings in chunks); never sent anywhere.
+    progress: Callable[[float], None] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass

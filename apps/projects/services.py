@@ -91,7 +91,7 @@ def job_error(job: Job) -> dict | None:
 
 
 @contextmanager
-def _errors_recorded(job: Job):
+def errors_recorded(job: Job):
     """Keep the reason of a failure on the job row, and retry what is temporary upstream.
 
     ``jobs`` fails a job with the exception's text only; the API needs its kind (a budget is
@@ -187,7 +187,7 @@ class _JobMeter:
 
 
 @contextmanager
-def _job_metered(*, job: Job, key: str, purpose: tuple[str, str], **reserve):
+def job_metered(*, job: Job, key: str, purpose: tuple[str, str], **reserve):
     """``billing.metered`` for a job's billable call, exact across the job's retries.
 
     ``metered`` itself refunds only reservations it made in this run; a row taken over
@@ -300,9 +300,9 @@ def music_run(*, job: Job, progress) -> dict:
         model_id=params.get("model_id") or "music_v1",
     )
     progress(5, "Composing")
-    with _errors_recorded(job):
+    with errors_recorded(job):
         engine = engine_for(workspace)
-        with _job_metered(
+        with job_metered(
             job=job,
             key=music_ledger_key(job),
             purpose=("job", str(job.pk)),
@@ -526,9 +526,9 @@ def dubbing_run(*, job: Job, progress) -> dict:
         return {"dubbing_id": dubbing.dubbing_id, "history_item_id": dubbing.history_item_id}
     workspace = dubbing.workspace
     progress(5, "Reading the media")
-    with _errors_recorded(job):
+    with errors_recorded(job):
         engine = engine_for(workspace)
-        with _job_metered(
+        with job_metered(
             job=job,
             key=dubbing_ledger_key(dubbing),
             purpose=("dubbing", dubbing.dubbing_id),

@@ -520,16 +520,20 @@ def transcribe(request: STTRequest) -> Transcript:
     kind, language = choose_model(request.language_code)
     samples = _decode(request)
     duration = len(samples) / SAMPLE_RATE
-    result = recognise(
-        samples,
-        kind=kind,
-        language=language,
-        keyterms=keyterms,
-        tag_audio_events=request.tag_audio_events,
-        no_verbatim=request.no_verbatim,
-        temperature=request.temperature,
-        seed=request.seed,
-    )
+    options = {
+        "kind": kind,
+        "keyterms": keyterms,
+        "tag_audio_events": request.tag_audio_events,
+        "no_verbatim": request.no_verbatim,
+        "temperature": request.temperature,
+        "seed": request.seed,
+    }
+    if request.progress is not None and duration > CHUNK_SECONDS * 1.5:
+        result = _recognise_in_chunks(samples, language, request.progress, **options)
+    else:
+        result = recognise(samples, language=language, **options)
+        if request.progress is not None:
+            request.progress(1.0)
     words = result.words
     if request.diarize and words:
         labels = diarize(samples, words, num_speakers=request.num_speakers)
@@ -554,6 +558,57 @@ def transcribe(request: STTRequest) -> Transcript:
             model_id=request.model_id,
             latency_ms=round((time.monotonic() - started) * 1000, 1),
         ),
+    )
+
+
+CHUNK_SECONDS = 60.0  # long recordings are transcribed this much at a time (with progress)
+_CUT_SEARCH_SECONDS = 5.0  # a chunk ends at the quietest moment this close to its length
+
+
+def _quiet_cut(samples: np.ndarray, around: int) -> int:
+    """The quietest 100 ms within ``_CUT_SEARCH_SECONDS`` of ``around``: a cut there falls
+    between words, not through one."""
+    reach = int(_CUT_SEARCH_SECONDS * SAMPLE_RATE)
+    low, high = max(around - reach, 0), min(around + reach, len(samples))
+    window = int(0.1 * SAMPLE_RATE)
+    if high - low <= window:
+        return around
+    energy = np.convolve(samples[low:high] ** 2, np.ones(window, dtype=np.float32), "valid")
+    return low + int(np.argmin(energy)) + window // 2
+
+
+def _recognise_in_chunks(samples, language, progress, **options) -> Recognition:
+    """``recognise`` over chunks of about ``CHUNK_SECONDS`` cut at quiet moments, with the
+    share done after each; times are offset to the whole recording. The language found in
+    the first chunk is kept for the rest."""
+    size = int(CHUNK_SECONDS * SAMPLE_RATE)
+    bounds, start = [], 0
+    while len(samples) - start > size * 1.5:
+        cut = _quiet_cut(samples, start + size)
+        bounds.append((start, cut))
+        start = cut
+    bounds.append((start, len(samples)))
+    words: list[Word] = []
+    found = None
+    for index, (begin, end) in enumerate(bounds):
+        part = recognise(samples[begin:end], language=language, **options)
+        if found is None:
+            found = part
+            language = language or part.language_code
+        offset = begin / SAMPLE_RATE
+        for w in part.words:
+            words.append(
+                replace(
+                    w,
+                    start=None if w.start is None else round(w.start + offset, 3),
+                    end=None if w.end is None else round(w.end + offset, 3),
+                )
+            )
+        progress((index + 1) / len(bounds))
+    return Recognition(
+        words=words,
+        language_code=found.language_code,
+        language_probability=found.language_probability,
     )
 
 

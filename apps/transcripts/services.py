@@ -1,0 +1,378 @@
+"""Batch transcription: an upload becomes a ``Transcript`` and a job that transcribes it through
+the metered engine; then the team reads, edits and exports it.
+
+The upload is probed before anything is kept (a file that is not audio, or has no sound,
+is refused with a message and leaves nothing behind); its estimated seconds are reserved in
+the same transaction that creates the transcript and its job, so a spent budget refuses
+the upload whole. The job settles on the length the engine heard, in the same transaction
+that stores the words: a transcript is never kept unpaid, nor paid and lost.
+"""
+
+import contextlib
+import os
+import uuid
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.core.files.base import File
+from django.db import transaction
+from django.utils import timezone
+
+from apps.billing.models import UsageSource
+from apps.billing.rates import units_for
+from apps.billing.services import BudgetExceeded, meter_reserve, rate_for, usage_estimate
+from apps.engines import audio
+from apps.engines.base import InvalidRequest, STTRequest
+from apps.jobs.services import job_start
+from apps.projects.services import errors_recorded, job_metered
+from apps.workspaces.services import ActionRefused, engine_for
+
+from . import document
+from .models import Transcript, TranscriptStatus
+
+MEDIA_TYPES = (".mp3", ".wav", ".m4a", ".ogg", ".webm", ".flac", ".mp4", ".mov", ".mkv")
+MAX_KEYTERMS = 1000
+KEYTERM_MAX_CHARS = 50
+MODEL_ID = "scribe_v1"
+# Uploads up to this long are decoded whole before they are kept: a silent one is refused
+# then (longer ones are only probed; the job then finds no words in silence).
+SILENCE_CHECK_SECONDS = 600.0
+
+
+@dataclass
+class Options:
+    language_code: str | None = None  # None: detect
+    diarize: bool = False
+    num_speakers: int | None = None
+    keyterms: list[str] = field(default_factory=list)
+    tag_audio_events: bool = True
+    no_verbatim: bool = False  # remove filler words
+    detect_entities: bool = False
+    redact_pii: bool = False
+
+    def checked(self) -> "Options":
+        language = (self.language_code or "").strip().lower() or None
+        if language is not None and not (2 <= len(language) <= 3 and language.isalpha()):
+            raise ActionRefused("The language is a 2- or 3-letter code such as en, fr or deu.")
+        if self.num_speakers is not None and not 1 <= self.num_speakers <= 32:
+            raise ActionRefused("The number of speakers goes from 1 to 32.")
+        terms = [" ".join(t.split()) for t in self.keyterms if t and t.strip()]
+        if len(terms) > MAX_KEYTERMS:
+            raise ActionRefused(f"Use at most {MAX_KEYTERMS} key terms ({len(terms)} given).")
+        long_terms = [t for t in terms if len(t) > KEYTERM_MAX_CHARS]
+        if long_terms:
+            raise ActionRefused(
+                f"A key term has at most {KEYTERM_MAX_CHARS} characters: “{long_terms[0][:60]}…”"
+            )
+        return Options(
+            language_code=language,
+            diarize=self.diarize,
+            num_speakers=self.num_speakers if self.diarize else None,
+            keyterms=list(dict.fromkeys(terms)),
+            tag_audio_events=self.tag_audio_events,
+            no_verbatim=self.no_verbatim,
+            detect_entities=self.detect_entities or self.redact_pii,
+            redact_pii=self.redact_pii,
+        )
+
+    def as_dict(self) -> dict:
+        return {
+            "language_code": self.language_code,
+            "diarize": self.diarize,
+            "num_speakers": self.num_speakers,
+            "keyterms": self.keyterms,
+            "tag_audio_events": self.tag_audio_events,
+            "no_verbatim": self.no_verbatim,
+            "detect_entities": self.detect_entities,
+            "redact_pii": self.redact_pii,
+        }
+
+
+def max_upload_bytes() -> int:
+    return settings.CHORUS_TRANSCRIBE_MAX_MB * 1024 * 1024
+
+
+def transcribe_estimate(*, workspace, user, seconds: float):
+    engine = engine_for(workspace)
+    unit = rate_for(workspace, "stt", MODEL_ID, engine.name).unit
+    return usage_estimate(
+        workspace=workspace,
+        user=user,
+        capability="stt",
+        engine=engine.name,
+        model_id=MODEL_ID,
+        units=units_for(unit, seconds=seconds),
+    )
+
+
+def ledger_key(transcript: Transcript) -> str:
+    return f"transcript:{transcript.uid}"
+
+
+def _probe(upload) -> float:
+    """How long the upload plays; ``ActionRefused`` if it is not usable audio or video."""
+    name = os.path.basename(upload.name or "") or "the file"
+    if os.path.splitext(name)[1].lower() not in MEDIA_TYPES:
+        kinds = ", ".join(t.lstrip(".") for t in MEDIA_TYPES)
+        raise ActionRefused(f"{name} is not a file Chorus transcribes: use {kinds}.")
+    if not upload.size:
+        raise ActionRefused(f"{name} is empty.")
+    if upload.size > max_upload_bytes():
+        raise ActionRefused(
+            f"{name} is {upload.size / 1048576:.0f} MB; the most is "
+            f"{settings.CHORUS_TRANSCRIBE_MAX_MB} MB."
+        )
+    upload.seek(0)
+    data = upload.read()
+    upload.seek(0)
+    try:
+        seconds = audio.probe_duration(data, name)
+    except InvalidRequest as exc:
+        message = (exc.fields.get("file") or [exc.message])[0]
+        raise ActionRefused(message) from exc
+    if seconds <= 0.05 or (seconds <= SILENCE_CHECK_SECONDS and _silent(data, name)):
+        raise ActionRefused(f"{name} has no sound to transcribe: it is silent.")
+    return seconds
+
+
+def _silent(data: bytes, name: str) -> bool:
+    """Whether the recording never rises above -60 dBFS (digital silence or close to it)."""
+    try:
+        samples = audio.decode_to_pcm16k(data, filename=name, max_seconds=SILENCE_CHECK_SECONDS)
+    except InvalidRequest as exc:
+        message = (exc.fields.get("file") or [exc.message])[0]
+        raise ActionRefused(message) from exc
+    return float(abs(samples).max(initial=0.0)) < 0.001
+
+
+def transcript_start(*, workspace, user, upload, title: str, options: Options) -> Transcript:
+    """Keep the upload as a transcript, reserve its estimate and queue the job."""
+    options = options.checked()
+    seconds = _probe(upload)
+    title = (
+        " ".join((title or "").split())[:200]
+        or os.path.splitext(os.path.basename(upload.name or ""))[0][:200]
+        or "Untitled recording"
+    )
+    engine = engine_for(workspace)
+    transcript = Transcript(
+        workspace=workspace,
+        created_by=user,
+        uid=uuid.uuid4().hex,
+        title=title,
+        filename=os.path.basename(upload.name or "")[:255],
+        content_type=(getattr(upload, "content_type", "") or "")[:100],
+        size_bytes=upload.size,
+        duration_seconds=round(seconds, 3),
+        options=options.as_dict(),
+        engine=engine.name,
+    )
+    unit = rate_for(workspace, "stt", MODEL_ID, engine.name).unit
+    try:
+        with transaction.atomic():
+            transcript.media.save(transcript.filename or "media", File(upload), save=False)
+            transcript.save()
+            job = job_start(
+                workspace=workspace,
+                kind="transcribe",
+                created_by=user,
+                params={"transcript": transcript.pk},
+                subject_type="transcript",
+                subject_id=transcript.pk,
+                message="Waiting for a worker to transcribe",
+            )
+            meter_reserve(
+                workspace=workspace,
+                user=user,
+                capability="stt",
+                engine=engine.name,
+                model_id=MODEL_ID,
+                units=units_for(unit, seconds=seconds),
+                source=UsageSource.UI,
+                idempotency_key=ledger_key(transcript),
+                purpose=("transcript", transcript.uid),
+            )
+            transcript.job = job
+            transcript.save(update_fields=["job"])
+    except BudgetExceeded as exc:
+        _remove_file(transcript)
+        raise ActionRefused(str(exc)) from exc
+    except BaseException:
+        _remove_file(transcript)
+        raise
+    return transcript
+
+
+def _remove_file(transcript: Transcript) -> None:
+    if transcript.media.name:
+        with contextlib.suppress(OSError):
+            transcript.media.storage.delete(transcript.media.name)
+
+
+def _request(transcript: Transcript, data: bytes) -> STTRequest:
+    options = transcript.options or {}
+    detect = ["all"] if options.get("detect_entities") else None
+    redact = ["pii"] if options.get("redact_pii") else None
+    return STTRequest(
+        audio=data,
+        filename=transcript.filename or "media",
+        model_id=MODEL_ID,
+        language_code=options.get("language_code"),
+        tag_audio_events=bool(options.get("tag_audio_events", True)),
+        num_speakers=options.get("num_speakers"),
+        diarize=bool(options.get("diarize")),
+        keyterms=list(options.get("keyterms") or []),
+        no_verbatim=bool(options.get("no_verbatim")),
+        entity_detection=detect,
+        entity_redaction=redact,
+    )
+
+
+def transcribe_run(*, job, progress) -> dict:
+    """Job runner: transcribe the upload with the engine, keep the words, settle the ledger."""
+    transcript = Transcript.objects.get(pk=job.params["transcript"], workspace=job.workspace)
+    if transcript.status == TranscriptStatus.READY:
+        return {"transcript": transcript.pk}  # an earlier run finished, then its worker died
+    Transcript.objects.filter(pk=transcript.pk).update(status=TranscriptStatus.RUNNING, error="")
+    progress(5, "Reading the recording")
+    with transcript.media.open("rb") as handle:
+        data = handle.read()
+    request = _request(transcript, data)
+    request.progress = lambda share: progress(
+        10 + int(80 * min(max(share, 0.0), 1.0)), f"Transcribing ({int(share * 100)} %)"
+    )
+    workspace = transcript.workspace
+    try:
+        with errors_recorded(job):
+            engine = engine_for(workspace)
+            unit = rate_for(workspace, "stt", MODEL_ID, engine.name).unit
+            with job_metered(
+                job=job,
+                key=ledger_key(transcript),
+                purpose=("transcript", transcript.uid),
+                workspace=workspace,
+                user=transcript.created_by,
+                capability="stt",
+                engine=engine.name,
+                model_id=MODEL_ID,
+                units=units_for(unit, seconds=transcript.duration_seconds),
+                source=UsageSource.UI,
+            ) as meter:
+                progress(10, "Transcribing")
+                result = engine.stt(request)
+                progress(92, "Keeping the transcript")
+                words = document.paragraphed(document.clean_words(result.words))
+                heard = result.audio_duration_secs or transcript.duration_seconds
+                with transaction.atomic():
+                    Transcript.objects.filter(pk=transcript.pk).update(
+                        status=TranscriptStatus.READY,
+                        engine=engine.name,
+                        language_code=result.language_code or "",
+                        language_probability=result.language_probability,
+                        words=words,
+                        text=document.full_text(words),
+                        entities=[
+                            {
+                                "text": e.text,
+                                "entity_type": e.entity_type,
+                                "start_char": e.start_char,
+                                "end_char": e.end_char,
+                            }
+                            for e in result.entities
+                        ],  # fmt: skip
+                        request_id=meter.event.request_id,
+                        error="",
+                    )
+                    meter.settle(units=units_for(unit, seconds=heard), info=result.info)
+    except BaseException as exc:
+        Transcript.objects.filter(pk=transcript.pk).update(
+            status=TranscriptStatus.FAILED, error=str(exc)[:2000]
+        )
+        raise
+    return {"transcript": transcript.pk, "seconds": heard, "words": len(words)}
+
+
+# --- Edits ---------------------------------------------------------------------------------
+
+
+def _save_words(transcript: Transcript, words: list[dict], **more) -> Transcript:
+    transcript.words = words
+    transcript.text = document.full_text(words)
+    transcript.edited_at = timezone.now()
+    for name, value in more.items():
+        setattr(transcript, name, value)
+    transcript.save(update_fields=["words", "text", "edited_at", *more])
+    return transcript
+
+
+def _editable(transcript: Transcript) -> None:
+    if transcript.status != TranscriptStatus.READY:
+        raise ActionRefused("The transcript can be edited once it is ready.")
+
+
+def _edit(transcript: Transcript, change) -> Transcript:
+    _editable(transcript)
+    try:
+        with transaction.atomic():
+            locked = Transcript.objects.select_for_update().get(pk=transcript.pk)
+            return _save_words(locked, change(locked.words))
+    except document.EditRefused as exc:
+        raise ActionRefused(str(exc)) from exc
+
+
+def paragraph_edit(*, transcript: Transcript, number: int, text: str) -> Transcript:
+    return _edit(transcript, lambda words: document.edit_paragraph(words, number, text))
+
+
+def paragraph_reassign(*, transcript: Transcript, number: int, speaker_id: str) -> Transcript:
+    return _edit(transcript, lambda words: document.reassign_paragraph(words, number, speaker_id))
+
+
+def paragraph_split(*, transcript: Transcript, number: int, at: int) -> Transcript:
+    return _edit(transcript, lambda words: document.split_paragraph(words, number, at))
+
+
+def paragraph_merge(*, transcript: Transcript, number: int) -> Transcript:
+    return _edit(transcript, lambda words: document.merge_paragraph(words, number))
+
+
+def speaker_rename(*, transcript: Transcript, speaker_id: str, name: str) -> Transcript:
+    _editable(transcript)
+    if speaker_id not in speaker_ids(transcript):
+        raise ActionRefused("Choose one of the transcript's speakers.")
+    try:
+        speakers = document.rename_speaker(transcript.speakers or {}, speaker_id, name)
+    except document.EditRefused as exc:
+        raise ActionRefused(str(exc)) from exc
+    transcript.speakers = speakers
+    transcript.edited_at = timezone.now()
+    transcript.save(update_fields=["speakers", "edited_at"])
+    return transcript
+
+
+def speaker_ids(transcript: Transcript) -> list[str]:
+    seen = dict.fromkeys(w.get("speaker_id") for w in transcript.words if w.get("speaker_id"))
+    return list(seen)
+
+
+def transcript_delete(*, transcript: Transcript) -> None:
+    name = transcript.media.name
+    storage = transcript.media.storage
+    transcript.delete()
+    if name:
+        with contextlib.suppress(OSError):
+            storage.delete(name)
+
+
+def search(transcript: Transcript, query: str) -> set[int]:
+    """Positions of the words that match ``query`` (every word of it, in order)."""
+    needle = [t.lower() for t in (query or "").split() if t.strip()]
+    if not needle:
+        return set()
+    words = transcript.words
+    tokens = [w["text"].lower().strip(".,;:!?\"'()") for w in words]
+    found: set[int] = set()
+    for i in range(len(tokens) - len(needle) + 1):
+        if all(needle[k].strip(".,;:!?\"'()") in tokens[i + k] for k in range(len(needle))):
+            found.update(range(i, i + len(needle)))
+    return found
