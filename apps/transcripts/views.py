@@ -7,7 +7,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.text import slugify
@@ -371,3 +371,46 @@ def transcript_export(request, pk: int, fmt: str):
     response = HttpResponse(body, content_type=kind)
     response["Content-Disposition"] = f'attachment; filename="{name}.{ext}"'
     return response
+
+
+# --- Live captions ----------------------------------------------------------------------------
+
+
+@workspace_view(Role.MEMBER)
+@require_GET
+def live_page(request):
+    """Start/Stop, the level meter and the captions; the microphone streams over a socket."""
+    return render(request, "transcripts/live.html", {})
+
+
+@workspace_view(Role.MEMBER)
+@require_POST
+def live_start(request):
+    """A new live session; its socket path and its watch page, as JSON."""
+    from . import live
+
+    try:
+        transcript = live.live_start(
+            workspace=request.workspace,
+            user=request.user,
+            language_code=request.POST.get("language_code", ""),
+        )
+    except ActionRefused as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse(
+        {
+            "id": transcript.pk,
+            "socket": f"/ws/transcripts/live/{transcript.pk}/",
+            "watch": reverse("transcripts:watch", args=[transcript.pk]),
+        }
+    )
+
+
+@workspace_view()
+@require_GET
+def live_watch(request, pk: int):
+    """Someone else's live captions, as they are spoken (viewers too)."""
+    transcript = get_scoped(request, Transcript.objects.filter(source="live"), pk=pk)
+    if transcript.status != TranscriptStatus.RUNNING:
+        return HttpResponseRedirect(reverse("transcripts:detail", args=[transcript.pk]))
+    return render(request, "transcripts/watch.html", {"transcript": transcript})

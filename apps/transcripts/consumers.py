@@ -1,0 +1,185 @@
+"""Live captions over websockets: the microphone's socket and the watchers' socket.
+
+``LiveCaptionConsumer`` (``/ws/transcripts/live/<id>/``): a member of the session's
+workspace sends binary frames of 16 kHz mono s16le audio (about every 100 ms); each is kept
+and relayed to the engine's realtime session in a worker thread, and the engine's events come
+back as JSON: ``{"type": "partial", "text"}`` (grey, replaced as it firms up) and
+``{"type": "committed", "text", "start", "end"}``. A text frame ``{"type": "stop"}`` commits,
+saves the transcript and answers ``{"type": "saved", "url"}``. Garbage gets ``{"type":
+"error", "message"}`` and the session goes on. On (re)connect the committed lines so far are
+sent first (``{"type": "session", "committed": [...], "recorded": seconds}``).
+
+``LiveWatchConsumer`` (``…/watch/``): anyone in the workspace (viewers too) receives the same
+partial and committed events, relayed through the channel layer group ``live.<id>``.
+"""
+
+import json
+import logging
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.urls import reverse
+
+from apps.workspaces.models import ROLE_RANK, Membership, Role
+from apps.workspaces.services import ActionRefused, engine_for
+
+from . import live
+from .models import Transcript, TranscriptStatus
+
+log = logging.getLogger(__name__)
+
+
+@database_sync_to_async
+def _session_for(user, pk: int, *, role: str) -> Transcript | None:
+    """The running live session ``pk`` if ``user`` has ``role`` in its workspace."""
+    transcript = Transcript.objects.filter(pk=pk, source="live").select_related("workspace").first()
+    if transcript is None:
+        return None
+    membership = Membership.objects.filter(workspace_id=transcript.workspace_id, user=user).first()
+    if membership is None or ROLE_RANK[Role(membership.role)] < ROLE_RANK[Role(role)]:
+        return None
+    return transcript
+
+
+def _group(pk: int) -> str:
+    return f"live.{pk}"
+
+
+class LiveCaptionConsumer(AsyncWebsocketConsumer):
+    engine_session = None
+    offset = 0.0
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        self.pk = int(self.scope["url_route"]["kwargs"]["pk"])
+        transcript = await _session_for(user, self.pk, role=Role.MEMBER)
+        if transcript is None:
+            await self.close(code=4403)
+            return
+        if transcript.status != TranscriptStatus.RUNNING:
+            await self.accept()
+            await self._send({"type": "error", "message": "This session has ended."})
+            await self.close(code=4409)
+            return
+        self.transcript = transcript
+        self.offset = await sync_to_async(live.recorded_seconds)(transcript)
+        language = (transcript.options or {}).get("language_code")
+        self.engine_session = await sync_to_async(self._open_engine, thread_sensitive=False)(
+            language
+        )
+        await self.accept()
+        lines = await database_sync_to_async(self._committed)()
+        await self._send({"type": "session", "committed": lines, "recorded": self.offset})
+
+    def _open_engine(self, language):
+        return engine_for(self.transcript.workspace).stt_realtime(language_code=language)
+
+    def _committed(self):
+        self.transcript.refresh_from_db()
+        return live.committed_lines(self.transcript)
+
+    async def disconnect(self, code):
+        if self.engine_session is not None:
+            session, self.engine_session = self.engine_session, None
+            await sync_to_async(session.close, thread_sensitive=False)()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if bytes_data is not None:
+            await self._audio(bytes_data)
+            return
+        try:
+            message = json.loads(text_data or "")
+        except ValueError:
+            await self._send({"type": "error", "message": "Text frames are JSON messages."})
+            return
+        kind = message.get("type") if isinstance(message, dict) else None
+        if kind == "stop":
+            await self._stop()
+        elif kind == "commit":
+            await self._relay(
+                await sync_to_async(self.engine_session.commit, thread_sensitive=False)()
+            )
+        else:
+            await self._send({"type": "error", "message": f"Unknown message type {kind!r}."})
+
+    async def _audio(self, pcm: bytes):
+        problem = live.frame_problem(pcm)
+        if problem:
+            await self._send({"type": "error", "message": problem})
+            return
+        await sync_to_async(live.append_audio, thread_sensitive=False)(self.transcript, pcm)
+        events = await sync_to_async(self.engine_session.send_audio, thread_sensitive=False)(pcm)
+        await self._relay(events)
+
+    async def _relay(self, events):
+        for event in events:
+            if event.message_type == "partial_transcript":
+                await self._broadcast({"type": "partial", "text": event.text})
+            elif event.message_type == "committed_transcript_with_timestamps":
+                line = await database_sync_to_async(live.commit_words)(
+                    self.pk, event.words, self.offset
+                )
+                if line:
+                    await self._broadcast(
+                        {"type": "committed", "text": live.document.join_words(line),
+                         "start": line[0]["start"], "end": line[-1]["end"]}
+                    )  # fmt: skip
+            elif event.message_type == "error":
+                await self._send({"type": "error", "message": event.error or event.text})
+
+    async def _stop(self):
+        if self.engine_session is not None:
+            await self._relay(
+                await sync_to_async(self.engine_session.commit, thread_sensitive=False)()
+            )
+        try:
+            transcript = await database_sync_to_async(live.live_finish)(transcript=self.transcript)
+        except ActionRefused as exc:
+            await self._send({"type": "error", "message": str(exc)})
+            await self.close(code=4402)
+            return
+        url = reverse("transcripts:detail", args=[transcript.pk])
+        await self._broadcast({"type": "saved", "url": url})
+        await self.close(code=1000)
+
+    async def _broadcast(self, message: dict):
+        await self._send(message)
+        await self.channel_layer.group_send(
+            _group(self.pk), {"type": "live.event", "event": message}
+        )
+
+    async def _send(self, message: dict):
+        await self.send(text_data=json.dumps(message, ensure_ascii=False))
+
+
+class LiveWatchConsumer(AsyncWebsocketConsumer):
+    """A read-only view of a live session's captions (viewers included)."""
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        self.pk = int(self.scope["url_route"]["kwargs"]["pk"])
+        transcript = await _session_for(user, self.pk, role=Role.VIEWER)
+        if transcript is None:
+            await self.close(code=4403)
+            return
+        await self.channel_layer.group_add(_group(self.pk), self.channel_name)
+        await self.accept()
+        lines = await database_sync_to_async(lambda: live.committed_lines(
+            Transcript.objects.get(pk=self.pk)))()  # fmt: skip
+        await self.send(text_data=json.dumps({"type": "session", "committed": lines}))
+
+    async def disconnect(self, code):
+        await self.channel_layer.group_discard(_group(self.pk), self.channel_name)
+
+    async def receive(self, text_data=None, bytes_data=None):
+        pass  # watchers only listen
+
+    async def live_event(self, message):
+        await self.send(text_data=json.dumps(message["event"], ensure_ascii=False))
