@@ -2,7 +2,6 @@
 in the browser, states the speaker's consent and clones the voice; the voice page shows the
 consent and plays the recorded sample (it decodes, and its clock advances)."""
 
-import os
 from datetime import timedelta
 
 import pytest
@@ -10,8 +9,7 @@ from django.utils import timezone
 
 from apps.voices.models import LibraryVoice, VoiceConsent
 from apps.workspaces.models import Role
-from tests.conftest import IN_CI
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, sign_in
+from tests.e2e.conftest import sign_in
 from tests.e2e.test_design_journey import plays
 from tests.factories import add_member, make_user, make_workspace
 from tests.gateway.test_api_media import spoken
@@ -25,28 +23,9 @@ SPEECH = (
 
 
 @pytest.fixture
-def speaking_browser(tmp_path):
-    """Chromium whose fake microphone plays ``SPEECH`` in a loop (see ``browser``)."""
-    if not os.path.exists(CHROMIUM):
-        if IN_CI:
-            pytest.fail("Chromium is missing: .ci/run installs Debian's chromium package")
-        pytest.skip("Debian's chromium is not installed here (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    wav = tmp_path / "speech.wav"
-    wav.write_bytes(spoken(SPEECH, output_format="wav_16000"))
-    args = [
-        *CHROMIUM_ARGS,
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}",
-    ]
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
-        yield chromium
-        chromium.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+def microphone_wav():
+    """What the fake microphone of ``speaking_browser`` plays."""
+    return spoken(SPEECH, output_format="wav_16000")
 
 
 def test_record_a_sample_state_consent_clone_and_play_it(speaking_browser, daphne_server):
