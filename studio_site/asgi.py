@@ -13,7 +13,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from apps.gateway.asgi import ApiASGIHandler, is_api  # noqa: E402
-from studio_site.routing import websocket_urlpatterns  # noqa: E402
+from studio_site.routing import api_websocket_urlpatterns, websocket_urlpatterns  # noqa: E402
 
 api_asgi_app = ApiASGIHandler()
 
@@ -24,11 +24,16 @@ async def http_app(scope, receive, send):
     return await app(scope, receive, send)
 
 
-application = ProtocolTypeRouter(
-    {
-        "http": http_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
-    }
+browser_websockets = AllowedHostsOriginValidator(
+    AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
 )
+# /v1 sockets are authenticated by personal keys, not cookies: scripts send no Origin.
+api_websockets = URLRouter(api_websocket_urlpatterns)
+
+
+async def websocket_app(scope, receive, send):
+    app = api_websockets if scope.get("path", "").startswith("/v1/") else browser_websockets
+    return await app(scope, receive, send)
+
+
+application = ProtocolTypeRouter({"http": http_app, "websocket": websocket_app})

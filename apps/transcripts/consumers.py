@@ -76,7 +76,9 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
         await self._send({"type": "session", "committed": lines, "recorded": self.offset})
 
     def _open_engine(self, language):
-        return engine_for(self.transcript.workspace).stt_realtime(language_code=language)
+        return engine_for(self.transcript.workspace).stt_realtime(
+            language_code=language, include_timestamps=True, commit_strategy="vad"
+        )
 
     def _committed(self):
         self.transcript.refresh_from_db()
