@@ -229,6 +229,11 @@ AUTH_USER_MODEL = "workspaces.User"
 
 REDIS_URL = env_str("REDIS_URL")
 
+# A consumer waits for channel messages with a 5 s blocking pop (channels_redis); redis-py 8
+# reads with a 5 s socket timeout by default, so an idle socket (a live session between two
+# lines, a job without progress) raced it and died with a TimeoutError. Read longer.
+CHANNEL_REDIS_OPTIONS = {"socket_timeout": 30, "socket_connect_timeout": 5}
+
 if REDIS_URL:
     CACHES = {
         "default": {
@@ -241,7 +246,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [{"address": REDIS_URL, **CHANNEL_REDIS_OPTIONS}],
                 "prefix": env_str("CHORUS_CHANNEL_PREFIX", "chorus"),
             },
         }
