@@ -140,7 +140,10 @@ def _reading(request, transcript: Transcript, *, error: str = "", status: int = 
                         "word": word,
                         "found": position in found,
                         "keyterm": word["text"].lower().strip(".,;:!?\"'()") in keyterms,
-                        "redacted": bool(re.fullmatch(r"\[[A-Z_]+\]", word["text"])),
+                        "redacted": bool(
+                            re.fullmatch(r"\[[A-Z_]+(_\d+)?\][.,;:!?]?", word["text"])
+                        ),
+                        "category": re.sub(r"[^a-z]+", " ", word["text"].lower()).strip(),
                         "event": word.get("type") == "audio_event",
                     }
                     for position, word in paragraph.words

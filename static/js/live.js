@@ -71,7 +71,7 @@
         else if (event.type === "saved") { status.textContent = "Saved."; window.location.assign(event.url); }
       };
       ws.onclose = (e) => {
-        if (stopping || !session || e.code === 1000 || e.code >= 4400) {
+        if (stopping || !session || e.code >= 4400) {
           if (e.code === 4403) fail("Only members of the workspace can caption.");
           return;
         }

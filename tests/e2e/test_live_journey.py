@@ -48,6 +48,14 @@ def test_live_captions_appear_a_viewer_watches_and_stop_saves(speaking_browser, 
     first_line = set(words_of(committed.inner_text()))
     assert len(first_line & reference) >= 3, (first_line, reference)
 
+    # The network drops: the page reconnects to the same session and keeps its lines.
+    lines = committed.locator(".line").count()
+    page.evaluate("() => document.querySelector('[data-live]').liveSocket().close()")
+    expect(page.locator("[data-live-status]")).to_have_text("Connection lost: reconnecting…")
+    expect(page.locator("[data-live-status]")).to_have_text("Listening…", timeout=20_000)
+    assert committed.locator(".line").count() >= lines
+    expect(committed.locator(".line")).to_have_count(lines + 1, timeout=60_000)
+
     # A viewer watches the same session from their own browser session.
     session = Transcript.objects.get(source="live")
     watcher = speaking_browser.new_context(base_url=daphne_server.url).new_page()

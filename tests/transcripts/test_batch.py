@@ -253,3 +253,63 @@ def test_an_htmx_upload_redirects_the_page(client_as, member, lecture):
     assert response["HX-Redirect"] == reverse(
         "transcripts:detail", args=[Transcript.objects.get().pk]
     )
+
+
+def test_a_video_file_is_transcribed_from_its_audio_track(client_as, member, lecture):
+    import av
+
+    samples = samples_of(lecture[0])
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("aac", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            (samples * 32767).astype(np.int16).reshape(1, -1), format="s16", layout="mono"
+        )
+        frame.sample_rate = 16000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    response = client_as(member).post(
+        reverse("transcripts:new"),
+        {"media": SimpleUploadedFile("episode.mp4", out.getvalue(), "video/mp4")},
+    )
+    assert response.status_code == 303, response.content[:300]
+    transcript = run_job(Transcript.objects.get())
+    assert transcript.status == TranscriptStatus.READY
+    assert wer(lecture[1], transcript.text) <= 0.15
+
+
+@pytest.mark.slow
+def test_a_disconnect_mid_upload_keeps_nothing(daphne_server, member, lecture, settings):
+    """The browser goes away halfway through the body: no transcript, no job, no file."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from tests.conftest import session_cookie_for
+
+    cookie = session_cookie_for(member)
+    host = urlsplit(daphne_server.url)
+    boundary = "----chorus-test-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="media"; filename="a.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    body = head + lecture[0]  # the closing boundary never comes
+    request = (
+        f"POST /transcripts/new/ HTTP/1.1\r\nHost: {host.hostname}:{host.port}\r\n"
+        f"Cookie: {settings.SESSION_COOKIE_NAME}={cookie}; csrftoken={'a' * 32}\r\n"
+        f"X-CSRFToken: {'a' * 32}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {len(body) + 2000}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host.hostname, host.port), timeout=10) as conn:
+        conn.sendall(request + body[: len(body) // 2])
+    import time
+
+    time.sleep(1.5)
+    assert not Transcript.objects.exists() and not Job.objects.exists()
+    assert not UsageEvent.objects.exists()
+    import urllib.request
+
+    with urllib.request.urlopen(daphne_server.url + "/healthz", timeout=5) as answer:  # noqa: S310
+        assert answer.status == 200

@@ -205,3 +205,57 @@ def test_wrong_methods_and_anonymous(
         assert wrong.status_code == 405
     anonymous = client_as(None).get(url)
     assert anonymous.status_code in {302, 405}
+
+
+def test_redacted_words_show_their_category(client_as, viewer, workspace, member):
+    words = words_of([("speaker_0", "write to [EMAIL_ADDRESS] today", 0.0)])
+    redacted = make_transcript(workspace, member)
+    Transcript.objects.filter(pk=redacted.pk).update(words=words)
+    page = body(client_as(viewer).get(reverse("transcripts:detail", args=[redacted.pk])))
+    assert 'class="w redacted"' in page and "email address" in page
+
+
+# --- Live pages ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["owner", "manager", "member", "viewer", "outsider"])
+def test_live_pages_by_role(client_as, request, workspace, member, role):
+    from apps.transcripts import live
+
+    session = live.live_start(workspace=workspace, user=member)
+    client = client_as(request.getfixturevalue(role))
+    creates = role in ("owner", "manager", "member")
+    page = client.get(reverse("transcripts:live"))
+    started = client.post(reverse("transcripts:live_start"), {"language_code": "en"})
+    watch = client.get(reverse("transcripts:watch", args=[session.pk]))
+    if role == "outsider":
+        assert watch.status_code == 404
+        assert page.status_code == 200 and started.status_code == 200  # in their own workspace
+        assert started.json()["id"] != session.pk
+        return
+    assert watch.status_code == 200 and f"/ws/transcripts/live/{session.pk}/watch/" in body(watch)
+    if creates:
+        assert page.status_code == 200 and "● Start" in body(page)
+        data = started.json()
+        assert data["socket"] == f"/ws/transcripts/live/{data['id']}/"
+        assert Transcript.objects.get(pk=data["id"]).created_by.email == f"{role}@example.com"
+    else:
+        assert page.status_code == 403 and started.status_code == 403
+
+
+def test_a_bad_language_refuses_the_live_start(client_as, member):
+    response = client_as(member).post(reverse("transcripts:live_start"), {"language_code": "x1"})
+    assert response.status_code == 400 and "2- or 3-letter" in response.json()["error"]
+    assert not Transcript.objects.exists()
+
+
+def test_an_ended_live_session_s_watch_page_shows_the_transcript(
+    client_as, viewer, workspace, member
+):
+    from apps.transcripts import live
+
+    session = live.live_start(workspace=workspace, user=member)
+    live.live_finish(transcript=session)
+    response = client_as(viewer).get(reverse("transcripts:watch", args=[session.pk]))
+    assert response.status_code == 302
+    assert response["Location"] == reverse("transcripts:detail", args=[session.pk])
