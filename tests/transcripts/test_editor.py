@@ -213,6 +213,12 @@ def test_redacted_words_show_their_category(client_as, viewer, workspace, member
     Transcript.objects.filter(pk=redacted.pk).update(words=words)
     page = body(client_as(viewer).get(reverse("transcripts:detail", args=[redacted.pk])))
     assert 'class="w redacted"' in page and "email address" in page
+    Transcript.objects.filter(pk=redacted.pk).update(
+        entities=[{"text": "ada@example.com", "entity_type": "email_address",
+                   "start_char": 9, "end_char": 24}]
+    )  # fmt: skip
+    page = body(client_as(viewer).get(reverse("transcripts:detail", args=[redacted.pk])))
+    assert "1 entity detected" in page and "email_address" in page
 
 
 # --- Live pages ------------------------------------------------------------------------------
