@@ -46,19 +46,27 @@ def _group(pk: int) -> str:
     return f"live.{pk}"
 
 
+async def _admitted(consumer, role: str) -> Transcript | None:
+    """The session of the consumer's URL if its user has ``role`` in its workspace; else the
+    socket is closed (4401 signed out, 4403 not allowed) and None."""
+    user = consumer.scope.get("user")
+    if user is None or not user.is_authenticated:
+        await consumer.close(code=4401)
+        return None
+    consumer.pk = int(consumer.scope["url_route"]["kwargs"]["pk"])
+    transcript = await _session_for(user, consumer.pk, role=role)
+    if transcript is None:
+        await consumer.close(code=4403)
+    return transcript
+
+
 class LiveCaptionConsumer(AsyncWebsocketConsumer):
     engine_session = None
     offset = 0.0
 
     async def connect(self):
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=4401)
-            return
-        self.pk = int(self.scope["url_route"]["kwargs"]["pk"])
-        transcript = await _session_for(user, self.pk, role=Role.MEMBER)
+        transcript = await _admitted(self, Role.MEMBER)
         if transcript is None:
-            await self.close(code=4403)
             return
         if transcript.status != TranscriptStatus.RUNNING:
             await self.accept()
@@ -162,14 +170,7 @@ class LiveWatchConsumer(AsyncWebsocketConsumer):
     """A read-only view of a live session's captions (viewers included)."""
 
     async def connect(self):
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=4401)
-            return
-        self.pk = int(self.scope["url_route"]["kwargs"]["pk"])
-        transcript = await _session_for(user, self.pk, role=Role.VIEWER)
-        if transcript is None:
-            await self.close(code=4403)
+        if await _admitted(self, Role.VIEWER) is None:
             return
         await self.channel_layer.group_add(_group(self.pk), self.channel_name)
         await self.accept()

@@ -25,6 +25,7 @@ from apps.workspaces.services import ActionRefused, engine_for
 
 from . import document
 from .models import Transcript, TranscriptStatus
+from .services import language_checked
 
 RATE = 16000
 BYTES_PER_SECOND = RATE * 2
@@ -64,9 +65,7 @@ def live_start(*, workspace, user, language_code: str | None = None) -> Transcri
     )
     if estimate.blocked_by:
         raise ActionRefused(f"A minute of live captions would exceed {estimate.blocked_by}.")
-    language = (language_code or "").strip().lower() or None
-    if language is not None and not (2 <= len(language) <= 3 and language.isalpha()):
-        raise ActionRefused("The language is a 2- or 3-letter code such as en or fr.")
+    language = language_checked(language_code)
     stamp = timezone.localtime().strftime("%b %-d, %H:%M")
     return Transcript.objects.create(
         workspace=workspace,

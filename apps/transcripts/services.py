@@ -39,6 +39,14 @@ MODEL_ID = "scribe_v1"
 SILENCE_CHECK_SECONDS = 600.0
 
 
+def language_checked(code: str | None) -> str | None:
+    """A language code as given (lower case), None for "detect it"; else ``ActionRefused``."""
+    language = (code or "").strip().lower() or None
+    if language is not None and not (2 <= len(language) <= 3 and language.isalpha()):
+        raise ActionRefused("The language is a 2- or 3-letter code such as en, fr or deu.")
+    return language
+
+
 @dataclass
 class Options:
     language_code: str | None = None  # None: detect
@@ -51,9 +59,7 @@ class Options:
     redact_pii: bool = False
 
     def checked(self) -> "Options":
-        language = (self.language_code or "").strip().lower() or None
-        if language is not None and not (2 <= len(language) <= 3 and language.isalpha()):
-            raise ActionRefused("The language is a 2- or 3-letter code such as en, fr or deu.")
+        language = language_checked(self.language_code)
         if self.num_speakers is not None and not 1 <= self.num_speakers <= 32:
             raise ActionRefused("The number of speakers goes from 1 to 32.")
         terms = [" ".join(t.split()) for t in self.keyterms if t and t.strip()]
