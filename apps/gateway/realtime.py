@@ -30,7 +30,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from apps.billing.models import UsageSource
+from apps.billing.models import UsageSource, UsageStatus
 from apps.billing.rates import units_for
 from apps.billing.services import (
     BudgetExceeded,
@@ -212,18 +212,20 @@ class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
         token = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("token")
         return token[-1] if token else None
 
-    def _reserve(self):
-        unit = rate_for(self.api_key.workspace, "stt_realtime", self.config["model_id"],
-                        self.engine.name).unit  # fmt: skip
-        self.unit = unit
+    def _reserve(self, *, units=None, key: str | None = None):
+        if not hasattr(self, "unit"):
+            self.unit = rate_for(
+                self.api_key.workspace, "stt_realtime", self.config["model_id"], self.engine.name
+            ).unit
         return meter_reserve(
             workspace=self.api_key.workspace,
             user=self.api_key.user,
             capability="stt_realtime",
             engine=self.engine.name,
             model_id=self.config["model_id"],
-            units=units_for(unit, seconds=RESERVED_SECONDS),
+            units=units_for(self.unit, seconds=RESERVED_SECONDS) if units is None else units,
             source=UsageSource.API,
+            idempotency_key=key,
             api_key_id=self.api_key.pk,
             api_key_cap=self.api_key.monthly_cap,
         )
@@ -254,13 +256,24 @@ class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
             await database_sync_to_async(self._settle)()
 
     def _settle(self):
+        """Charge the seconds received. A session that outlived the reservation's TTL finds
+        it released by the sweeper: the audio was transcribed all the same, so it is charged
+        on a row of its own (``…:late``), unless the member's budget is spent by then."""
         reservation, self.reservation = self.reservation, None
         seconds = self.received_bytes / (RATE * 2)
         if seconds <= 0:
             meter_refund(event=reservation.event, note="no audio was sent")
             return
-        meter_settle(event=reservation.event, units=units_for(self.unit, seconds=seconds),
-                     plan=reservation.plan)  # fmt: skip
+        units = units_for(self.unit, seconds=seconds)
+        event = meter_settle(event=reservation.event, units=units, plan=reservation.plan)
+        if event.status == UsageStatus.SETTLED:
+            return
+        try:
+            late = self._reserve(units=units, key=f"{event.idempotency_key}:late")
+        except BudgetExceeded:
+            log.error("realtime usage %s was released before it settled: left unpaid", event.pk)
+            return
+        meter_settle(event=late.event, units=units, plan=late.plan)
 
     async def _release(self, *, note: str):
         if self.reservation is not None:

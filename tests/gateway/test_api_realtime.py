@@ -232,3 +232,34 @@ def test_the_sdk_realtime_client_transcribes_through_v1(daphne_server, key, spee
     text = " ".join(e["text"] for e in events if e["message_type"] == "committed_transcript")
     assert wer(said, text) <= 0.2, text
     assert any(e["message_type"] == "partial_transcript" for e in events)
+
+
+def test_a_session_that_outlives_its_reservation_is_still_charged(key, member, speech):
+    """The sweeper releases the reservation mid-session (as after CHORUS_RESERVATION_TTL_SECONDS):
+    the seconds are charged on a late row, once."""
+    from datetime import timedelta
+
+    from apps.billing.services import reservations_sweep
+
+    pcm, _ = speech
+
+    async def scenario():
+        ws = socket("", key)
+        await ws.connect()
+        await ws.receive_from()
+        await ws.send_to(text_data=chunk(pcm[: 10 * FRAME]))
+        await drain(ws, [], 0.3)
+        from channels.db import database_sync_to_async
+
+        sweep = database_sync_to_async(reservations_sweep)
+        released = await sweep(older_than=timedelta(microseconds=1))
+        await ws.disconnect()
+        return released
+
+    assert async_to_sync(scenario)() == 1
+    rows = list(UsageEvent.objects.order_by("pk").values_list("status", "idempotency_key"))
+    assert [status for status, _ in rows] == [UsageStatus.FAILED, UsageStatus.SETTLED]
+    assert rows[1][1] == rows[0][1] + ":late"
+    late = UsageEvent.objects.get(status=UsageStatus.SETTLED)
+    assert late.units == pytest.approx(Decimal(1 / 3600), abs=Decimal("0.001"))
+    assert late.user_id == member.pk
