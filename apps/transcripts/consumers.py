@@ -21,6 +21,7 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import reverse
 
+from apps.engines.base import EngineError
 from apps.workspaces.models import ROLE_RANK, Membership, Role
 from apps.workspaces.services import ActionRefused, engine_for
 
@@ -63,41 +64,78 @@ async def _admitted(consumer, role: str) -> Transcript | None:
 class LiveCaptionConsumer(AsyncWebsocketConsumer):
     engine_session = None
     offset = 0.0
+    stopped = False
+    allowed_seconds = 0.0
 
     async def connect(self):
         transcript = await _admitted(self, Role.MEMBER)
         if transcript is None:
             return
+        if transcript.created_by_id != self.scope["user"].pk:
+            await self.close(code=4403)  # the microphone is its creator's; others watch
+            return
+        await self.accept()
         if transcript.status != TranscriptStatus.RUNNING:
-            await self.accept()
             await self._send({"type": "error", "message": "This session has ended."})
             await self.close(code=4409)
             return
         self.transcript = transcript
         self.offset = await sync_to_async(live.recorded_seconds)(transcript)
+        self.allowed_seconds = self.offset
         language = (transcript.options or {}).get("language_code")
-        self.engine_session = await sync_to_async(self._open_engine, thread_sensitive=False)(
-            language
-        )
-        await self.accept()
+        try:
+            engine = await database_sync_to_async(engine_for)(transcript.workspace)
+            self.engine_session = await sync_to_async(self._open_engine, thread_sensitive=False)(
+                engine, language
+            )
+        except EngineError as exc:
+            await self._end(4502, f"The engine refused the session: {exc.message}")
+            return
+        # In the session's group too: a Stop from another socket of this session ends this one.
+        await self.channel_layer.group_add(_group(self.pk), self.channel_name)
         lines = await database_sync_to_async(self._committed)()
         await self._send({"type": "session", "committed": lines, "recorded": self.offset})
 
-    def _open_engine(self, language):
-        return engine_for(self.transcript.workspace).stt_realtime(
+    async def live_event(self, message):
+        """The session's group: only another socket's Stop matters here."""
+        if message.get("origin") != self.channel_name and message["event"]["type"] == "saved":
+            self.stopped = True
+            await self._send(message["event"])
+            await self.close(code=1000)
+
+    @staticmethod
+    def _open_engine(engine, language):
+        return engine.stt_realtime(
             language_code=language, include_timestamps=True, commit_strategy="vad"
         )
+
+    async def _end(self, code: int, message: str):
+        """Tell the page why, and close with a code that stops its reconnecting."""
+        await self._send({"type": "error", "message": message})
+        await self.close(code=code)
+
+    async def _engine(self, call, *args):
+        """An engine call in a worker thread; its errors end the socket, with a message."""
+        try:
+            return await sync_to_async(call, thread_sensitive=False)(*args)
+        except EngineError as exc:
+            await self._end(4502, f"The engine stopped: {exc.message}")
+            return None
 
     def _committed(self):
         self.transcript.refresh_from_db()
         return live.committed_lines(self.transcript)
 
     async def disconnect(self, code):
+        if hasattr(self, "transcript"):
+            await self.channel_layer.group_discard(_group(self.pk), self.channel_name)
         if self.engine_session is not None:
             session, self.engine_session = self.engine_session, None
             await sync_to_async(session.close, thread_sensitive=False)()
 
     async def receive(self, text_data=None, bytes_data=None):
+        if self.stopped or self.engine_session is None:
+            return  # after Stop (or a refused engine): nothing more reaches the transcript
         if bytes_data is not None:
             await self._audio(bytes_data)
             return
@@ -110,9 +148,7 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
         if kind == "stop":
             await self._stop()
         elif kind == "commit":
-            await self._relay(
-                await sync_to_async(self.engine_session.commit, thread_sensitive=False)()
-            )
+            await self._relay(await self._engine(self.engine_session.commit) or [])
         else:
             await self._send({"type": "error", "message": f"Unknown message type {kind!r}."})
 
@@ -121,9 +157,19 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
         if problem:
             await self._send({"type": "error", "message": problem})
             return
-        await sync_to_async(live.append_audio, thread_sensitive=False)(self.transcript, pcm)
-        events = await sync_to_async(self.engine_session.send_audio, thread_sensitive=False)(pcm)
-        await self._relay(events)
+        recorded = await sync_to_async(live.append_audio, thread_sensitive=False)(
+            self.transcript, pcm
+        )
+        if recorded > self.allowed_seconds:  # each new minute: is there budget for it?
+            refusal = await database_sync_to_async(live.next_minute_refusal)(self.transcript)
+            if refusal:
+                await self._send({"type": "error", "message": refusal})
+                await self._stop()
+                return
+            self.allowed_seconds = recorded + live.ESTIMATE_SECONDS
+        events = await self._engine(self.engine_session.send_audio, pcm)
+        if events:
+            await self._relay(events)
 
     async def _relay(self, events):
         for event in events:
@@ -142,10 +188,11 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
                 await self._send({"type": "error", "message": event.error or event.text})
 
     async def _stop(self):
+        if self.stopped:
+            return
+        self.stopped = True
         if self.engine_session is not None:
-            await self._relay(
-                await sync_to_async(self.engine_session.commit, thread_sensitive=False)()
-            )
+            await self._relay(await self._engine(self.engine_session.commit) or [])
         try:
             transcript = await database_sync_to_async(live.live_finish)(transcript=self.transcript)
         except ActionRefused as exc:
@@ -159,7 +206,7 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
     async def _broadcast(self, message: dict):
         await self._send(message)
         await self.channel_layer.group_send(
-            _group(self.pk), {"type": "live.event", "event": message}
+            _group(self.pk), {"type": "live.event", "event": message, "origin": self.channel_name}
         )
 
     async def _send(self, message: dict):

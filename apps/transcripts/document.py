@@ -264,7 +264,7 @@ def _wrap(tokens: list[str], width: int) -> list[str]:
         if lines and len(lines[-1]) + 1 + len(token) <= width:
             lines[-1] += " " + token
         else:
-            lines.append(token[:width] if len(token) > width else token)
+            lines.append(token)  # a word longer than a line stands alone, whole
     return lines
 
 
@@ -320,14 +320,19 @@ def to_srt(words: list[dict], rules: CueRules = CueRules()) -> str:
     return "\n".join(blocks)
 
 
+def _vtt_escape(text: str) -> str:
+    """Cue text is markup in WebVTT: a literal & or < must be escaped."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def to_vtt(words: list[dict], speakers: dict, rules: CueRules = CueRules()) -> str:
     blocks = ["WEBVTT\n"]
     for cue in cues(words, rules):
         times = f"{_clock(cue.start, '.')} --> {_clock(cue.end, '.')}"
-        lines = list(cue.lines)
+        lines = [_vtt_escape(text) for text in cue.lines]
         name = speakers.get(cue.speaker_id or "", "") if cue.speaker_id else ""
         if name:  # a voice span names the speaker (<v Name>)
-            clean = name.replace(">", "").replace("<", "")
+            clean = _vtt_escape(name).replace(">", "")
             lines[0] = f"<v {clean}>{lines[0]}"
         blocks.append(f"{times}\n" + "\n".join(lines) + "\n")
     return "\n".join(blocks)

@@ -82,12 +82,30 @@ def live_start(*, workspace, user, language_code: str | None = None) -> Transcri
 
 
 def append_audio(transcript: Transcript, pcm: bytes) -> float:
-    """Keep a frame of the recording; the offset (seconds) at which it starts."""
+    """Keep a frame of the recording; how many seconds are recorded with it."""
     path = pcm_path(transcript)
     with open(path, "ab") as handle:
-        offset = handle.tell() / BYTES_PER_SECOND
         handle.write(pcm)
-    return offset
+        return handle.tell() / BYTES_PER_SECOND
+
+
+def next_minute_refusal(transcript: Transcript) -> str | None:
+    """Why another minute of captions would exceed a budget (the session then stops), or None."""
+    engine = engine_for(transcript.workspace)
+    estimate = usage_estimate(
+        workspace=transcript.workspace,
+        user=transcript.created_by,
+        capability="stt_realtime",
+        engine=engine.name,
+        model_id=MODEL_ID,
+        units=units_for(
+            rate_for(transcript.workspace, "stt_realtime", MODEL_ID, engine.name).unit,
+            seconds=recorded_seconds(transcript) + ESTIMATE_SECONDS,
+        ),
+    )
+    if estimate.blocked_by:
+        return f"Stopped and saved: another minute would exceed {estimate.blocked_by}."
+    return None
 
 
 def frame_problem(pcm: bytes) -> str | None:
@@ -108,7 +126,9 @@ def commit_words(transcript_pk: int, words: list, offset: float) -> list[dict]:
             if word[key] is not None:
                 word[key] = round(word[key] + offset, 3)
     with transaction.atomic():
-        transcript = Transcript.objects.select_for_update().get(pk=transcript_pk)
+        transcript = Transcript.objects.select_for_update().filter(pk=transcript_pk).first()
+        if transcript is None or transcript.status != TranscriptStatus.RUNNING:
+            return []  # deleted, or already stopped: the saved transcript stays as it is
         words_all = document.paragraphed([*transcript.words, *line])
         transcript.words = words_all
         transcript.text = document.full_text(words_all)
@@ -125,6 +145,7 @@ def committed_lines(transcript: Transcript) -> list[dict]:
 
 def live_finish(*, transcript: Transcript) -> Transcript:
     """Stop: the recording becomes the transcript's WAV, its seconds are metered."""
+    transcript.refresh_from_db()
     if transcript.status != TranscriptStatus.RUNNING or transcript.source != "live":
         return transcript
     path = pcm_path(transcript)
@@ -152,6 +173,9 @@ def live_finish(*, transcript: Transcript) -> Transcript:
             transaction.atomic(),
         ):
             locked = Transcript.objects.select_for_update().get(pk=transcript.pk)
+            if locked.status != TranscriptStatus.RUNNING:  # stopped from another socket
+                meter.settle(units=units_for(unit, seconds=0))
+                return locked
             locked.media.save("live.wav", ContentFile(wav), save=False)
             locked.size_bytes = len(wav)
             locked.duration_seconds = round(seconds, 3)

@@ -18,12 +18,12 @@ from django.core.files.base import File
 from django.db import transaction
 from django.utils import timezone
 
-from apps.billing.models import UsageSource
+from apps.billing.models import UsageEvent, UsageSource, UsageStatus
 from apps.billing.rates import units_for
 from apps.billing.services import BudgetExceeded, meter_reserve, rate_for, usage_estimate
 from apps.engines import audio
 from apps.engines.base import InvalidRequest, STTRequest
-from apps.jobs.services import job_start
+from apps.jobs.services import TransientJobError, job_cancel, job_start
 from apps.projects.services import errors_recorded, job_metered
 from apps.workspaces.services import ActionRefused, engine_for
 
@@ -31,6 +31,21 @@ from . import document
 from .models import Transcript, TranscriptStatus
 
 MEDIA_TYPES = (".mp3", ".wav", ".m4a", ".ogg", ".webm", ".flac", ".mp4", ".mov", ".mkv")
+# The type the recording is served with, chosen here from its extension: never the type the
+# uploader's browser claimed (a "text/html" upload would otherwise be served as a page).
+MEDIA_CONTENT_TYPES = {
+    ".mp3": "audio/mpeg", ".wav": "audio/wav", ".m4a": "audio/mp4", ".ogg": "audio/ogg",
+    ".webm": "audio/webm", ".flac": "audio/flac", ".mp4": "video/mp4",
+    ".mov": "video/quicktime", ".mkv": "video/x-matroska",
+}  # fmt: skip
+
+
+def media_content_type(filename: str) -> str:
+    return MEDIA_CONTENT_TYPES.get(
+        os.path.splitext(filename or "")[1].lower(), "application/octet-stream"
+    )
+
+
 MAX_KEYTERMS = 1000
 KEYTERM_MAX_CHARS = 50
 MODEL_ID = "scribe_v1"
@@ -167,7 +182,7 @@ def transcript_start(*, workspace, user, upload, title: str, options: Options) -
         uid=uuid.uuid4().hex,
         title=title,
         filename=os.path.basename(upload.name or "")[:255],
-        content_type=(getattr(upload, "content_type", "") or "")[:100],
+        content_type=media_content_type(upload.name or ""),
         size_bytes=upload.size,
         duration_seconds=round(seconds, 3),
         options=options.as_dict(),
@@ -236,19 +251,23 @@ def _request(transcript: Transcript, data: bytes) -> STTRequest:
 
 def transcribe_run(*, job, progress) -> dict:
     """Job runner: transcribe the upload with the engine, keep the words, settle the ledger."""
-    transcript = Transcript.objects.get(pk=job.params["transcript"], workspace=job.workspace)
+    transcript = Transcript.objects.filter(
+        pk=job.params["transcript"], workspace=job.workspace
+    ).first()
+    if transcript is None:  # deleted meanwhile (its reservation was released then)
+        return {"deleted": True}
     if transcript.status == TranscriptStatus.READY:
         return {"transcript": transcript.pk}  # an earlier run finished, then its worker died
     Transcript.objects.filter(pk=transcript.pk).update(status=TranscriptStatus.RUNNING, error="")
-    progress(5, "Reading the recording")
-    with transcript.media.open("rb") as handle:
-        data = handle.read()
-    request = _request(transcript, data)
-    request.progress = lambda share: progress(
-        10 + int(80 * min(max(share, 0.0), 1.0)), f"Transcribing ({int(share * 100)} %)"
-    )
     workspace = transcript.workspace
     try:
+        progress(5, "Reading the recording")
+        with transcript.media.open("rb") as handle:
+            data = handle.read()
+        request = _request(transcript, data)
+        request.progress = lambda share: progress(
+            10 + int(80 * min(max(share, 0.0), 1.0)), f"Transcribing ({int(share * 100)} %)"
+        )
         with errors_recorded(job):
             engine = engine_for(workspace)
             unit = rate_for(workspace, "stt", MODEL_ID, engine.name).unit
@@ -290,9 +309,19 @@ def transcribe_run(*, job, progress) -> dict:
                         error="",
                     )
                     meter.settle(units=units_for(unit, seconds=heard), info=result.info)
+    except TransientJobError as exc:
+        if job.retries < settings.CHORUS_JOB_MAX_RETRIES:  # the job is tried again
+            Transcript.objects.filter(pk=transcript.pk).update(
+                status=TranscriptStatus.QUEUED, error=f"Trying again: {exc}"[:2000]
+            )
+        else:
+            Transcript.objects.filter(pk=transcript.pk).update(
+                status=TranscriptStatus.FAILED, error=str(exc)[:2000]
+            )
+        raise
     except BaseException as exc:
         Transcript.objects.filter(pk=transcript.pk).update(
-            status=TranscriptStatus.FAILED, error=str(exc)[:2000]
+            status=TranscriptStatus.FAILED, error=str(exc)[:2000] or type(exc).__name__
         )
         raise
     return {"transcript": transcript.pk, "seconds": heard, "words": len(words)}
@@ -362,6 +391,16 @@ def speaker_ids(transcript: Transcript) -> list[str]:
 
 
 def transcript_delete(*, transcript: Transcript) -> None:
+    """Delete it and its recording; a job still on it is cancelled and its credit released."""
+    from apps.billing.services import meter_refund
+    from apps.jobs.models import FINISHED
+
+    if transcript.job is not None and transcript.job.status not in FINISHED:
+        job_cancel(job=transcript.job)
+    for event in UsageEvent.objects.filter(
+        idempotency_key=ledger_key(transcript), status=UsageStatus.RESERVED
+    ):
+        meter_refund(event=event, note="the transcript was deleted before it was made")
     name = transcript.media.name
     storage = transcript.media.storage
     transcript.delete()

@@ -134,6 +134,9 @@ def _reading(request, transcript: Transcript, *, error: str = "", status: int = 
                 "paragraph": paragraph,
                 "speaker": document.speaker_name(transcript.speakers, paragraph.speaker_id),
                 "clock": document.clock(paragraph.start),
+                "edit_text": document.join_words(
+                    [w for _, w in paragraph.words if w.get("type") != "audio_event"]
+                ),
                 "words": [
                     {
                         "position": position,
@@ -161,11 +164,21 @@ def _reading(request, transcript: Transcript, *, error: str = "", status: int = 
             for sid in services.speaker_ids(transcript)
         ],
         "can_edit": _can(request, Role.MEMBER) and transcript.status == TranscriptStatus.READY,
+        "can_delete": transcript.created_by_id == request.user.pk or _can(request, Role.MANAGER),
+        "new_speaker": _new_speaker_id(transcript),
         "error": error,
         "exports": EXPORTS,
     }
     template = "transcripts/detail.html#body" if request.htmx else "transcripts/detail.html"
     return render(request, template, context, status=status)
+
+
+def _new_speaker_id(transcript: Transcript) -> str:
+    taken = set(services.speaker_ids(transcript))
+    number = 0
+    while f"speaker_{number}" in taken:
+        number += 1
+    return f"speaker_{number}"
 
 
 @workspace_view()
@@ -197,7 +210,10 @@ def transcript_media(request, pk: int):
         request,
         storage=transcript.media.storage,
         name=transcript.media.name,
-        content_type=transcript.content_type or "application/octet-stream",
+        # Chosen from the extension, never the type the uploader's browser claimed.
+        content_type=services.media_content_type(transcript.filename)
+        if transcript.source != "live"
+        else "audio/wav",
         filename=transcript.filename or "recording",
     )
 

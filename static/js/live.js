@@ -58,8 +58,9 @@
       ws.binaryType = "arraybuffer";
       ws.onopen = () => {
         retries = 0;
-        status.textContent = "Listening…";
+        status.textContent = stopping ? "Saving…" : "Listening…";
         while (queue.length && ws.readyState === WebSocket.OPEN) ws.send(queue.shift());
+        if (stopping) ws.send(JSON.stringify({ type: "stop" })); // Stop pressed while away
       };
       ws.onmessage = (m) => {
         let event;
@@ -71,7 +72,7 @@
         else if (event.type === "saved") { status.textContent = "Saved."; window.location.assign(event.url); }
       };
       ws.onclose = (e) => {
-        if (stopping || !session || e.code >= 4400) {
+        if (!session || e.code >= 4400 || (stopping && e.code === 1000)) {
           if (e.code === 4403) fail("Only members of the workspace can caption.");
           return;
         }
@@ -106,8 +107,9 @@
       const node = new AudioWorkletNode(context, "pcm-worklet");
       node.port.onmessage = (m) => {
         level.value = m.data.peak;
+        if (stopping) return;
         if (ws && ws.readyState === WebSocket.OPEN) ws.send(m.data.pcm);
-        else if (!stopping) queue.push(m.data.pcm); // kept until the socket is back
+        else queue.push(m.data.pcm); // kept until the socket is back
       };
       source.connect(node);
       open();
@@ -121,8 +123,8 @@
       status.textContent = "Saving…";
       if (stream) stream.getTracks().forEach((t) => t.stop());
       if (context) context.close();
-      const send = () => ws.send(JSON.stringify({ type: "stop" }));
-      if (ws.readyState === WebSocket.OPEN) send(); else ws.addEventListener("open", send, { once: true });
+      // Sent now, or by the next socket's onopen if the connection is being re-made.
+      if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "stop" }));
     });
     root.liveSocket = () => ws; // for tests: the current socket
   }

@@ -55,7 +55,19 @@
       xhr.onload = () => {
         const target = xhr.getResponseHeader("HX-Redirect");
         if (xhr.status < 400 && target) { window.location.assign(target); return; }
-        document.open(); document.write(xhr.responseText); document.close();
+        // The form again, with its messages: swap our page's main content for the answer's
+        // (parsed, never executed); anything else (a proxy's error page) is summarised.
+        const answer = new DOMParser().parseFromString(xhr.responseText, "text/html");
+        const fresh = answer.querySelector("[data-upload-form]");
+        const main = answer.querySelector("main");
+        if (fresh && main) {
+          document.querySelector("main").replaceWith(document.adoptNode(main));
+          document.querySelectorAll("[data-upload-form]").forEach(bindUpload);
+        } else {
+          status.textContent = xhr.status === 413 ? "The file is too large for the server." : "The upload failed (" + xhr.status + "). Nothing was saved.";
+          bar.hidden = true;
+          form.querySelector('button[type="submit"]').disabled = false;
+        }
       };
       xhr.onerror = () => {
         status.textContent = "The upload was interrupted; nothing was saved. Try again.";

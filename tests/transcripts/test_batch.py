@@ -313,3 +313,33 @@ def test_a_disconnect_mid_upload_keeps_nothing(daphne_server, member, lecture, s
 
     with urllib.request.urlopen(daphne_server.url + "/healthz", timeout=5) as answer:  # noqa: S310
         assert answer.status == 200
+
+
+def test_the_recording_is_served_with_the_type_chorus_chose_not_the_browser_s(
+    client_as, member, viewer, lecture
+):
+    """An upload claiming text/html (a WAV with a script in it) is served as audio/wav."""
+    client_as(member).post(
+        reverse("transcripts:new"),
+        {"media": SimpleUploadedFile("a.wav", lecture[0] + b"<script>alert(1)</script>",
+                                     "text/html")},
+    )  # fmt: skip
+    transcript = Transcript.objects.get()
+    response = client_as(viewer).get(reverse("transcripts:media", args=[transcript.pk]))
+    assert response["Content-Type"] == "audio/wav"
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_deleting_a_transcript_still_waiting_cancels_its_job_and_releases_its_credit(
+    client_as, member, lecture
+):
+    upload(client_as(member), lecture[0])
+    transcript = Transcript.objects.get()
+    response = client_as(member).post(reverse("transcripts:delete", args=[transcript.pk]))
+    assert response.status_code == 303
+    job = Job.objects.get()
+    assert job.status == JobStatus.CANCELLED
+    [event] = UsageEvent.objects.all()
+    assert event.status == UsageStatus.REFUNDED
+    job_run(job.pk, job.attempt)  # a message that was already queued finds nothing to do
+    assert not Transcript.objects.exists()

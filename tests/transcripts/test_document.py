@@ -164,3 +164,15 @@ def test_cue_rules_from_the_query_are_checked():
     for bad in ({"max_chars": "abc"}, {"max_lines": "9"}, {"max_seconds": "0"}):
         with pytest.raises(document.EditRefused):
             document.CueRules.from_query(bad)
+
+
+def test_vtt_escapes_markup_and_long_words_stay_whole():
+    words = words_of(
+        [("speaker_0", "Q&A <live> supercalifragilisticexpialidociousandthensome ok", 0.0)]
+    )
+    vtt = document.to_vtt(words, {"speaker_0": "R&D <team>"}, document.CueRules(max_chars=20))
+    captions = webvtt.from_buffer(io.StringIO(vtt))
+    text = " ".join(c.text for c in captions)  # webvtt-py gives the cue text as written
+    assert "Q&amp;A &lt;live&gt;" in text  # escaped, so no player reads it as a tag
+    assert "supercalifragilisticexpialidociousandthensome" in text.split()
+    assert "<live>" not in vtt and "R&amp;D" in vtt

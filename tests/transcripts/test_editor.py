@@ -265,3 +265,23 @@ def test_an_ended_live_session_s_watch_page_shows_the_transcript(
     response = client_as(viewer).get(reverse("transcripts:watch", args=[session.pk]))
     assert response.status_code == 302
     assert response["Location"] == reverse("transcripts:detail", args=[session.pk])
+
+
+def test_the_new_speaker_is_a_free_id_and_events_stay_out_of_the_edit_box(
+    client_as, member, workspace, owner
+):
+    words = words_of([("speaker_0", "hello world", 0.0), ("speaker_2", "later on", 5.0)])
+    words.insert(1, {"text": "laughter", "start": 0.3, "end": 0.5, "type": "audio_event",
+                     "speaker_id": "speaker_0", "logprob": 0.0, "p": 0})  # fmt: skip
+    transcript = make_transcript(workspace, owner)
+    Transcript.objects.filter(pk=transcript.pk).update(words=words)
+    page = body(client_as(member).get(reverse("transcripts:detail", args=[transcript.pk])))
+    assert '<option value="speaker_1">New speaker</option>' in page
+    assert ">hello world</textarea>" in page  # the (laughter) event is not in the text box
+    assert "Delete" not in page.split("</h1>")[1].split("transcript-body")[0]  # not theirs
+    response = client_as(member).post(
+        reverse("transcripts:paragraph_edit", args=[transcript.pk, 0]), {"text": "hello world"}
+    )
+    assert response.status_code == 303
+    transcript.refresh_from_db()
+    assert [w["text"] for w in transcript.words if w["p"] == 0] == ["hello", "laughter", "world"]

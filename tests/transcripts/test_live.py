@@ -4,6 +4,7 @@ recording, metered by seconds; a dropped socket resumes the same session; garbag
 get an error and the session goes on; viewers watch but cannot caption."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -212,3 +213,41 @@ def test_an_ended_session_cannot_be_reopened(workspace, member):
 def test_frame_checks():
     assert "empty" in live.frame_problem(b"")
     assert live.frame_problem(b"\0\0" * 1600) is None
+
+
+def test_only_the_creator_uses_the_microphone_and_nothing_counts_after_stop(
+    workspace, member, owner, speech
+):
+    pcm, _ = speech
+    session = live.live_start(workspace=workspace, user=member)
+    path = f"/ws/transcripts/live/{session.pk}/"
+    mine, teammate = _headers(member), _headers(owner)
+
+    async def scenario():
+        other = connect(path, teammate)
+        refused = not (await other.connect())[0]
+        mic = connect(path, mine)
+        await mic.connect()
+        await mic.receive_from()
+        await stream(mic, pcm[: 20 * FRAME], [])
+        second = connect(path, mine)  # a reconnect racing the first socket
+        await second.connect()
+        await second.receive_from()
+        await mic.send_to(text_data=json.dumps({"type": "stop"}))
+        got = []
+        while not any(m["type"] == "saved" for m in got):
+            got.append(json.loads(await mic.receive_from(timeout=30)))
+        told = json.loads(await second.receive_from(timeout=5))  # the other socket hears it
+        closed = await second.receive_output(timeout=5)
+        await second.disconnect()
+        await mic.disconnect()
+        return refused, told, closed
+
+    refused, told, closed = async_to_sync(scenario)()
+    assert refused and told["type"] == "saved" and closed["type"] == "websocket.close"
+    transcript = Transcript.objects.get(pk=session.pk)
+    assert transcript.status == TranscriptStatus.READY
+    assert transcript.duration_seconds == pytest.approx(2.0, abs=0.01)  # 20 frames, not one
+    assert transcript.media.size == 44 + 20 * FRAME
+    assert UsageEvent.objects.filter(status=UsageStatus.SETTLED).count() == 1
+    assert not os.path.exists(live.pcm_path(transcript))  # no stray audio after Stop
