@@ -38,6 +38,7 @@ from apps.billing.services import (
     meter_reserve,
     meter_settle,
     rate_for,
+    usage_estimate,
 )
 from apps.engines.base import EngineError
 
@@ -176,6 +177,7 @@ class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
     engine_session = None
     reservation = None
     received_bytes = 0
+    allowed_bytes = int(RESERVED_SECONDS * RATE * 2)  # what the first reservation covers
     chunks = 0
 
     async def connect(self):
@@ -255,6 +257,25 @@ class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
         if self.reservation is not None:
             await database_sync_to_async(self._settle)()
 
+    def _next_minute_refusal(self) -> str | None:
+        """Why another minute would exceed the member's budget or the key's cap, or None.
+
+        The reservation made at the start covers the first minute; a longer session is
+        checked minute by minute, so it cannot run past a budget by more than a minute.
+        """
+        estimate = usage_estimate(
+            workspace=self.api_key.workspace,
+            user=self.api_key.user,
+            capability="stt_realtime",
+            engine=self.engine.name,
+            model_id=self.config["model_id"],
+            # The open reservation already counts the first minute: this adds the rest.
+            units=units_for(self.unit, seconds=self.received_bytes / (RATE * 2)),
+        )
+        if estimate.blocked_by:
+            return f"The session stopped: another minute would exceed {estimate.blocked_by}."
+        return None
+
     def _settle(self):
         """Charge the seconds received. A session that outlived the reservation's TTL finds
         it released by the sweeper: the audio was transcribed all the same, so it is charged
@@ -297,6 +318,12 @@ class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
             return
         self.chunks += 1
         self.received_bytes += len(pcm)
+        if self.received_bytes > self.allowed_bytes:  # each new minute: budget for it?
+            refusal = await database_sync_to_async(self._next_minute_refusal)()
+            if refusal:
+                await self._fail("quota_exceeded", refusal)
+                return
+            self.allowed_bytes = self.received_bytes + int(RESERVED_SECONDS * RATE * 2)
         for start in range(0, len(pcm), PIECE_BYTES):
             events = await sync_to_async(self.engine_session.send_audio, thread_sensitive=False)(
                 pcm[start : start + PIECE_BYTES]

@@ -263,3 +263,51 @@ def test_a_session_that_outlives_its_reservation_is_still_charged(key, member, s
     late = UsageEvent.objects.get(status=UsageStatus.SETTLED)
     assert late.units == pytest.approx(Decimal(1 / 3600), abs=Decimal("0.001"))
     assert late.user_id == member.pk
+
+
+def test_a_session_stops_when_the_next_minute_would_exceed_the_budget(
+    on_elevenlabs, member, monkeypatch
+):
+    """A budget with room for two minutes: the third minute is refused mid-session.
+
+    The ElevenLabs engine's realtime session is never opened here: the engine call is
+    replaced by a silent stand-in at its seam, so only the metering is exercised."""
+    from apps.engines.elevenlabs.client import ElevenLabsEngine
+
+    raw = services.api_key_create(workspace=on_elevenlabs, user=member, name="x").raw
+    rate_per_hour = 1273  # the default stt_realtime rate (credits per hour)
+    Budget.objects.create(workspace=on_elevenlabs, user=member,
+                          limit_credits=Decimal(rate_per_hour * 2.5 / 60))  # fmt: skip
+
+    class Quiet:
+        def send_audio(self, pcm):
+            return []
+
+        def commit(self):
+            return []
+
+        def close(self):
+            return []
+
+    monkeypatch.setattr(ElevenLabsEngine, "stt_realtime", lambda self, **options: Quiet())
+
+    async def scenario():
+        ws = socket("", raw)
+        await ws.connect()
+        await ws.receive_from()
+        second = b"\0\0" * 16000
+        for _ in range(200):
+            await ws.send_to(text_data=chunk(second))
+            if not await ws.receive_nothing(timeout=0.01):
+                message = json.loads(await ws.receive_from())
+                closed = await ws.receive_output(timeout=5)
+                await ws.disconnect()  # the consumer settles what it received
+                return message, _, closed
+
+    message, seconds, closed = async_to_sync(scenario)()
+    assert message["message_type"] == "quota_exceeded" and "another minute" in message["error"]
+    assert closed["type"] == "websocket.close"
+    assert 60 < seconds <= 125  # refused within a minute of the budget's end
+    [event] = UsageEvent.objects.all()
+    assert event.status == UsageStatus.SETTLED
+    assert event.credits <= Decimal(rate_per_hour * 2.5 / 60)
