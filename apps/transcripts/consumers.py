@@ -21,9 +21,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import reverse
 
-from apps.engines.base import EngineError
 from apps.workspaces.models import ROLE_RANK, Membership, Role
-from apps.workspaces.services import ActionRefused, engine_for
+from apps.workspaces.services import ActionRefused
 
 from . import live
 from .models import Transcript, TranscriptStatus
@@ -82,14 +81,13 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
         self.transcript = transcript
         self.offset = await sync_to_async(live.recorded_seconds)(transcript)
         self.allowed_seconds = self.offset
-        language = (transcript.options or {}).get("language_code")
         try:
-            engine = await database_sync_to_async(engine_for)(transcript.workspace)
-            self.engine_session = await sync_to_async(self._open_engine, thread_sensitive=False)(
-                engine, language
+            engine = await database_sync_to_async(live.session_engine)(transcript)
+            self.engine_session = await sync_to_async(live.engine_session, thread_sensitive=False)(
+                engine, transcript
             )
-        except EngineError as exc:
-            await self._end(4502, f"The engine refused the session: {exc.message}")
+        except live.EngineStopped as exc:
+            await self._end(4502, str(exc))
             return
         # In the session's group too: a Stop from another socket of this session ends this one.
         await self.channel_layer.group_add(_group(self.pk), self.channel_name)
@@ -103,12 +101,6 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
             await self._send(message["event"])
             await self.close(code=1000)
 
-    @staticmethod
-    def _open_engine(engine, language):
-        return engine.stt_realtime(
-            language_code=language, include_timestamps=True, commit_strategy="vad"
-        )
-
     async def _end(self, code: int, message: str):
         """Tell the page why, and close with a code that stops its reconnecting."""
         await self._send({"type": "error", "message": message})
@@ -118,8 +110,8 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
         """An engine call in a worker thread; its errors end the socket, with a message."""
         try:
             return await sync_to_async(call, thread_sensitive=False)(*args)
-        except EngineError as exc:
-            await self._end(4502, f"The engine stopped: {exc.message}")
+        except live.EngineStopped as exc:
+            await self._end(4502, str(exc))
             return None
 
     def _committed(self):
@@ -131,7 +123,10 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(_group(self.pk), self.channel_name)
         if self.engine_session is not None:
             session, self.engine_session = self.engine_session, None
-            await sync_to_async(session.close, thread_sensitive=False)()
+            try:
+                await sync_to_async(session.close, thread_sensitive=False)()
+            except live.EngineStopped:
+                log.info("live session %s: the engine failed while closing", self.pk)
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.stopped or self.engine_session is None:

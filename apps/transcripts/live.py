@@ -21,6 +21,7 @@ from apps.billing.models import UsageSource
 from apps.billing.rates import units_for
 from apps.billing.services import BudgetExceeded, metered, rate_for, usage_estimate
 from apps.engines import audio
+from apps.engines.base import EngineError
 from apps.workspaces.services import ActionRefused, engine_for
 
 from . import document
@@ -32,6 +33,54 @@ BYTES_PER_SECOND = RATE * 2
 MAX_FRAME_BYTES = 2 * BYTES_PER_SECOND  # the engine takes at most 2 s a chunk
 MODEL_ID = "scribe_realtime"
 ESTIMATE_SECONDS = 60
+
+
+class EngineStopped(ActionRefused):
+    """The engine refused or ended a live session; the message says why."""
+
+
+class LiveEngineSession:
+    """The engine's realtime session for a live transcript, opened by ``engine_session``.
+
+    Its calls block (speech recognition): make them from a worker thread. An engine error
+    becomes ``EngineStopped``, so the consumer never deals with engines itself.
+    """
+
+    def __init__(self, session):
+        self._session = session
+
+    @staticmethod
+    def _call(call, *args):
+        try:
+            return call(*args)
+        except EngineError as exc:
+            raise EngineStopped(f"The engine stopped: {exc.message}") from exc
+
+    def send_audio(self, pcm: bytes):
+        return self._call(self._session.send_audio, pcm)
+
+    def commit(self):
+        return self._call(self._session.commit)
+
+    def close(self):
+        return self._call(self._session.close)
+
+
+def session_engine(transcript: Transcript):
+    """The engine of the session's workspace (reads the database: call it from a DB thread)."""
+    return engine_for(transcript.workspace)
+
+
+def engine_session(engine, transcript: Transcript) -> LiveEngineSession:
+    """Open the engine's realtime session (may load a model: call it from a worker thread)."""
+    language = (transcript.options or {}).get("language_code")
+    try:
+        session = engine.stt_realtime(
+            language_code=language, include_timestamps=True, commit_strategy="vad"
+        )
+    except EngineError as exc:
+        raise EngineStopped(f"The engine refused the session: {exc.message}") from exc
+    return LiveEngineSession(session)
 
 
 def _pcm_name(transcript: Transcript) -> str:

@@ -229,7 +229,8 @@ def transcript_retry(request, pk: int):
         job_services.job_retry(job=transcript.job)
     except ValueError as exc:
         return _reading(request, transcript, error=str(exc), status=400)
-    Transcript.objects.filter(pk=transcript.pk).update(status=TranscriptStatus.QUEUED, error="")
+    transcript.status, transcript.error = TranscriptStatus.QUEUED, ""
+    transcript.save(update_fields=["status", "error", "updated_at"])
     messages.info(request, "Transcribing again.")
     return HttpResponseRedirect(reverse("transcripts:detail", args=[transcript.pk]), status=303)
 
@@ -429,7 +430,7 @@ def live_start(request):
 @require_GET
 def live_watch(request, pk: int):
     """Someone else's live captions, as they are spoken (viewers too)."""
-    transcript = get_scoped(request, Transcript.objects.filter(source="live"), pk=pk)
+    transcript = get_scoped(request, Transcript, pk=pk, source="live")
     if transcript.status != TranscriptStatus.RUNNING:
         return HttpResponseRedirect(reverse("transcripts:detail", args=[transcript.pk]))
     return render(request, "transcripts/watch.html", {"transcript": transcript})

@@ -11,8 +11,8 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import push_url
 
 from apps.jobs.services import job_start
-from apps.workspaces.access import get_scoped, workspace_view
-from apps.workspaces.models import ROLE_RANK, Role
+from apps.workspaces.access import get_scoped, scoped, workspace_view
+from apps.workspaces.models import Role
 from apps.workspaces.services import ActionRefused
 
 from . import services
@@ -109,17 +109,18 @@ def _detail(
 
     clip = None
     if re.fullmatch(r"[0-9]{1,18}", request.GET.get("clip", "")):
-        clip = Generation.objects.filter(
-            workspace=request.workspace, pk=int(request.GET["clip"]), voice_id=voice.voice_id
-        ).first()
+        clip = (
+            scoped(request, Generation)
+            .filter(pk=int(request.GET["clip"]), voice_id=voice.voice_id)
+            .first()
+        )
     text = try_text or ""
     context = {
         "voice": voice,
-        "can_create": ROLE_RANK[Role(request.membership.role)] >= ROLE_RANK[Role.MEMBER],
         "usage": services_usage.voice_usage(voice),
-        "consent": VoiceConsent.objects.filter(
-            workspace=request.workspace, engine=voice.engine, voice_id=voice.voice_id
-        ).first(),
+        "consent": scoped(request, VoiceConsent)
+        .filter(engine=voice.engine, voice_id=voice.voice_id)
+        .first(),
         "design": voice.design,
         "try_text": text,
         "try_max": services_usage.TRY_MAX,

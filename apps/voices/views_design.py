@@ -148,7 +148,6 @@ def _design_context(request, design: VoiceDesign, **extra):
         "votes": list(design.votes.all()[:10]),
         "saved_voices": list(design.voices.all()),
         "labels": LABELS,
-        "can_create": ROLE_RANK[Role(request.membership.role)] >= ROLE_RANK[Role.MEMBER],
         "others": scoped(request, VoiceDesign).exclude(pk=design.pk)[:20],
         "estimate": design_services.design_estimate(
             workspace=request.workspace, user=request.user, model_id=design.model_id
@@ -268,7 +267,6 @@ def _vote_page(request, vote: DesignVote, *, error: str = "", status: int = 200)
     context = {
         "vote": vote,
         "error": error,
-        "can_vote": ROLE_RANK[Role(request.membership.role)] >= ROLE_RANK[Role.MEMBER],
         "can_close": vote.opened_by_id == request.user.pk
         or ROLE_RANK[Role(request.membership.role)] >= ROLE_RANK[Role.MANAGER],
         "ballots": vote.ballots.count(),
