@@ -32,6 +32,7 @@ class Approval(models.TextChoices):
 
 # The labels the library filters on, as ElevenLabs names them.
 LABELS = ("gender", "age", "accent", "language", "use_case", "descriptive")
+LABEL_NAMES = [(label, label.replace("_", " ").capitalize()) for label in LABELS]  # for forms
 
 
 class Tag(models.Model):

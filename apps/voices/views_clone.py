@@ -17,7 +17,7 @@ from apps.workspaces.services import ActionRefused
 
 from . import services_clone as clone_services
 from . import services_usage as usage_services
-from .models import LABELS, ConsentUse, LibraryVoice, VoiceConsent
+from .models import LABEL_NAMES, LABELS, ConsentUse, LibraryVoice, VoiceConsent
 from .services_clone import SAMPLE_TYPES, ConsentInput, SamplesRefused, Upload
 
 
@@ -71,7 +71,7 @@ def _uploads(files) -> list[Upload]:
 def _clone_page(request, form, *, error="", problems=None, status=200):
     context = {
         "form": form,
-        "labels": LABELS,
+        "labels": LABEL_NAMES,
         "error": error,
         "problems": problems or [],
         "accept": ",".join(SAMPLE_TYPES),

@@ -18,7 +18,7 @@ from apps.workspaces.models import ROLE_RANK, Role
 from apps.workspaces.services import ActionRefused
 
 from . import services_design as design_services
-from .models import LABELS, DesignVote, VoiceDesign
+from .models import LABEL_NAMES, LABELS, DesignVote, VoiceDesign
 
 HISTORY_PAGE = 20
 
@@ -147,7 +147,7 @@ def _design_context(request, design: VoiceDesign, **extra):
         "reproductions": list(design.reproductions.all()[:10]),
         "votes": list(design.votes.all()[:10]),
         "saved_voices": list(design.voices.all()),
-        "labels": LABELS,
+        "labels": LABEL_NAMES,
         "others": scoped(request, VoiceDesign).exclude(pk=design.pk)[:20],
         "estimate": design_services.design_estimate(
             workspace=request.workspace, user=request.user, model_id=design.model_id
