@@ -18,7 +18,7 @@ import django  # noqa: E402
 django.setup()
 
 from apps.engines.base import RealtimeEvent  # noqa: E402
-from apps.transcripts import consumers  # noqa: E402
+from apps.transcripts import live  # noqa: E402
 from studio_site.asgi import application  # noqa: E402,F401 (what Daphne serves)
 
 
@@ -33,4 +33,4 @@ class StampingSession:
         return []
 
 
-consumers.LiveCaptionConsumer._open_engine = lambda self, language: StampingSession()
+live.engine_session = lambda engine, transcript: live.LiveEngineSession(StampingSession())

@@ -147,9 +147,9 @@ async def relay(port, cookie, session_pk, frames: int) -> tuple[list[float], lis
         json.loads(await watcher.recv())
         for _ in range(frames):
             await ws.send(b"\0\0" * 1600)
-            event = json.loads(await ws.recv())
+            event = json.loads(await asyncio.wait_for(ws.recv(), timeout=10))
             own.append((time.time_ns() - int(event["text"])) / 1e6)
-            event = json.loads(await watcher.recv())
+            event = json.loads(await asyncio.wait_for(watcher.recv(), timeout=10))
             watched.append((time.time_ns() - int(event["text"])) / 1e6)
     return own[5:], watched[5:]  # the first frames warm the consumer up
 
