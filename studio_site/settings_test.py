@@ -17,6 +17,9 @@ os.environ.setdefault("CHORUS_CACHE_PREFIX", f"chorus-test-{_run}")
 os.environ.setdefault(
     "CHORUS_BROKER_DIR", os.path.join(tempfile.gettempdir(), f"chorus-test-broker-{_run}")
 )
+# The tests chain Chorus to another Chorus, or to a fake upstream, on 127.0.0.1: they opt in
+# to loopback engine addresses (off by default). Tests of the guard turn it off again.
+os.environ.setdefault("CHORUS_ENGINE_ALLOW_LOOPBACK", "1")
 
 from .settings import *  # noqa: E402, F403
 from .settings import CHORUS_JOB_KINDS, DATABASE_URL, DATABASES, VAR_DIR  # noqa: E402
@@ -26,8 +29,8 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
 if not DATABASE_URL:
     # A file, not :memory:, so a Daphne server and a Celery worker started by the tests can
-    # open the same test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-chorus.sqlite3")}
+    # open the same test database. One file per run, so runs side by side never share one.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-chorus-{_run}.sqlite3")}
 
 # Kinds used only by the tests (a slow job to kill, a flaky job to retry, a broken job).
 CHORUS_JOB_KINDS = {
