@@ -54,6 +54,8 @@ os.environ["LOG_LEVEL"] = "WARNING"
 # A cap above the highest concurrency: the per-member slot counting is measured, not refused.
 os.environ.setdefault("CHORUS_API_MAX_CONCURRENT", "1000")
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+# Chorus's engine points at the fake upstream on 127.0.0.1: loopback must be allowed.
+os.environ["CHORUS_ENGINE_ALLOW_LOOPBACK"] = "1"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "studio_site.settings")
 os.environ.setdefault("CHORUS_QUEUE", f"chorus-bench-{os.getpid()}")
 os.environ.setdefault("CHORUS_CHANNEL_PREFIX", f"chorus-bench-{os.getpid()}")
@@ -345,7 +347,8 @@ def main():
         Budget.objects.create(workspace=workspace, user=user, limit_credits=Decimal(10**9))
         raw_key = api_key_create(workspace=workspace, user=user, name="gateway bench").raw
 
-        web = spawn([sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(web_port),
+        web = spawn([sys.executable, "-m", "studio_site.server", "-b", "127.0.0.1",
+                     "-p", str(web_port),
                      "studio_site.asgi:application"])  # fmt: skip
         procs.append(web)
         wait_ready(f"http://127.0.0.1:{web_port}/healthz", web, "Daphne")

@@ -442,3 +442,22 @@ LOGGING = {
         "celery": {"level": "INFO"},
     },
 }
+# --- Request bodies (studio_site.server) ---------------------------------------------------
+
+# Every body streams to the app unparsed (spooled to disk beyond 100 kB). A body longer than
+# its route's limit is answered 413 before any of it is read; so is a chunked body as soon as
+# it passes the limit. Routes not listed take CHORUS_BODY_MAX_MB. Limits are in MB, with 1 MB
+# over the file limits for the form's other fields and multipart framing.
+CHORUS_BODY_MAX_MB = env_int("CHORUS_BODY_MAX_MB", 3, minimum=1)
+CHORUS_BODY_LIMITS_MB = [
+    (r"^/v1/speech-to-text/?$", CHORUS_TRANSCRIBE_MAX_MB + 1),
+    (r"^/v1/dubbing/?$", CHORUS_TRANSCRIBE_MAX_MB + 1),
+    (r"^/transcripts/new/$", CHORUS_TRANSCRIBE_MAX_MB + 1),
+    (r"^/v1/voices/add/?$", CHORUS_CLONE_TOTAL_MAX_MB + 1),
+    (r"^/v1/voices/[^/]+/edit/?$", CHORUS_CLONE_TOTAL_MAX_MB + 1),
+    (r"^/voices/clone/$", CHORUS_CLONE_TOTAL_MAX_MB + CHORUS_CLONE_SAMPLE_MAX_MB + 1),
+]
+# How long the body of an answered (refused) request is read and dropped, so that the client,
+# still sending, reads the answer before the connection closes.
+CHORUS_BODY_LINGER_SECONDS = env_float("CHORUS_BODY_LINGER_SECONDS", 2.0, minimum=0.0)
+

@@ -203,7 +203,7 @@ def daphne_server(live_env, tmp_path):
     """A real Daphne server (HTTP + websockets) on the test database."""
     port = free_port()
     proc = spawn(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+        [sys.executable, "-m", "studio_site.server", "-b", "127.0.0.1", "-p", str(port),
          "studio_site.asgi:application"],
         env=live_env,
         log=tmp_path / "daphne.log",

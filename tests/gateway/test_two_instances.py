@@ -101,7 +101,7 @@ def _admin_sql(url: str, sql: str) -> None:
 def _daphne(env: dict, log: Path) -> tuple[str, Proc]:
     port = free_port()
     proc = spawn(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+        [sys.executable, "-m", "studio_site.server", "-b", "127.0.0.1", "-p", str(port),
          "studio_site.asgi:application"],
         env=env,
         log=log,

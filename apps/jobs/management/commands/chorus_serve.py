@@ -29,7 +29,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, host, port, concurrency, **options):
         python = sys.executable
-        web = [python, "-m", "daphne", "-b", host, "-p", str(port)]
+        # Daphne with bodies kept out of memory and judged early (see studio_site.server).
+        web = [python, "-m", "studio_site.server", "-b", host, "-p", str(port)]
         if settings.CHORUS_BEHIND_PROXY:
             # Only behind a proxy that sets them: otherwise any client could forge its address.
             web.append("--proxy-headers")
