@@ -1,7 +1,8 @@
 """Chorus settings: one file, driven by environment variables (see .env.example).
 
 With no environment at all Chorus runs embedded: SQLite, files and a broker folder under
-``var/``, an in-memory channel layer, DEBUG on. ``DATABASE_URL`` and ``REDIS_URL`` switch to
+``var/``, an in-memory channel layer, e-mails written to ``var/mail/``, DEBUG off (friendly
+error pages, no URL conf shown to strangers). ``DATABASE_URL`` and ``REDIS_URL`` switch to
 PostgreSQL and Redis; nothing else has to change.
 """
 
@@ -129,16 +130,19 @@ def database_from_url(url: str) -> dict:
 VAR_DIR = (BASE_DIR / (env_str("CHORUS_VAR_DIR") or "var")).resolve()  # relative to the repo
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
-DEBUG = env_bool("DEBUG", True)
+DEBUG = env_bool("DEBUG", False)
+# Embedded: the one-machine default (no DATABASE_URL). It may generate its own SECRET_KEY and
+# answers on loopback names without configuration; a deployment sets both.
+EMBEDDED = not env_str("DATABASE_URL")
 
 
 def _secret_key() -> str:
     key = env_str("SECRET_KEY")
     if key:
         return key
-    if not DEBUG:
+    if not (DEBUG or EMBEDDED):
         raise ImproperlyConfigured(
-            "SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is off. "
+            "SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is off (with DATABASE_URL). "
             'Generate one with: python -c "import secrets; print(secrets.token_urlsafe(50))"'
         )
     # Embedded default: generated once and kept under var/ so sessions survive restarts.
@@ -152,7 +156,8 @@ def _secret_key() -> str:
 
 
 SECRET_KEY = _secret_key()
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if DEBUG else [])
+_LOCAL = DEBUG or EMBEDDED
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if _LOCAL else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 SITE_URL = env_str("SITE_URL", "")  # used in e-mails when no request is at hand
 
@@ -305,8 +310,8 @@ CHORUS_ADMIN_EMAIL = env_str("CHORUS_ADMIN_EMAIL", "admin@chorus.local")
 CHORUS_ADMIN_PASSWORD = env_str("CHORUS_ADMIN_PASSWORD", "")
 
 SESSION_COOKIE_HTTPONLY = True
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
-CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not _LOCAL)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not _LOCAL)
 # Behind a reverse proxy that sets X-Forwarded-For / -Proto (and strips clients' own).
 CHORUS_BEHIND_PROXY = env_bool("CHORUS_BEHIND_TLS_PROXY", False)
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if CHORUS_BEHIND_PROXY else None
@@ -324,7 +329,10 @@ if EMAIL_HOST:
     EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
     EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
 else:
-    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+    # No mail server: each e-mail is written to a file in var/mail/ (invitation links carry
+    # their tokens, so they never go to the log).
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = VAR_DIR / "mail"
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Chorus <chorus@localhost>")
 
 # --- Celery -----------------------------------------------------------------------------
@@ -420,6 +428,25 @@ CHORUS_CLONE_TOTAL_MAX_MB = env_int("CHORUS_CLONE_TOTAL_MAX_MB", 100, minimum=1)
 # The largest recording (audio or video) the Transcripts page takes, in MB.
 CHORUS_TRANSCRIBE_MAX_MB = env_int("CHORUS_TRANSCRIBE_MAX_MB", 500, minimum=1)
 
+# --- Request bodies (studio_site.server) ---------------------------------------------------
+
+# Every body streams to the app unparsed (spooled to disk beyond 100 kB). A body longer than
+# its route's limit is answered 413 before any of it is read; so is a chunked body as soon as
+# it passes the limit. Routes not listed take CHORUS_BODY_MAX_MB. Limits are in MB, with 1 MB
+# over the file limits for the form's other fields and multipart framing.
+CHORUS_BODY_MAX_MB = env_int("CHORUS_BODY_MAX_MB", 3, minimum=1)
+CHORUS_BODY_LIMITS_MB = [
+    (r"^/v1/speech-to-text/?$", CHORUS_TRANSCRIBE_MAX_MB + 1),
+    (r"^/v1/dubbing/?$", CHORUS_TRANSCRIBE_MAX_MB + 1),
+    (r"^/transcripts/new/$", CHORUS_TRANSCRIBE_MAX_MB + 1),
+    (r"^/v1/voices/add/?$", CHORUS_CLONE_TOTAL_MAX_MB + 1),
+    (r"^/v1/voices/[^/]+/edit/?$", CHORUS_CLONE_TOTAL_MAX_MB + 1),
+    (r"^/voices/clone/$", CHORUS_CLONE_TOTAL_MAX_MB + CHORUS_CLONE_SAMPLE_MAX_MB + 1),
+]
+# How long the body of an answered (refused) request is read and dropped, so that the client,
+# still sending, reads the answer before the connection closes.
+CHORUS_BODY_LINGER_SECONDS = env_float("CHORUS_BODY_LINGER_SECONDS", 2.0, minimum=0.0)
+
 # --- Misc -------------------------------------------------------------------------------
 
 LANGUAGE_CODE = "en-us"
@@ -442,22 +469,3 @@ LOGGING = {
         "celery": {"level": "INFO"},
     },
 }
-# --- Request bodies (studio_site.server) ---------------------------------------------------
-
-# Every body streams to the app unparsed (spooled to disk beyond 100 kB). A body longer than
-# its route's limit is answered 413 before any of it is read; so is a chunked body as soon as
-# it passes the limit. Routes not listed take CHORUS_BODY_MAX_MB. Limits are in MB, with 1 MB
-# over the file limits for the form's other fields and multipart framing.
-CHORUS_BODY_MAX_MB = env_int("CHORUS_BODY_MAX_MB", 3, minimum=1)
-CHORUS_BODY_LIMITS_MB = [
-    (r"^/v1/speech-to-text/?$", CHORUS_TRANSCRIBE_MAX_MB + 1),
-    (r"^/v1/dubbing/?$", CHORUS_TRANSCRIBE_MAX_MB + 1),
-    (r"^/transcripts/new/$", CHORUS_TRANSCRIBE_MAX_MB + 1),
-    (r"^/v1/voices/add/?$", CHORUS_CLONE_TOTAL_MAX_MB + 1),
-    (r"^/v1/voices/[^/]+/edit/?$", CHORUS_CLONE_TOTAL_MAX_MB + 1),
-    (r"^/voices/clone/$", CHORUS_CLONE_TOTAL_MAX_MB + CHORUS_CLONE_SAMPLE_MAX_MB + 1),
-]
-# How long the body of an answered (refused) request is read and dropped, so that the client,
-# still sending, reads the answer before the connection closes.
-CHORUS_BODY_LINGER_SECONDS = env_float("CHORUS_BODY_LINGER_SECONDS", 2.0, minimum=0.0)
-

@@ -14,6 +14,9 @@ _run = os.environ.setdefault("CHORUS_TEST_RUN", uuid.uuid4().hex[:10])
 os.environ.setdefault("CHORUS_QUEUE", f"chorus-test-{_run}")
 os.environ.setdefault("CHORUS_CHANNEL_PREFIX", f"chorus-test-{_run}")
 os.environ.setdefault("CHORUS_CACHE_PREFIX", f"chorus-test-{_run}")
+# The servers and workers the tests start run as a developer's would: DEBUG on (which also
+# lets them use a generated SECRET_KEY and loopback hosts with DATABASE_URL set, as CI does).
+os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault(
     "CHORUS_BROKER_DIR", os.path.join(tempfile.gettempdir(), f"chorus-test-broker-{_run}")
 )

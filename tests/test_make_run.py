@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -23,7 +24,7 @@ from .conftest import ROOT, free_port, wait_until
 pytestmark = pytest.mark.slow
 
 # Variables of the test run itself; a newcomer's shell has none of them.
-DROP = ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "VIRTUAL_ENV", "PYTHONPATH")
+DROP = ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "VIRTUAL_ENV", "PYTHONPATH", "DEBUG")
 
 
 def _clean_copy(dest: Path) -> Path:
@@ -138,6 +139,32 @@ def test_make_run_on_a_clean_copy_serves_healthz_and_stops_cleanly(tmp_path):
         )
         home = opener.open(request, timeout=10).read().decode()
         assert "<h1>Demo studio</h1>" in home
+
+        # DEBUG is off: an unknown address is the friendly 404, not the whole URL conf.
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            urllib.request.urlopen(url + "/no/such/page/", timeout=10)  # noqa: S310
+        page = missing.value.read().decode()
+        assert missing.value.code == 404
+        assert "URLconf" not in page and "admin/" not in page and "Traceback" not in page
+
+        # An invitation's e-mail, with its token, is written to var/mail/, never to the log.
+        csrf = next(c.value for c in jar if c.name == "csrftoken")
+        invite = urllib.parse.urlencode(
+            {"email": "newcomer@example.com", "role": "member", "csrfmiddlewaretoken": csrf}
+        ).encode()
+        opener.open(
+            urllib.request.Request(
+                url + "/members/invite/", data=invite, headers={"Referer": url + "/members/"}
+            ),
+            timeout=10,
+        ).read()
+        mails = wait_until(
+            lambda: list((copy / "var" / "mail").glob("*")), timeout=30, what="the invitation"
+        )
+        mail = "".join(path.read_text() for path in mails)
+        assert "newcomer@example.com" in mail
+        token_link = re.search(r"https?://\S+/invite/\S+/", mail).group(0)
+        assert token_link.rsplit("/", 2)[-2] not in log.read_text()
     finally:
         _ctrl_c(proc)
     with sqlite3.connect(copy / "var" / "chorus.sqlite3") as db:

@@ -83,10 +83,11 @@ def _load_settings(env: dict) -> subprocess.CompletedProcess:
 
 
 def test_production_refuses_to_start_without_a_secret_key(tmp_path):
-    result = _load_settings({"DEBUG": "0", "CHORUS_VAR_DIR": str(tmp_path)})
+    production = {"DATABASE_URL": "postgres://u@db.example/chorus", "CHORUS_VAR_DIR": str(tmp_path)}
+    result = _load_settings(production)
     assert result.returncode != 0
     assert "SECRET_KEY (or SECRET_KEY_FILE) must be set when DEBUG is off" in result.stderr
-    ok = _load_settings({"DEBUG": "0", "SECRET_KEY": "x" * 50, "CHORUS_VAR_DIR": str(tmp_path)})
+    ok = _load_settings({**production, "SECRET_KEY": "x" * 50})
     assert ok.returncode == 0, ok.stderr
     assert not (tmp_path / "secret_key").exists()
 
@@ -108,3 +109,31 @@ def test_env_example_lists_every_variable_the_code_reads():
     listed = set(re.findall(r"^#? ?([A-Z0-9_]+)=", example, flags=re.M))
     assert names, "the scan found the variables"
     assert names - listed == set()
+
+
+def test_the_embedded_default_serves_without_debug_and_mails_to_a_file(tmp_path):
+    """``make run`` (no environment): DEBUG off, so an unknown URL never lists the URL conf,
+    and e-mails (invitation links carry tokens) go to files in var/mail/, not to the log."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings as s; "
+            "print(s.DEBUG, s.EMAIL_BACKEND, s.EMAIL_FILE_PATH, s.ALLOWED_HOSTS)",
+        ],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DJANGO_SETTINGS_MODULE": "studio_site.settings",
+            "CHORUS_VAR_DIR": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    debug, backend, mail_dir, hosts = result.stdout.split(" ", 3)
+    assert debug == "False"
+    assert backend == "django.core.mail.backends.filebased.EmailBackend"
+    assert mail_dir == str(tmp_path / "mail")
+    assert "127.0.0.1" in hosts
