@@ -8,6 +8,7 @@ PostgreSQL and Redis; nothing else has to change.
 
 import math
 import os
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -304,6 +305,47 @@ CHORUS_LOGIN_WINDOW_SECONDS = env_int("CHORUS_LOGIN_WINDOW_SECONDS", 900, minimu
 CHORUS_ENCRYPTION_KEY = env_str("CHORUS_ENCRYPTION_KEY")
 # Where a new ElevenLabs connection points by default.
 CHORUS_ELEVENLABS_BASE_URL = env_str("CHORUS_ELEVENLABS_BASE_URL", "https://api.elevenlabs.io")
+
+# --- Engine egress (which upstream hosts the server may reach) ---------------------------
+# A workspace owner chooses the ElevenLabs base URL, and the server connects to it: these
+# settings keep that from reaching this machine or the private network (SSRF). Every request
+# resolves the host and checks each address it resolves to, whatever was checked at save time.
+#
+# Host names a base URL may name (comma-separated, exact match). The default is the official
+# API and its regional hosts; the host of CHORUS_ELEVENLABS_BASE_URL is always allowed too.
+CHORUS_ENGINE_ALLOWED_HOSTS = [
+    host.lower().rstrip(".")
+    for host in env_list(
+        "CHORUS_ENGINE_ALLOWED_HOSTS",
+        [
+            "api.elevenlabs.io",
+            "api.us.elevenlabs.io",
+            "api.eu.residency.elevenlabs.io",
+            "api.in.residency.elevenlabs.io",
+            "api.sg.residency.elevenlabs.io",
+        ],
+    )
+]
+for _host in CHORUS_ENGINE_ALLOWED_HOSTS:
+    if not re.fullmatch(r"[a-z0-9.-]+|\[?[0-9a-f:.]+\]?", _host) or _host.count(":") == 1:
+        raise ImproperlyConfigured(
+            f"CHORUS_ENGINE_ALLOWED_HOSTS names hosts, not URLs or host:port ({_host!r})."
+        )
+# This machine (localhost, 127.0.0.0/8, ::1) may be a base URL, over plain http too: for
+# tests and for a Chorus chained to another Chorus or a fake upstream on the same machine.
+CHORUS_ENGINE_ALLOW_LOOPBACK = env_bool("CHORUS_ENGINE_ALLOW_LOOPBACK", False)
+# An allowed host may resolve to a private-network address (10/8, 172.16/12, 192.168/16,
+# 100.64/10, fc00::/7): for a gateway on the local network. Link-local (cloud metadata),
+# multicast and reserved addresses are never reached.
+CHORUS_ENGINE_ALLOW_PRIVATE = env_bool("CHORUS_ENGINE_ALLOW_PRIVATE", False)
+
+# Who may create a workspace: "staff" (site administrators; everyone else joins by
+# invitation) or "anyone" signed in.
+CHORUS_WORKSPACE_CREATION = env_str("CHORUS_WORKSPACE_CREATION", "staff").strip().lower()
+if CHORUS_WORKSPACE_CREATION not in {"staff", "anyone"}:
+    raise ImproperlyConfigured(
+        f"CHORUS_WORKSPACE_CREATION={CHORUS_WORKSPACE_CREATION!r}: use staff or anyone."
+    )
 
 CHORUS_INVITATION_DAYS = env_int("CHORUS_INVITATION_DAYS", 7, minimum=1)
 CHORUS_ADMIN_EMAIL = env_str("CHORUS_ADMIN_EMAIL", "admin@chorus.local")

@@ -115,6 +115,9 @@ def live_env(transactional_db):
         DATABASE_URL=_db_url(),
         CHORUS_JOB_HEARTBEAT_SECONDS="0.5",
         CHORUS_JOB_RETRY_BASE_SECONDS="0.2",
+        # Servers and workers reach fake upstreams and other instances on 127.0.0.1 (the test
+        # settings opt in too; said here so a subprocess never depends on inheriting it).
+        CHORUS_ENGINE_ALLOW_LOOPBACK="1",
         PYTHONUNBUFFERED="1",
     )
     return env

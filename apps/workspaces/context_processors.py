@@ -1,6 +1,7 @@
 """Template context shared by every page: the current workspace and the switcher's list."""
 
 from .models import Membership
+from .services import workspace_creation_allowed
 
 
 def workspace(request):
@@ -19,6 +20,7 @@ def workspace(request):
         "unread_notifications": unread,
         "current_workspace": workspace,
         "current_membership": getattr(request, "membership", None),
+        "can_create_workspace": workspace_creation_allowed(user),
         "my_memberships": Membership.objects.filter(user=user)
         .select_related("workspace")
         .order_by("workspace__name"),

@@ -1,10 +1,9 @@
 """Forms of the workspaces app: sign-in, workspace, invitations and roles."""
 
-from urllib.parse import urlsplit
-
 from django import forms
 from django.contrib.auth import password_validation
 
+from . import services
 from .models import EngineKind, Role, User
 
 
@@ -117,12 +116,19 @@ class EngineSettingsForm(StudioForm):
         label="API base URL",
         required=False,
         assume_scheme="https",
-        help_text="Leave empty for the default. Regional or self-hosted gateways go here.",
+        help_text="Leave empty for the default. Regional hosts go here.",
     )
 
     def __init__(self, *args, has_key: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.has_key = has_key
+        self.egress = services.engine_egress()
+        self.fields["base_url"].help_text = (
+            "Leave empty for the default. This server allows: "
+            f"{self.egress.allowed_list()}"
+            + (", and this machine" if self.egress.allow_loopback else "")
+            + "."
+        )
 
     def clean_api_key(self):
         key = self.cleaned_data["api_key"]
@@ -131,16 +137,14 @@ class EngineSettingsForm(StudioForm):
         return key or None
 
     def clean_base_url(self):
+        """Only a host the administrator allows (``CHORUS_ENGINE_ALLOWED_HOSTS``); the engine
+        checks the addresses it resolves to again on every connection."""
         url = self.cleaned_data["base_url"]
         if not url:
             return url
-        parts = urlsplit(url)
-        loopback = parts.hostname in {"localhost", "127.0.0.1", "::1"}
-        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-            raise forms.ValidationError(
-                "Use an https:// address (plain http:// only for this machine), "
-                "so the key never travels in clear text."
-            )
+        problem = self.egress.url_problem(url)
+        if problem:
+            raise forms.ValidationError(problem)
         return url
 
     def clean(self):

@@ -88,6 +88,14 @@ def _unique_slug(name: str) -> str:
     return slug
 
 
+def workspace_creation_allowed(user: User) -> bool:
+    """Whether ``user`` may create workspaces (``CHORUS_WORKSPACE_CREATION``): staff only by
+    default, everyone else joins by invitation; ``anyone`` lets every signed-in person."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    return user.is_staff or settings.CHORUS_WORKSPACE_CREATION == "anyone"
+
+
 @transaction.atomic
 def workspace_create(*, name: str, owner: User, ip: str | None = None) -> Workspace:
     """A new workspace with ``owner`` as its first owner."""
@@ -550,7 +558,7 @@ def workspace_export_run(*, job, progress) -> dict:
 # --- Engine settings --------------------------------------------------------------------
 
 # One ElevenLabs engine (and HTTP connection pool) per workspace and configuration.
-_engine_cache: dict[int, tuple[tuple[str, str], object]] = {}
+_engine_cache: dict[int, tuple[tuple, object]] = {}
 _engine_lock = threading.Lock()
 
 
@@ -610,6 +618,22 @@ def engine_settings_update(
     return row
 
 
+def engine_egress():
+    """Where ElevenLabs engines may connect, as the administrator set it (settings.py,
+    "Engine egress"): an ``EgressPolicy`` for the form (save time) and the engine (every
+    connection)."""
+    from urllib.parse import urlsplit
+
+    from apps.engines.elevenlabs.egress import EgressPolicy
+
+    default_host = urlsplit(settings.CHORUS_ELEVENLABS_BASE_URL).hostname
+    return EgressPolicy.build(
+        [*settings.CHORUS_ENGINE_ALLOWED_HOSTS, default_host or ""],
+        allow_loopback=settings.CHORUS_ENGINE_ALLOW_LOOPBACK,
+        allow_private=settings.CHORUS_ENGINE_ALLOW_PRIVATE,
+    )
+
+
 _LOOK_UP = object()
 
 
@@ -632,14 +656,17 @@ def engine_for(workspace: Workspace, *, row=_LOOK_UP):
         except crypto.SecretUnreadable as exc:
             raise AuthenticationFailed(str(exc)) from exc
         base_url = row.base_url or settings.CHORUS_ELEVENLABS_BASE_URL
-        fingerprint = (hashlib.sha256(key.encode()).hexdigest(), base_url)
+        egress = engine_egress()
+        fingerprint = (hashlib.sha256(key.encode()).hexdigest(), base_url, egress)
         with _engine_lock:
             cached = _engine_cache.get(workspace.pk)
             if cached is not None and cached[0] == fingerprint:
                 return cached[1]
             from apps.engines.elevenlabs.client import ElevenLabsEngine
 
-            engine = ElevenLabsEngine(api_key=key, base_url=base_url, workspace=workspace.slug)
+            engine = ElevenLabsEngine(
+                api_key=key, base_url=base_url, workspace=workspace.slug, egress=egress
+            )
             _engine_cache[workspace.pk] = (fingerprint, engine)
         if cached is not None:  # the configuration changed: let the old client go
             close = getattr(cached[1], "close", None)
@@ -662,8 +689,46 @@ class EngineCheck:
     error: str = ""
 
 
+# What Settings → Engine says about a failed check, by error code: never the upstream's own
+# words, which could be any page the base URL answered with.
+_CHECK_SUMMARIES = {
+    "authentication_failed": "The engine refused the API key.",
+    "quota_exceeded": "The account's quota is used up.",
+    "rate_limited": "The engine is busy or limiting requests; try again in a moment.",
+    "not_supported": "The engine's plan or key does not allow this.",
+    "invalid_request": "The engine refused the request.",
+    "upstream_unavailable": "The engine did not give a usable answer.",
+}
+MAX_CHECK_ERROR = 200
+
+
+def engine_check_summary(exc: Exception) -> str:
+    """A short, Chorus-worded summary of why an engine check failed, with the HTTP status.
+
+    An error that came with an upstream status is summarised by its kind (the body, or a
+    message taken from it, is never shown); one without (no connection, a refused address,
+    an unreadable key) carries Chorus's own sentence, kept short.
+    """
+    status = getattr(exc, "upstream_status", None)
+    if status is None:
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        return message if len(message) <= MAX_CHECK_ERROR else message[:MAX_CHECK_ERROR] + "…"
+    code = getattr(exc, "code", "")
+    if 300 <= status < 400:
+        summary = "The engine answered with a redirect, which Chorus does not follow."
+    elif 200 <= status < 300:
+        summary = "The engine answered, but not in the shape the ElevenLabs API has."
+    else:
+        summary = _CHECK_SUMMARIES.get(code, "The engine answered with an error.")
+    return f"{summary} (HTTP {int(status)})"
+
+
 def engine_test_connection(*, workspace: Workspace) -> EngineCheck:
-    """Ask the engine who we are (user and subscription): what Settings → Engine shows."""
+    """Ask the engine who we are (user and subscription): what Settings → Engine shows.
+
+    A failure is shown as ``engine_check_summary`` says: its status and a short summary in
+    Chorus's words, never what the upstream answered.
+    """
     from apps.engines.base import EngineError
 
     row = engine_settings_for(workspace)
@@ -672,7 +737,7 @@ def engine_test_connection(*, workspace: Workspace) -> EngineCheck:
         engine.user()
         sub = engine.subscription()
     except (EngineError, crypto.SecretUnreadable) as exc:
-        check = EngineCheck(ok=False, engine=row.kind, error=getattr(exc, "message", str(exc)))
+        check = EngineCheck(ok=False, engine=row.kind, error=engine_check_summary(exc))
     else:
         reset = (
             datetime.fromtimestamp(sub.next_character_count_reset_unix, tz=UTC)
@@ -682,7 +747,7 @@ def engine_test_connection(*, workspace: Workspace) -> EngineCheck:
         check = EngineCheck(
             ok=True,
             engine=row.kind,
-            tier=sub.tier,
+            tier=str(sub.tier or "")[:40],
             character_count=sub.character_count,
             character_limit=sub.character_limit,
             next_reset=reset,

@@ -101,6 +101,9 @@ def home(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def workspace_create(request):
+    if not services.workspace_creation_allowed(request.user):
+        # A page that says how to get in (an invitation), not a bare 403.
+        return render(request, "workspaces/create.html", {"refused": True}, status=403)
     form = WorkspaceForm(request.POST if request.method == "POST" else None)
     if request.method == "POST" and form.is_valid():
         workspace = services.workspace_create(

@@ -42,6 +42,7 @@ from apps.engines.base import (
     VoiceSettings,
 )
 from apps.engines.elevenlabs import AsyncElevenLabsClient, ElevenLabsEngine
+from apps.engines.elevenlabs.egress import EgressPolicy
 from apps.engines.elevenlabs.errors import parse_error
 from apps.engines.elevenlabs.retry import RetryPolicy, server_delay
 
@@ -1272,6 +1273,10 @@ def test_the_async_client_raises_quota_errors_without_retrying():
 # --- Realtime speech to text ------------------------------------------------------------
 
 
+# The realtime servers below listen on 127.0.0.1: the engines that talk to them allow loopback.
+LOOPBACK = EgressPolicy(allow_loopback=True)
+
+
 @contextmanager
 def realtime_server(handler, process_request=None):
     """A scripted realtime STT endpoint on a local socket; yields its http:// base URL."""
@@ -1332,7 +1337,7 @@ def test_a_realtime_session_sends_pcm_and_returns_partial_then_committed_transcr
                 ws.send(json.dumps({"message_type": "partial_transcript", "text": "hello"}))
 
     with realtime_server(handler) as base_url:
-        engine = ElevenLabsEngine(KEY, base_url, workspace="acme")
+        engine = ElevenLabsEngine(KEY, base_url, workspace="acme", egress=LOOPBACK)
         session = engine.stt_realtime(
             language_code="en", include_timestamps=True, keyterms=["Chorus"]
         )
@@ -1374,7 +1379,7 @@ def test_a_realtime_session_refused_for_a_bad_key_is_an_authentication_failure()
         return connection.respond(401, json.dumps(shape_b("invalid_api_key", "Invalid API key")))
 
     with realtime_server(lambda ws: None, process_request=refuse) as base_url:
-        engine = ElevenLabsEngine(KEY, base_url, sleep=lambda _: None)
+        engine = ElevenLabsEngine(KEY, base_url, sleep=lambda _: None, egress=LOOPBACK)
         with pytest.raises(AuthenticationFailed, match="Invalid API key"):
             engine.stt_realtime()
         engine.close()
@@ -1385,7 +1390,7 @@ def test_a_realtime_error_message_at_start_becomes_a_typed_error():
         ws.send(json.dumps({"message_type": "quota_exceeded", "error": "No credits left."}))
 
     with realtime_server(handler) as base_url:
-        engine = ElevenLabsEngine(KEY, base_url)
+        engine = ElevenLabsEngine(KEY, base_url, egress=LOOPBACK)
         with pytest.raises(QuotaExceeded, match="No credits left."):
             engine.stt_realtime()
         engine.close()
@@ -1689,7 +1694,7 @@ def test_a_realtime_session_refused_for_a_missing_permission_is_not_supported():
         return connection.respond(401, json.dumps(body))
 
     with realtime_server(lambda ws: None, process_request=refuse) as base_url:
-        engine = ElevenLabsEngine(KEY, base_url, sleep=lambda _: None)
+        engine = ElevenLabsEngine(KEY, base_url, sleep=lambda _: None, egress=LOOPBACK)
         with pytest.raises(NotSupported, match="lacks a permission"):
             engine.stt_realtime()
         engine.close()

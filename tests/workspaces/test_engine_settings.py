@@ -15,13 +15,16 @@ def _save(client, **data):
 
 def test_the_key_is_stored_encrypted_and_only_its_last_four_shown(client_as, owner, workspace):
     client = client_as(owner)
-    assert _save(client, api_key=KEY, base_url="https://api.eu.example").status_code == 303
+    assert (
+        _save(client, api_key=KEY, base_url="https://api.eu.residency.elevenlabs.io").status_code
+        == 303
+    )
     row = EngineSettings.objects.get(workspace=workspace)
     assert row.kind == EngineKind.ELEVENLABS
     assert KEY not in row.api_key_encrypted
     assert crypto.decrypt(row.api_key_encrypted) == KEY
     assert row.api_key_last4 == "WXYZ"
-    assert row.base_url == "https://api.eu.example"
+    assert row.base_url == "https://api.eu.residency.elevenlabs.io"
     for url in (reverse("workspaces:engine"), reverse("workspaces:settings")):
         page = client.get(url).content.decode()
         assert KEY not in page and KEY[:-4] not in page
@@ -108,11 +111,11 @@ def test_a_stored_key_is_not_sent_to_a_new_base_url_without_entering_it_again(
 ):
     client = client_as(owner)
     _save(client, api_key=KEY, base_url="https://api.elevenlabs.io")
-    response = _save(client, base_url="https://attacker.example")
+    response = _save(client, base_url="https://api.us.elevenlabs.io")
     assert response.status_code == 400
     assert "Enter the API key again" in response.content.decode()
     assert EngineSettings.objects.get(workspace=workspace).base_url == "https://api.elevenlabs.io"
-    assert _save(client, api_key=KEY, base_url="https://api.eu.example").status_code == 303
+    assert _save(client, api_key=KEY, base_url="https://api.us.elevenlabs.io").status_code == 303
 
 
 def test_an_unreadable_key_is_an_authentication_error_not_a_crash(owner, workspace, settings):

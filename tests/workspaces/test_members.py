@@ -140,7 +140,8 @@ def test_switching_to_a_foreign_workspace_is_refused(client_as, owner, workspace
     assert "<h1>Acme audio</h1>" in client.get(reverse("workspaces:home")).content.decode()
 
 
-def test_someone_without_a_workspace_is_asked_to_create_one(client_as, db):
+def test_someone_without_a_workspace_is_asked_to_create_one(client_as, db, settings):
+    settings.CHORUS_WORKSPACE_CREATION = "anyone"  # staff only by default (test_creation.py)
     lonely = make_user("lonely@example.com")
     client = client_as(lonely)
     response = client.get(reverse("workspaces:home"))

@@ -39,6 +39,7 @@ from .client import (
     unexpected,
     user_agent,
 )
+from .egress import AsyncGuardedTransport, EgressPolicy
 from .retry import RetryPolicy, judge, retryable_exception
 
 
@@ -141,7 +142,11 @@ class AsyncTTSStream:
 
 
 class AsyncElevenLabsClient:
-    """One ``httpx.AsyncClient`` per instance; ``tts_stream`` is the only capability."""
+    """One ``httpx.AsyncClient`` per instance; ``tts_stream`` is the only capability.
+
+    Connects only where ``egress`` allows (egress.py), never following redirects, like
+    ``ElevenLabsEngine``; an injected ``transport`` (tests) is the whole network.
+    """
 
     name = "elevenlabs"
 
@@ -157,6 +162,7 @@ class AsyncElevenLabsClient:
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
         max_server_delay: float = 60.0,
+        egress: EgressPolicy | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.workspace = workspace
@@ -168,7 +174,8 @@ class AsyncElevenLabsClient:
             base_url=self.base_url,
             headers={"xi-api-key": api_key, "User-Agent": user_agent()},
             timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
-            transport=transport,
+            transport=transport or AsyncGuardedTransport(egress or EgressPolicy()),
+            follow_redirects=False,
         )
 
     def __repr__(self) -> str:  # never show the key

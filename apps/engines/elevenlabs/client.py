@@ -63,6 +63,7 @@ from apps.engines.base import (
 )
 
 from . import mapping
+from .egress import EgressPolicy, EgressRefused, GuardedTransport
 from .retry import RetryPolicy, Verdict, judge, retryable_exception
 
 DEFAULT_BASE_URL = "https://api.elevenlabs.io"
@@ -328,8 +329,13 @@ def _audio_chunks(response: httpx.Response) -> Iterator[TTSChunk]:
 class ElevenLabsEngine(Engine):
     """The ElevenLabs API behind the Engine interface (API notes: shared/docs/ELEVENLABS-API.md).
 
+    ``egress`` says where the engine may connect (egress.py): every request and realtime
+    socket goes to a resolved and checked address; the default is the official hosts only.
+    Redirects are never followed: a 3xx answer is an error.
+
     ``transport``, ``sleep`` and ``rng`` exist for tests: inject faults at the network edge
-    with an ``httpx.MockTransport`` and record the backoff delays instead of sleeping.
+    with an ``httpx.MockTransport`` and record the backoff delays instead of sleeping (an
+    injected transport is the whole network, so the egress check is its business).
     """
 
     name = "elevenlabs"
@@ -347,10 +353,12 @@ class ElevenLabsEngine(Engine):
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
         max_server_delay: float = 60.0,
+        egress: EgressPolicy | None = None,
     ):
         self.base_url = base_url.rstrip("/")
         self.workspace = workspace
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
+        self.egress = egress or EgressPolicy()
         self._api_key = api_key
         self._sleep = sleep
         self._policy = RetryPolicy(
@@ -360,7 +368,8 @@ class ElevenLabsEngine(Engine):
             base_url=self.base_url,
             headers={"xi-api-key": api_key, "User-Agent": user_agent()},
             timeout=self.timeout,
-            transport=transport,
+            transport=transport or GuardedTransport(self.egress),
+            follow_redirects=False,
         )
         self._max_retries = max_retries
         self._max_server_delay = max_server_delay
@@ -398,6 +407,7 @@ class ElevenLabsEngine(Engine):
                 max_retries=self._max_retries,
                 rng=self._policy.rng,
                 max_server_delay=self._max_server_delay,
+                egress=self.egress,
             )
             self._async_clients[loop] = client
         return await client.tts_stream(request, with_timestamps=with_timestamps)
@@ -474,6 +484,9 @@ class ElevenLabsEngine(Engine):
                 )
             except httpx.RequestError as exc:
                 verdict = self._judge(call, attempt, exc=exc)
+            except EgressRefused as error:  # the address is refused: nothing was sent
+                self._log(call, None, attempt, started, None, error)
+                raise
             else:
                 if response.is_success:
                     info = mapping.call_info(
@@ -698,6 +711,7 @@ class ElevenLabsEngine(Engine):
             workspace=self.workspace,
             policy=self._policy,
             sleep=self._sleep,
+            egress=self.egress,
             open_timeout=self.timeout.connect,
             language_code=language_code,
             **options,

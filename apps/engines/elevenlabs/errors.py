@@ -24,6 +24,8 @@ Status mapping:
 - 429 → RateLimited; 408, 409 and 5xx → UpstreamUnavailable (after retries, see retry.py)
 - any other 4xx (400, 404, 422, 425, ...) → InvalidRequest, with per-field messages where the
   body names fields (shape C's ``loc``, shape A's ``param``)
+- 3xx → UpstreamUnavailable saying so: redirects are never followed (the engine may only
+  reach the hosts its administrator allows), and a redirect's body is not shown
 """
 
 from __future__ import annotations
@@ -175,6 +177,12 @@ def to_engine_error(error: UpstreamError, *, retry_after: float | None = None) -
     """The typed engine error for an error response (see the module docstring)."""
     status, message = error.status, error.message
     common = {"request_id": error.request_id, "upstream_status": status}
+    if 300 <= status < 400:
+        return UpstreamUnavailable(
+            f"The engine answered with a redirect (HTTP {status}), which Chorus does not "
+            "follow. Check the engine's base URL under Settings → Engine.",
+            **common,
+        )
     if is_quota(error) or status == 402:
         return QuotaExceeded(message, **common)
     if status == 401 and "missing_permissions" in error.codes:

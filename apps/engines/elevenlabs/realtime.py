@@ -8,6 +8,10 @@ transcripts that have arrived. Once a session has started, upstream errors come 
 
 The websockets library logs every handshake header at DEBUG, the API key included, so its
 connections log to a logger of ours that is pinned at INFO.
+
+The socket is opened by ``egress.checked_socket`` (a resolved and allowed address) and handed
+to websockets, which therefore cannot follow a redirect: a 3xx handshake answer is an error,
+like any other refused handshake.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from apps.engines.base import (
 
 from . import mapping
 from .client import log_call, user_agent
+from .egress import EgressPolicy, EgressRefused, checked_socket
 from .retry import RetryPolicy, judge
 
 PATH = "/v1/speech-to-text/realtime"
@@ -88,6 +93,15 @@ def realtime_url(base_url: str, params: dict[str, Any]) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + PATH, query, ""))
 
 
+def _refused_handshake(exc: Exception) -> InvalidStatus | None:
+    """The refused handshake behind ``exc``: websockets reports a redirect it will not
+    follow (it never does with a socket of ours) as a ``ValueError`` from the 3xx answer."""
+    if isinstance(exc, InvalidStatus):
+        return exc
+    cause = exc.__cause__
+    return cause if isinstance(exc, ValueError) and isinstance(cause, InvalidStatus) else None
+
+
 def _error_from_message(message: dict[str, Any]) -> EngineError:
     kind = str(message.get("message_type"))
     text = str(message.get("error") or kind)
@@ -101,6 +115,7 @@ def connect(
     workspace: str,
     policy: RetryPolicy,
     sleep: Callable[[float], None],
+    egress: EgressPolicy | None = None,
     open_timeout: float | None = 10.0,
     language_code: str | None = None,
     model_id: str = DEFAULT_MODEL,
@@ -119,6 +134,9 @@ def connect(
         **options,
     }
     url = realtime_url(base_url, params)
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "wss" else 80)
+    egress = egress or EgressPolicy()
     started = time.monotonic()
 
     def log(status, attempts, error=None, **more):
@@ -140,8 +158,10 @@ def connect(
         attempt += 1
         status = None
         try:
+            sock = checked_socket(egress, host, port, timeout=open_timeout)
             ws = ws_connect(
                 url,
+                sock=sock,
                 additional_headers={"xi-api-key": api_key},
                 user_agent_header=user_agent(),
                 open_timeout=open_timeout,
@@ -149,15 +169,21 @@ def connect(
                 logger=_ws_logger,
                 **_DIRECT,
             )
-        except InvalidStatus as exc:
-            response = exc.response
+        except EgressRefused as error:
+            log(None, attempt, error)
+            raise
+        except (InvalidStatus, ValueError) as exc:
+            refused = _refused_handshake(exc)
+            if refused is None:
+                raise
+            response = refused.response
             status = response.status_code
             verdict = judge(
                 policy,
                 attempt,
                 status=status,
                 headers=response.headers,
-                body=response.body or b"",
+                body=bytes(response.body or b""),
                 reason=response.reason_phrase,
             )
         except (OSError, TimeoutError, WebSocketException) as exc:

@@ -1,0 +1,324 @@
+"""Where the ElevenLabs client may connect: the administrator's allow-list, enforced per connection.
+
+A workspace owner chooses the engine's base URL, so without a guard any signed-in person could
+point the server at ``http://127.0.0.1:…``, a private network or a cloud metadata address and
+read the answers back (SSRF). ``EgressPolicy`` is the guard:
+
+- at save time (``url_problem``) the URL must name an allowed host over ``https`` (plain
+  ``http`` only for this machine, and only when loopback is allowed), with no user name or
+  password in it;
+- at connect time, for every request and every realtime socket, the host is resolved
+  (``getaddrinfo``) and *every* address it resolves to is checked (``address_problem``):
+  loopback, private, shared, link-local, multicast, reserved and unspecified addresses, and
+  IPv4-mapped, 6to4 and NAT64 forms of them, are refused unless the policy allows them. The
+  connection is then made to the checked address, so a name that resolves elsewhere a moment
+  later (DNS rebinding) cannot slip past.
+
+``GuardedTransport`` / ``AsyncGuardedTransport`` do the connect-time part for httpx: they pin
+the request to the checked address (the ``Host`` header stays, and the ``sni_hostname``
+extension keeps TLS verifying the certificate against the host name). ``checked_socket`` does
+it for the realtime websocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httpx
+
+from apps.engines.base import EngineError
+
+# The official API and its regional hosts (ELEVENLABS-API.md, "environments").
+OFFICIAL_HOSTS = (
+    "api.elevenlabs.io",
+    "api.us.elevenlabs.io",
+    "api.eu.residency.elevenlabs.io",
+    "api.in.residency.elevenlabs.io",
+    "api.sg.residency.elevenlabs.io",
+)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_SHARED = ipaddress.IPv4Network("100.64.0.0/10")  # carrier-grade NAT: not the internet either
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class EgressRefused(EngineError):
+    """The engine's address is not one this server may connect to (its administrator's rules).
+
+    Not transient: a retry would be refused the same way, so nothing retries it.
+    """
+
+    status_code = 503
+    code = "engine_address_refused"
+
+
+def _host_name(host: str) -> str:
+    return host.strip().strip("[]").rstrip(".").lower()
+
+
+def _ip(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(_host_name(host).split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _embedded_v4(ip: Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for (IPv4-mapped, 6to4, NAT64), if any."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _is_local(host: str) -> bool:
+    """Whether ``host`` names this machine: ``localhost`` or a loopback address literal."""
+    name = _host_name(host)
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    ip = _ip(name)
+    return ip is not None and (_embedded_v4(ip) or ip).is_loopback
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """Which hosts and kinds of address the engine may reach.
+
+    ``allowed_hosts``: host names (lower case) a base URL may name. ``allow_loopback``: this
+    machine (``localhost``, ``127.0.0.0/8``, ``::1``) may be named and reached, over plain
+    http too; for tests and for a Chorus chained to another on the same machine.
+    ``allow_private``: an allowed host may resolve to a private-network address (RFC 1918,
+    unique-local IPv6, carrier-grade NAT). Link-local (``169.254.0.0/16``: cloud metadata),
+    multicast, reserved and unspecified addresses are never reached.
+    """
+
+    allowed_hosts: frozenset[str] = field(default_factory=lambda: frozenset(OFFICIAL_HOSTS))
+    allow_loopback: bool = False
+    allow_private: bool = False
+
+    @classmethod
+    def build(
+        cls, hosts: Iterable[str], *, allow_loopback: bool = False, allow_private: bool = False
+    ) -> EgressPolicy:
+        names = frozenset(_host_name(h) for h in hosts if h and h.strip())
+        return cls(allowed_hosts=names, allow_loopback=allow_loopback, allow_private=allow_private)
+
+    def allowed_list(self) -> str:
+        return ", ".join(sorted(self.allowed_hosts)) or "none"
+
+    # --- Save time -----------------------------------------------------------------------
+
+    def url_problem(self, url: str) -> str | None:
+        """Why ``url`` cannot be a base URL (a sentence for the form), or None when it can."""
+        try:
+            parts = urlsplit(url.strip())
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            return "This is not a valid address."
+        if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+            return "Leave the user name and password out of the address."
+        host = parts.hostname or ""
+        if not host:
+            return "The address needs a host name."
+        if parts.scheme not in ("http", "https"):
+            return "Use an https:// address."
+        if parts.query or parts.fragment:
+            return "A base URL has no query string or fragment."
+        if _is_local(host):
+            if not self.allow_loopback:
+                return (
+                    "Addresses on this server (localhost, 127.0.0.1, ::1) are not allowed. "
+                    f"Allowed hosts: {self.allowed_list()}."
+                )
+            return None
+        if parts.scheme != "https":
+            return (
+                "Use an https:// address (plain http:// only for this machine, where the "
+                "administrator allows it), so the key never travels in clear text."
+            )
+        if _host_name(host) not in self.allowed_hosts:
+            return (
+                f"This server's administrator allows these API hosts only: {self.allowed_list()}."
+            )
+        ip = _ip(host)
+        problem = self.address_problem(ip) if ip is not None else None
+        if problem:
+            return f"{host} is {problem}, which this server does not connect to."
+        return None
+
+    # --- Connect time --------------------------------------------------------------------
+
+    def address_problem(self, address: Address | str) -> str | None:
+        """Why the engine may not connect to ``address``, or None when it may."""
+        ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+        ip = _embedded_v4(ip) or ip
+        if ip.is_loopback:
+            return None if self.allow_loopback else "an address on this server"
+        if ip.is_link_local:
+            return "a link-local address"
+        if ip.is_multicast:
+            return "a multicast address"
+        if ip.is_unspecified:
+            return "an unspecified address"
+        if ip.is_reserved:
+            return "a reserved address"
+        if ip.is_global and not (isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED):
+            return None
+        return None if self.allow_private else "a private-network address"
+
+    def check_name(self, host: str) -> None:
+        """Refuse a host off the allow-list (``EgressRefused``), before anything resolves it.
+
+        Checked on every connection too: a base URL saved before the allow-list existed, or
+        written to the database some other way, is refused here.
+        """
+        name = _host_name(host)
+        if _is_local(name):
+            if not self.allow_loopback:
+                raise EgressRefused(_refusal(name, "an address on this server"))
+        elif name not in self.allowed_hosts:
+            raise EgressRefused(
+                f"The engine's host {name} is not on this server's list of allowed API hosts "
+                f"({self.allowed_list()}). An owner can change it under Settings → Engine."
+            )
+
+    def check_addresses(self, host: str, addresses: Iterable[str]) -> list[str]:
+        """``addresses`` (what ``host`` resolved to), every one checked; raises
+        ``EgressRefused`` when any of them is refused."""
+        name = _host_name(host)
+        checked = list(dict.fromkeys(addresses))
+        if not checked:
+            raise EgressRefused(f"The engine's host {name} did not resolve to any address.")
+        for address in checked:
+            problem = self.address_problem(address)
+            if problem:
+                raise EgressRefused(_refusal(name, problem))
+        return checked
+
+    def resolve(self, host: str, port: int) -> list[str]:
+        """The checked addresses of ``host`` (blocking): its name, then every address."""
+        self.check_name(host)
+        literal = _ip(host)
+        if literal is not None:
+            return self.check_addresses(host, [str(literal)])
+        try:
+            infos = socket.getaddrinfo(_host_name(host), port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpx.ConnectError(f"Could not resolve the engine's host: {exc}") from exc
+        return self.check_addresses(host, [info[4][0] for info in infos])
+
+    async def aresolve(self, host: str, port: int) -> list[str]:
+        """``resolve`` for async callers: the lookup runs off the event loop."""
+        self.check_name(host)
+        literal = _ip(host)
+        if literal is not None:
+            return self.check_addresses(host, [str(literal)])
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(_host_name(host), port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpx.ConnectError(f"Could not resolve the engine's host: {exc}") from exc
+        return self.check_addresses(host, [info[4][0] for info in infos])
+
+
+def _refusal(host: str, problem: str) -> str:
+    return (
+        f"The engine's host {host} resolves to {problem}, which this server does not connect "
+        "to. An owner can change the base URL under Settings → Engine."
+    )
+
+
+def _port(url: httpx.URL) -> int:
+    return url.port or (443 if url.scheme == "https" else 80)
+
+
+def _pinned(request: httpx.Request, address: str) -> httpx.Request:
+    """The request sent to ``address``: same Host header, TLS still checks the host name."""
+    host = request.url.host
+    request.url = request.url.copy_with(host=address)
+    request.extensions = {**request.extensions, "sni_hostname": host}
+    return request
+
+
+class GuardedTransport(httpx.BaseTransport):
+    """httpx transport that resolves, checks and pins every request (see the module doc).
+
+    It ignores proxy environment variables: a proxy would do its own resolving, unchecked.
+    """
+
+    def __init__(self, policy: EgressPolicy, inner: httpx.BaseTransport | None = None):
+        self.policy = policy
+        self._inner = inner or httpx.HTTPTransport(trust_env=False)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        addresses = self.policy.resolve(host, _port(request.url))
+        url = request.url
+        for index, address in enumerate(addresses):
+            try:
+                return self._inner.handle_request(_pinned(request, address))
+            except httpx.ConnectError:
+                if index == len(addresses) - 1:
+                    raise  # otherwise try the host's next address
+            finally:
+                request.url = url  # sent by now: the request shows the URL it was made for
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AsyncGuardedTransport(httpx.AsyncBaseTransport):
+    """``GuardedTransport`` for ``httpx.AsyncClient``."""
+
+    def __init__(self, policy: EgressPolicy, inner: httpx.AsyncBaseTransport | None = None):
+        self.policy = policy
+        self._inner = inner or httpx.AsyncHTTPTransport(trust_env=False)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        addresses = await self.policy.aresolve(host, _port(request.url))
+        url = request.url
+        for index, address in enumerate(addresses):
+            try:
+                return await self._inner.handle_async_request(_pinned(request, address))
+            except httpx.ConnectError:
+                if index == len(addresses) - 1:
+                    raise
+            finally:
+                request.url = url
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def checked_socket(
+    policy: EgressPolicy, host: str, port: int, *, timeout: float | None
+) -> socket.socket:
+    """A TCP socket connected to a checked address of ``host`` (for the realtime websocket)."""
+    try:
+        addresses = policy.resolve(host, port)
+    except httpx.ConnectError as exc:
+        raise OSError(str(exc)) from exc
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            sock = socket.create_connection((address, port), timeout=timeout)
+        except OSError as exc:
+            error = exc
+        else:
+            sock.settimeout(None)  # the timeout was for connecting; reads block as usual
+            return sock
+    assert error is not None
+    raise error
