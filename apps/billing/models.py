@@ -129,7 +129,11 @@ class UsageEvent(models.Model):
     status = models.CharField(
         max_length=12, choices=UsageStatus.choices, default=UsageStatus.RESERVED, db_index=True
     )
-    flagged = models.BooleanField(default=False)  # released by the sweeper
+    flagged = models.BooleanField(default=False)  # closed by the sweeper (failed or settled)
+    # A long call (a realtime session) records what it has delivered as it goes, so a sweep
+    # after its process died settles on that instead of failing it at 0.
+    units_so_far = models.DecimalField(max_digits=16, decimal_places=3, null=True, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True)  # when it was last recorded
     note = models.CharField(max_length=300, blank=True)
     purpose_type = models.CharField(max_length=40, blank=True)
     purpose_id = models.CharField(max_length=64, blank=True)

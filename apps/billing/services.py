@@ -9,7 +9,8 @@
 cap and the plan's credits atomically, under a lock of the workspace's plan row), lets the call
 run, and settles with the real units and credits — or refunds when the call raised (nothing
 billable happened). A repeated idempotency key returns the first outcome and never charges
-twice. Reservations whose process died are released by ``reservations_sweep``.
+twice. Reservations whose process died are released by ``reservations_sweep``; a long call
+records its progress (``meter_progress``) so that the sweep settles it on what it delivered.
 """
 
 from __future__ import annotations
@@ -335,12 +336,7 @@ def meter_settle(
     (the reservation's) saves looking up the price per credit again.
     """
     units = event.estimated_units if units is None else Decimal(str(units))
-    if event.estimated_units:  # the reservation's rate: no second rate lookup
-        per_unit = event.estimated_credits / event.estimated_units
-        credits = (units * per_unit).quantize(CREDIT, ROUND_HALF_UP)
-    else:
-        rate = rate_for(event.workspace, event.capability, event.model_id, event.engine)
-        credits = credits_for(rate, units)
+    credits = _credits_of(event, units)
     upstream = None
     if upstream_credits is not None and event.engine != "local":
         credits = upstream = Decimal(str(upstream_credits)).quantize(CREDIT)
@@ -363,6 +359,26 @@ def meter_settle(
     if check_thresholds:
         transaction.on_commit(lambda: thresholds_check(event=event))
     return event
+
+
+def _credits_of(event: UsageEvent, units: Decimal) -> Decimal:
+    if event.estimated_units:  # the reservation's rate: no second rate lookup
+        per_unit = event.estimated_credits / event.estimated_units
+        return (units * per_unit).quantize(CREDIT, ROUND_HALF_UP)
+    rate = rate_for(event.workspace, event.capability, event.model_id, event.engine)
+    return credits_for(rate, units)
+
+
+def meter_progress(*, event: UsageEvent, units) -> None:
+    """Record what a long call has delivered so far (a realtime session's seconds).
+
+    Should its process die before it settles, the sweeper settles on these units; and a row
+    that keeps recording is alive, so the sweeper leaves it alone. Call it now and then (a
+    few seconds of audio apart), not for every chunk.
+    """
+    UsageEvent.objects.filter(pk=event.pk, status=UsageStatus.RESERVED).update(
+        units_so_far=Decimal(str(units)), progress_at=timezone.now()
+    )
 
 
 def meter_refund(*, event: UsageEvent, note: str = "") -> UsageEvent:
@@ -442,10 +458,38 @@ def metered(**reserve_kwargs):
 
 
 def reservations_sweep(*, older_than: timedelta | None = None) -> int:
-    """Release reservations whose process died, flagging them in the ledger."""
+    """Close reservations whose process died, flagging them in the ledger; how many.
+
+    A reservation is stale once nothing has been heard of it for the TTL: since it was made,
+    or since it last recorded its progress (``meter_progress``). One that recorded units is
+    settled on them (a realtime session whose socket died is charged the seconds it had
+    received); any other is failed at 0, since nothing is known to have been delivered.
+    """
     age = older_than or timedelta(seconds=settings.CHORUS_RESERVATION_TTL_SECONDS)
     cutoff = timezone.now() - age
-    return UsageEvent.objects.filter(status=UsageStatus.RESERVED, created_at__lt=cutoff).update(
+    stale = UsageEvent.objects.filter(status=UsageStatus.RESERVED).filter(
+        Q(progress_at__isnull=True, created_at__lt=cutoff) | Q(progress_at__lt=cutoff)
+    )
+    swept = 0
+    for event in stale.filter(units_so_far__gt=0).select_related("workspace"):
+        credits = _credits_of(event, event.units_so_far)
+        price = plan_for(event.workspace).price_per_credit
+        settled = UsageEvent.objects.filter(pk=event.pk, status=UsageStatus.RESERVED).update(
+            units=event.units_so_far,
+            credits=credits,
+            money=(credits * price).quantize(Decimal("0.000001")),
+            status=UsageStatus.SETTLED,
+            flagged=True,
+            note=(
+                "Settled by the sweeper on the units its process had recorded: it stopped "
+                "before settling."
+            ),
+            finished_at=timezone.now(),
+        )
+        if settled:  # the member may have crossed a threshold with it
+            thresholds_check(event=event)
+        swept += settled
+    return swept + stale.update(
         status=UsageStatus.FAILED,
         credits=Decimal(0),
         flagged=True,

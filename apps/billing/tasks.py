@@ -25,8 +25,9 @@ def plans_sync() -> int:
 
 @shared_task(name="billing.reservations_sweep", ignore_result=True)
 def reservations_sweep() -> int:
-    """Release reservations whose process died (flagged in the ledger)."""
-    released = services.reservations_sweep()
-    if released:
-        log.warning("released %s stale usage reservations", released)
-    return released
+    """Close reservations whose process died (flagged in the ledger): settled on the
+    progress they recorded, failed at 0 without any."""
+    swept = services.reservations_sweep()
+    if swept:
+        log.warning("swept %s stale usage reservations", swept)
+    return swept

@@ -10,12 +10,17 @@ The client sends ``input_audio_chunk`` messages (``audio_base_64``, ``commit``,
 ``partial_transcript``, ``committed_transcript`` and, with timestamps asked for,
 ``committed_transcript_with_timestamps``. Errors are ``{message_type, error}`` with
 ElevenLabs' types (``auth_error``, ``quota_exceeded``, ``input_error``,
-``chunk_size_exceeded``, ``transcriber_error``); bad input leaves the session open, while
-authentication and quota errors close it.
+``chunk_size_exceeded``, ``transcriber_error``); bad input (anything that is not an
+``input_audio_chunk`` object, JSON nested too deep included) leaves the session open, while
+the other errors close it after the message, with the codes of ``studio_site.sockets``:
+``invalid_request`` 4400, ``auth_error`` 4401 (4403 for a key without the scope),
+``quota_exceeded`` 4402, an engine that refused the session 4502, a failure in Chorus 4500.
 
 Audio in any of the accepted formats is turned into 16 kHz mono PCM here, so every engine
-gets the same; a session reserves a minute when it starts (a spent budget refuses it) and
-settles on the seconds it received when it ends.
+gets the same; a session reserves a minute when it starts (a spent budget refuses it), checks
+the budget again at each new minute, records the seconds received every few seconds (so a
+session whose process died is settled on them by the sweeper) and, however it ends, closes
+the engine's session and settles on the seconds it received.
 """
 
 import base64
@@ -34,6 +39,7 @@ from apps.billing.models import UsageSource, UsageStatus
 from apps.billing.rates import units_for
 from apps.billing.services import (
     BudgetExceeded,
+    meter_progress,
     meter_refund,
     meter_reserve,
     meter_settle,
@@ -41,6 +47,15 @@ from apps.billing.services import (
     usage_estimate,
 )
 from apps.engines.base import EngineError
+from studio_site.sockets import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_ENGINE,
+    CLOSE_FAILED,
+    CLOSE_QUOTA,
+    SocketEnding,
+    json_object,
+    refusal_code,
+)
 
 from .services import ApiRefused, api_key_check, key_engine
 
@@ -60,6 +75,7 @@ RATE = 16000
 PIECE_BYTES = RATE * 2  # the engine gets at most one second at a time
 MAX_CHUNK_SECONDS = 10.0
 RESERVED_SECONDS = 60.0
+PROGRESS_BYTES = 5 * RATE * 2  # the seconds received are recorded every 5 s of audio
 
 
 class SessionRefused(Exception):
@@ -172,11 +188,19 @@ def _word(word) -> dict:
     }
 
 
-class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
+class RealtimeTranscriptionConsumer(SocketEnding, AsyncWebsocketConsumer):
+    """One realtime transcription session: key, budget and engine checked after ``accept``
+    (refusals are ElevenLabs' error messages), then audio relayed to the engine.
+
+    However it ends (the client hangs up, a refusal, a handler that failed), ``ending``
+    closes the engine's session and settles the seconds received.
+    """
+
     api_key = None
     engine_session = None
     reservation = None
     received_bytes = 0
+    recorded_bytes = 0  # the seconds received, as last recorded on the reservation
     allowed_bytes = int(RESERVED_SECONDS * RATE * 2)  # what the first reservation covers
     chunks = 0
 
@@ -190,18 +214,18 @@ class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
             self.reservation = await database_sync_to_async(self._reserve)()
             self.engine_session = await sync_to_async(self._open, thread_sensitive=False)()
         except SessionRefused as exc:
-            await self._fail(exc.kind, exc.message)
+            await self._fail(exc.kind, exc.message, CLOSE_BAD_REQUEST)
             return
         except ApiRefused as exc:
             kind = "auth_error" if exc.status in (401, 403) else "quota_exceeded"
-            await self._fail(kind, exc.message)
+            await self._fail(kind, exc.message, refusal_code(exc.status))
             return
         except BudgetExceeded as exc:
-            await self._fail("quota_exceeded", str(exc))
+            await self._fail("quota_exceeded", str(exc), CLOSE_QUOTA)
             return
         except EngineError as exc:
             await self._release(note=str(exc))
-            await self._fail("invalid_request", exc.message)
+            await self._fail("invalid_request", exc.message, CLOSE_ENGINE)
             return
         self.session_id = uuid.uuid4().hex
         await self._send({"message_type": "session_started", "session_id": self.session_id,
@@ -247,7 +271,8 @@ class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
             model_id=config["model_id"],
         )
 
-    async def disconnect(self, code):
+    async def ending(self):
+        """Close the engine's session and settle the seconds received (once)."""
         session, self.engine_session = self.engine_session, None
         if session is not None:
             try:
@@ -257,7 +282,10 @@ class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
         if self.reservation is not None:
             await database_sync_to_async(self._settle)()
 
-    def _next_minute_refusal(self) -> str | None:
+    async def failed(self, exc):
+        await self._fail("error", "The session failed in Chorus; start a new one.", CLOSE_FAILED)
+
+    def _next_minute_refusal(self, received_bytes: int) -> str | None:
         """Why another minute would exceed the member's budget or the key's cap, or None.
 
         The reservation made at the start covers the first minute; a longer session is
@@ -270,16 +298,17 @@ class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
             engine=self.engine.name,
             model_id=self.config["model_id"],
             # The open reservation already counts the first minute: this adds the rest.
-            units=units_for(self.unit, seconds=self.received_bytes / (RATE * 2)),
+            units=units_for(self.unit, seconds=received_bytes / (RATE * 2)),
         )
         if estimate.blocked_by:
             return f"The session stopped: another minute would exceed {estimate.blocked_by}."
         return None
 
     def _settle(self):
-        """Charge the seconds received. A session that outlived the reservation's TTL finds
-        it released by the sweeper: the audio was transcribed all the same, so it is charged
-        on a row of its own (``…:late``), unless the member's budget is spent by then."""
+        """Charge the seconds received. A session the sweeper took for dead (no audio for
+        the reservation's TTL) finds its row failed, or settled on the seconds it had
+        recorded: the rest was transcribed all the same, so it is charged on a row of its
+        own (``…:late``), unless the member's budget is spent by then."""
         reservation, self.reservation = self.reservation, None
         seconds = self.received_bytes / (RATE * 2)
         if seconds <= 0:
@@ -288,7 +317,11 @@ class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
         units = units_for(self.unit, seconds=seconds)
         event = meter_settle(event=reservation.event, units=units, plan=reservation.plan)
         if event.status == UsageStatus.SETTLED:
-            return
+            if not event.flagged:
+                return  # settled here
+            units -= event.units  # the sweeper charged what was recorded
+            if units <= 0:
+                return
         try:
             late = self._reserve(units=units, key=f"{event.idempotency_key}:late")
         except BudgetExceeded:
@@ -304,11 +337,8 @@ class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         if self.engine_session is None:
             return
-        try:
-            message = json.loads(text_data) if text_data is not None else None
-        except ValueError:
-            message = None
-        if not isinstance(message, dict) or message.get("message_type") != "input_audio_chunk":
+        message = json_object(text_data)
+        if message is None or message.get("message_type") != "input_audio_chunk":
             await self._error("input_error", "Send input_audio_chunk messages as JSON text.")
             return
         try:
@@ -316,14 +346,21 @@ class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
         except SessionRefused as exc:
             await self._error(exc.kind, exc.message)
             return
-        self.chunks += 1
-        self.received_bytes += len(pcm)
-        if self.received_bytes > self.allowed_bytes:  # each new minute: budget for it?
-            refusal = await database_sync_to_async(self._next_minute_refusal)()
-            if refusal:
-                await self._fail("quota_exceeded", refusal)
+        received = self.received_bytes + len(pcm)
+        if received > self.allowed_bytes:  # each new minute: budget for it?
+            refusal = await database_sync_to_async(self._next_minute_refusal)(received)
+            if refusal:  # this chunk is not transcribed, so not charged
+                await self._fail("quota_exceeded", refusal, CLOSE_QUOTA)
                 return
-            self.allowed_bytes = self.received_bytes + int(RESERVED_SECONDS * RATE * 2)
+            self.allowed_bytes = received + int(RESERVED_SECONDS * RATE * 2)
+        self.chunks += 1
+        self.received_bytes = received
+        if received - self.recorded_bytes >= PROGRESS_BYTES:
+            self.recorded_bytes = received
+            await database_sync_to_async(meter_progress)(
+                event=self.reservation.event,
+                units=units_for(self.unit, seconds=received / (RATE * 2)),
+            )
         for start in range(0, len(pcm), PIECE_BYTES):
             events = await sync_to_async(self.engine_session.send_audio, thread_sensitive=False)(
                 pcm[start : start + PIECE_BYTES]
@@ -375,9 +412,10 @@ class RealtimeTranscriptionConsumer(AsyncWebsocketConsumer):
     async def _error(self, kind: str, message: str):
         await self._send({"message_type": kind, "error": message})
 
-    async def _fail(self, kind: str, message: str):
+    async def _fail(self, kind: str, message: str, code: int):
+        """An error that ends the session: the message, then the close (see the codes above)."""
         await self._error(kind, message)
-        await self.close(code=1008)
+        await self.close(code=code)
 
     async def _send(self, message: dict):
         await self.send(text_data=json.dumps(message, ensure_ascii=False))

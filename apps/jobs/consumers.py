@@ -8,6 +8,7 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import InMemoryChannelLayer
 
 from apps.workspaces.models import Membership
+from studio_site.sockets import CLOSE_FAILED, CLOSE_FORBIDDEN, SocketEnding, json_object
 
 from .models import Job
 
@@ -27,12 +28,13 @@ def _job_event_for(user, job_id: int) -> dict | None:
     return job.as_event()
 
 
-class JobProgressConsumer(AsyncJsonWebsocketConsumer):
+class JobProgressConsumer(SocketEnding, AsyncJsonWebsocketConsumer):
     """Sends the job's state on connect and every change after it.
 
     Workers push changes through the channel layer. With the embedded in-memory layer a
     worker (another process) cannot reach this one, so the consumer reads the row itself
-    every quarter second instead: the browser sees live progress either way.
+    every quarter second instead: the browser sees live progress either way. It closes with
+    ``studio_site.sockets``' codes: 4403 when access is gone, 4500 when reading fails.
     """
 
     poll_task: asyncio.Task | None = None
@@ -56,22 +58,25 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
         await self.accept()
         event = await _job_event_for(user, self.job_id)
         if event is None:
-            await self.close(code=4403)
+            await self.close(code=CLOSE_FORBIDDEN)
             return
         self.last_event = event
         await self.send_json(event)
         if isinstance(self.channel_layer, InMemoryChannelLayer) and not event["finished"]:
             self.poll_task = asyncio.create_task(self._poll())
 
-    async def disconnect(self, code):
-        if self.poll_task is not None:
+    async def ending(self):
+        """Stop polling (unless the poll itself is ending the socket) and leave the group."""
+        if self.poll_task is not None and self.poll_task is not asyncio.current_task():
             self.poll_task.cancel()
         if hasattr(self, "group_name"):
             await self.channel_layer.group_discard(self.group_name, self.channel_name)
 
-    async def receive_json(self, content, **kwargs):
-        """Clients only listen; a ping gets the current state back."""
-        if isinstance(content, dict) and content.get("type") == "ping":
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        """Clients only listen; a ping gets the current state back. Anything else (binary,
+        not JSON, nested too deep) is ignored: it must not end the socket."""
+        content = json_object(text_data)
+        if content is not None and content.get("type") == "ping":
             await self._refresh()
 
     async def job_update(self, message):
@@ -84,7 +89,7 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
     async def _refresh(self) -> bool:
         event = await _job_event_for(self.scope["user"], self.job_id)
         if event is None:
-            await self.close(code=4403)
+            await self.close(code=CLOSE_FORBIDDEN)
             return False
         if event != self.last_event:
             self.last_event = event
@@ -99,4 +104,4 @@ class JobProgressConsumer(AsyncJsonWebsocketConsumer):
             raise
         except Exception:  # the database went away: the page falls back to polling
             log.warning("job %s: polling for progress failed", self.job_id, exc_info=True)
-            await self.close(code=1011)
+            await self.close(code=CLOSE_FAILED)

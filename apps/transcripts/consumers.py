@@ -9,6 +9,13 @@ saves the transcript and answers ``{"type": "saved", "url"}``. Garbage gets ``{"
 "error", "message"}`` and the session goes on. On (re)connect the committed lines so far are
 sent first (``{"type": "session", "committed": [...], "recorded": seconds}``).
 
+Both end through ``studio_site.sockets.SocketEnding`` and close with its codes: 1000 after
+Stop; 4401/4403 (before ``accept``: an HTTP 403) for someone signed out or not allowed;
+4402 when the budget refuses the next minute or the save; 4409 for a session that has
+ended; 4502 when the engine fails; 4500 when Chorus does. The page reconnects on none of
+the 4xxx codes. However the microphone's socket ends, its engine session is closed; the
+audio received is already kept on disk, and Stop (or a later socket) meters it.
+
 ``LiveWatchConsumer`` (``…/watch/``): anyone in the workspace (viewers too) receives the same
 partial and committed events, relayed through the channel layer group ``live.<id>``.
 """
@@ -23,6 +30,17 @@ from django.urls import reverse
 
 from apps.workspaces.models import ROLE_RANK, Membership, Role
 from apps.workspaces.services import ActionRefused
+from studio_site.sockets import (
+    CLOSE_ENDED,
+    CLOSE_ENGINE,
+    CLOSE_FAILED,
+    CLOSE_FORBIDDEN,
+    CLOSE_NORMAL,
+    CLOSE_QUOTA,
+    CLOSE_UNAUTHENTICATED,
+    SocketEnding,
+    json_object,
+)
 
 from . import live
 from .models import Transcript, TranscriptStatus
@@ -51,16 +69,18 @@ async def _admitted(consumer, role: str) -> Transcript | None:
     socket is closed (4401 signed out, 4403 not allowed) and None."""
     user = consumer.scope.get("user")
     if user is None or not user.is_authenticated:
-        await consumer.close(code=4401)
+        await consumer.close(code=CLOSE_UNAUTHENTICATED)
         return None
     consumer.pk = int(consumer.scope["url_route"]["kwargs"]["pk"])
     transcript = await _session_for(user, consumer.pk, role=role)
     if transcript is None:
-        await consumer.close(code=4403)
+        await consumer.close(code=CLOSE_FORBIDDEN)
     return transcript
 
 
-class LiveCaptionConsumer(AsyncWebsocketConsumer):
+class LiveCaptionConsumer(SocketEnding, AsyncWebsocketConsumer):
+    """The microphone of a live session: audio in, captions out, Stop saves."""
+
     engine_session = None
     offset = 0.0
     stopped = False
@@ -71,12 +91,11 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
         if transcript is None:
             return
         if transcript.created_by_id != self.scope["user"].pk:
-            await self.close(code=4403)  # the microphone is its creator's; others watch
+            await self.close(code=CLOSE_FORBIDDEN)  # the microphone is its creator's; others watch
             return
         await self.accept()
         if transcript.status != TranscriptStatus.RUNNING:
-            await self._send({"type": "error", "message": "This session has ended."})
-            await self.close(code=4409)
+            await self._end(CLOSE_ENDED, "This session has ended.")
             return
         self.transcript = transcript
         self.offset = await sync_to_async(live.recorded_seconds)(transcript)
@@ -87,7 +106,7 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
                 engine, transcript
             )
         except live.EngineStopped as exc:
-            await self._end(4502, str(exc))
+            await self._end(CLOSE_ENGINE, str(exc))
             return
         # In the session's group too: a Stop from another socket of this session ends this one.
         await self.channel_layer.group_add(_group(self.pk), self.channel_name)
@@ -99,7 +118,7 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
         if message.get("origin") != self.channel_name and message["event"]["type"] == "saved":
             self.stopped = True
             await self._send(message["event"])
-            await self.close(code=1000)
+            await self.close(code=CLOSE_NORMAL)
 
     async def _end(self, code: int, message: str):
         """Tell the page why, and close with a code that stops its reconnecting."""
@@ -111,14 +130,15 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
         try:
             return await sync_to_async(call, thread_sensitive=False)(*args)
         except live.EngineStopped as exc:
-            await self._end(4502, str(exc))
+            await self._end(CLOSE_ENGINE, str(exc))
             return None
 
     def _committed(self):
         self.transcript.refresh_from_db()
         return live.committed_lines(self.transcript)
 
-    async def disconnect(self, code):
+    async def ending(self):
+        """Leave the session's group and close the engine's session (the audio is on disk)."""
         if hasattr(self, "transcript"):
             await self.channel_layer.group_discard(_group(self.pk), self.channel_name)
         if self.engine_session is not None:
@@ -128,18 +148,20 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
             except live.EngineStopped:
                 log.info("live session %s: the engine failed while closing", self.pk)
 
+    async def failed(self, exc):
+        await self._end(CLOSE_FAILED, "Live captions failed in Chorus: reload the page.")
+
     async def receive(self, text_data=None, bytes_data=None):
         if self.stopped or self.engine_session is None:
             return  # after Stop (or a refused engine): nothing more reaches the transcript
         if bytes_data is not None:
             await self._audio(bytes_data)
             return
-        try:
-            message = json.loads(text_data or "")
-        except ValueError:
+        message = json_object(text_data)
+        if message is None:
             await self._send({"type": "error", "message": "Text frames are JSON messages."})
             return
-        kind = message.get("type") if isinstance(message, dict) else None
+        kind = message.get("type")
         if kind == "stop":
             await self._stop()
         elif kind == "commit":
@@ -191,12 +213,11 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
         try:
             transcript = await database_sync_to_async(live.live_finish)(transcript=self.transcript)
         except ActionRefused as exc:
-            await self._send({"type": "error", "message": str(exc)})
-            await self.close(code=4402)
+            await self._end(CLOSE_QUOTA, str(exc))
             return
         url = reverse("transcripts:detail", args=[transcript.pk])
         await self._broadcast({"type": "saved", "url": url})
-        await self.close(code=1000)
+        await self.close(code=CLOSE_NORMAL)
 
     async def _broadcast(self, message: dict):
         await self._send(message)
@@ -208,7 +229,7 @@ class LiveCaptionConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=json.dumps(message, ensure_ascii=False))
 
 
-class LiveWatchConsumer(AsyncWebsocketConsumer):
+class LiveWatchConsumer(SocketEnding, AsyncWebsocketConsumer):
     """A read-only view of a live session's captions (viewers included)."""
 
     async def connect(self):
@@ -220,8 +241,9 @@ class LiveWatchConsumer(AsyncWebsocketConsumer):
             Transcript.objects.get(pk=self.pk)))()  # fmt: skip
         await self.send(text_data=json.dumps({"type": "session", "committed": lines}))
 
-    async def disconnect(self, code):
-        await self.channel_layer.group_discard(_group(self.pk), self.channel_name)
+    async def ending(self):
+        if hasattr(self, "pk"):
+            await self.channel_layer.group_discard(_group(self.pk), self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
         pass  # watchers only listen

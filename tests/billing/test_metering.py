@@ -134,6 +134,41 @@ def test_the_sweeper_releases_and_flags_dead_reservations(workspace, member):
     assert UsageEvent.objects.get().status == UsageStatus.FAILED
 
 
+def test_the_sweeper_settles_a_dead_realtime_session_on_the_seconds_it_recorded(workspace, member):
+    """A realtime session records its seconds as it goes; its server died: the sweeper
+    charges what was recorded instead of failing it at 0."""
+    Plan.objects.create(workspace=workspace, price_per_credit=Decimal("0.0002"))
+    stt = {"capability": "stt_realtime", "engine": "elevenlabs", "model_id": "scribe_v2_realtime"}
+    reservation = services.meter_reserve(
+        workspace=workspace, user=member, units=Decimal("0.017"), **stt
+    )  # a minute, in hours
+    services.meter_progress(event=reservation.event, units=Decimal("0.033"))  # 120 s
+    two_hours_ago = timezone.now() - timedelta(hours=2)
+    UsageEvent.objects.update(created_at=two_hours_ago, progress_at=two_hours_ago)
+    assert services.reservations_sweep() == 1
+    event = UsageEvent.objects.get()
+    assert (event.status, event.flagged, event.units) == (
+        UsageStatus.SETTLED,
+        True,
+        Decimal("0.033"),
+    )
+    assert (event.credits, event.money) == (Decimal("42.009"), Decimal("0.008402"))
+    assert "recorded" in event.note
+    services.meter_settle(event=event, units=Decimal("0.050"))  # a late settle changes nothing
+    assert UsageEvent.objects.get().credits == Decimal("42.009")
+
+
+def test_the_sweeper_leaves_a_session_that_recorded_progress_lately(workspace, member):
+    stt = {"capability": "stt_realtime", "engine": "elevenlabs", "model_id": "scribe_v2_realtime"}
+    reservation = services.meter_reserve(
+        workspace=workspace, user=member, units=Decimal("0.017"), **stt
+    )
+    UsageEvent.objects.update(created_at=timezone.now() - timedelta(hours=2))
+    services.meter_progress(event=reservation.event, units=Decimal("0.5"))  # still going
+    assert services.reservations_sweep() == 0
+    assert UsageEvent.objects.get().status == UsageStatus.RESERVED
+
+
 def test_thresholds_notify_the_member_and_managers_once_per_period(
     workspace, member, manager, owner, django_capture_on_commit_callbacks
 ):

@@ -311,3 +311,90 @@ def test_a_session_stops_when_the_next_minute_would_exceed_the_budget(
     [event] = UsageEvent.objects.all()
     assert event.status == UsageStatus.SETTLED
     assert event.credits <= Decimal(rate_per_hour * 2.5 / 60)
+
+
+def test_a_session_the_sweeper_settled_on_its_recorded_seconds_is_charged_only_the_rest(
+    on_elevenlabs, member, monkeypatch
+):
+    """The sweeper takes a session for dead and charges the seconds it had recorded; the
+    session goes on: at its end only the seconds after those are charged (``…:late``)."""
+    from datetime import timedelta
+
+    from channels.db import database_sync_to_async
+
+    from apps.billing.services import reservations_sweep
+    from apps.engines.elevenlabs.client import ElevenLabsEngine
+
+    raw = services.api_key_create(workspace=on_elevenlabs, user=member, name="x").raw
+
+    class Quiet:
+        def send_audio(self, pcm):
+            return []
+
+        def close(self):
+            return []
+
+    monkeypatch.setattr(ElevenLabsEngine, "stt_realtime", lambda self, **options: Quiet())
+
+    async def scenario():
+        ws = socket("", raw)
+        await ws.connect()
+        await ws.receive_from()
+        await ws.send_to(text_data=chunk(b"\0\0" * 16000 * 9))  # 9 s, recorded
+        await ws.receive_nothing(timeout=0.2)
+        swept = await database_sync_to_async(reservations_sweep)(
+            older_than=timedelta(microseconds=1)
+        )
+        await ws.send_to(text_data=chunk(b"\0\0" * 16000 * 9))  # 18 s in all
+        await ws.receive_nothing(timeout=0.2)
+        await ws.disconnect()
+        return swept
+
+    assert async_to_sync(scenario)() == 1
+    swept, late = UsageEvent.objects.order_by("pk")
+    assert (swept.status, swept.flagged, swept.units) == (
+        UsageStatus.SETTLED,
+        True,
+        Decimal("0.003"),  # 9 s in hours
+    )
+    assert late.idempotency_key == swept.idempotency_key + ":late"
+    assert (late.status, late.units) == (UsageStatus.SETTLED, Decimal("0.002"))  # 18 s: 0.005
+
+
+def test_a_failure_in_chorus_ends_the_session_with_4500_settled_and_the_engine_closed(
+    on_elevenlabs, member, monkeypatch
+):
+    from apps.engines.elevenlabs.client import ElevenLabsEngine
+
+    raw = services.api_key_create(workspace=on_elevenlabs, user=member, name="x").raw
+    closed = []
+
+    class Broken:
+        def send_audio(self, pcm):
+            if len(closed) == 0 and pcm[:2] == b"\1\0":
+                raise RuntimeError("a bug")
+            return []
+
+        def close(self):
+            closed.append(True)
+            return []
+
+    monkeypatch.setattr(ElevenLabsEngine, "stt_realtime", lambda self, **options: Broken())
+
+    async def scenario():
+        ws = socket("", raw)
+        await ws.connect()
+        await ws.receive_from()
+        await ws.send_to(text_data=chunk(b"\0\0" * 16000 * 4))  # 4 s, taken
+        await ws.send_to(text_data=chunk(b"\1\0" * 16000 * 2))  # 2 s: the engine call raises
+        error = json.loads(await ws.receive_from(timeout=5))
+        close = await ws.receive_output(timeout=5)
+        await ws.disconnect()
+        return error, close
+
+    error, close = async_to_sync(scenario)()
+    assert error["message_type"] == "error" and "failed" in error["error"]
+    assert close == {"type": "websocket.close", "code": 4500}
+    assert closed == [True]
+    [event] = UsageEvent.objects.all()  # the 6 s received: 0.002 hours
+    assert (event.status, event.units) == (UsageStatus.SETTLED, Decimal("0.002"))

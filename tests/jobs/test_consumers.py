@@ -155,3 +155,30 @@ def test_cancel_from_the_web_is_pushed(job, viewer, owner):
         await communicator.disconnect()
 
     async_to_sync(scenario)()
+
+
+@pytest.mark.slow
+def test_on_a_real_daphne_frames_that_are_not_json_are_ignored_and_the_socket_lives_on(
+    daphne_server, job, viewer
+):
+    """A listener's socket: text that is not JSON (nested 100,000 deep too) or a binary frame
+    must not end it (it used to crash with 1011); the next change still arrives."""
+    import json
+    import time
+
+    from websockets.sync.client import connect
+
+    cookie = f"{settings.SESSION_COOKIE_NAME}={session_cookie_for(viewer)}"
+    url = f"ws://127.0.0.1:{daphne_server.port}/ws/jobs/{job.pk}/"
+    with connect(url, additional_headers={"Cookie": cookie, "Origin": "http://localhost"}) as ws:
+        assert json.loads(ws.recv(timeout=10))["status"] == "queued"
+        for frame in ("not json", "[" * 100_000, b"\x00\x01", "", json.dumps({"type": "ping"})):
+            ws.send(frame)
+        time.sleep(1.5)  # Daphne looks for crashed consumers every second
+        Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, progress=30)
+        event = json.loads(ws.recv(timeout=10))
+        ws.close()
+        code = ws.protocol.close_rcvd.code
+    assert (event["status"], event["progress"]) == ("running", 30)
+    assert code == 1000  # the client's close, answered: never 1011
+    assert "Traceback" not in daphne_server.proc.output(), daphne_server.proc.output()

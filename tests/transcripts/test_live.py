@@ -15,6 +15,7 @@ from apps.billing.models import UsageEvent, UsageStatus
 from apps.transcripts import live
 from apps.transcripts.models import Transcript, TranscriptStatus
 from studio_site.asgi import application
+from tests.conftest import wait_until
 from tests.engines.test_local_stt import human_recordings, silence, wer
 from tests.jobs.test_consumers import _headers
 from tests.transcripts.test_batch import samples_of
@@ -24,8 +25,10 @@ FRAME = 3200  # 100 ms of 16 kHz 16-bit mono
 
 
 @pytest.fixture(autouse=True)
-def media(settings, tmp_path):
+def media(settings, tmp_path, request):
     settings.MEDIA_ROOT = tmp_path / "media"
+    if "live_env" in request.fixturenames:  # a Daphne of the test keeps its files there too
+        request.getfixturevalue("live_env")["MEDIA_ROOT"] = str(settings.MEDIA_ROOT)
 
 
 @pytest.fixture(scope="module")
@@ -251,3 +254,42 @@ def test_only_the_creator_uses_the_microphone_and_nothing_counts_after_stop(
     assert transcript.media.size == 44 + 20 * FRAME
     assert UsageEvent.objects.filter(status=UsageStatus.SETTLED).count() == 1
     assert not os.path.exists(live.pcm_path(transcript))  # no stray audio after Stop
+
+
+@pytest.mark.slow
+def test_on_a_real_daphne_deeply_nested_json_is_an_error_and_every_ending_closes_the_engine(
+    live_env, daphne_server, workspace, owner, member, settings
+):
+    """On the ElevenLabs engine (a stand-in on a local port): 100,000 nested ``[`` used to
+    crash the socket (1011) and leave its engine session open; it is an error message now,
+    the session goes on, and the engine's connection closes when the socket does."""
+    from websockets.sync.client import connect as ws_connect
+
+    from tests.conftest import session_cookie_for
+    from tests.gateway.test_api_realtime_endings import SECOND, FakeRealtime, on_fake
+
+    assert live_env["MEDIA_ROOT"] == str(settings.MEDIA_ROOT)
+    with FakeRealtime() as fake:
+        on_fake(workspace, owner, fake)
+        session = live.live_start(workspace=workspace, user=member)
+        cookie = f"{settings.SESSION_COOKIE_NAME}={session_cookie_for(member)}"
+        url = f"ws://127.0.0.1:{daphne_server.port}/ws/transcripts/live/{session.pk}/"
+        headers = {"Cookie": cookie, "Origin": "http://localhost"}
+        with ws_connect(url, additional_headers=headers, max_size=None) as ws:
+            assert json.loads(ws.recv(timeout=30))["type"] == "session"
+            ws.send("[" * 100_000)
+            error = json.loads(ws.recv(timeout=30))
+            ws.send(SECOND)
+            ws.send(json.dumps({"type": "commit"}))
+            committed = json.loads(ws.recv(timeout=30))
+            ws.close()
+            code = ws.protocol.close_rcvd.code
+        wait_until(lambda: fake.open == 0, timeout=10, what="the engine's session to be closed")
+    assert (error["type"], error["message"]) == ("error", "Text frames are JSON messages.")
+    assert (committed["type"], committed["text"]) == ("committed", "hello")
+    assert code == 1000  # the client's close, answered: never 1011
+    assert fake.audio_bytes == len(SECOND)
+    transcript = Transcript.objects.get(pk=session.pk)
+    assert transcript.status == TranscriptStatus.RUNNING  # resumable: Stop meters it
+    assert live.recorded_seconds(transcript) == pytest.approx(1.0)
+    assert "Traceback" not in daphne_server.proc.output(), daphne_server.proc.output()
