@@ -609,6 +609,27 @@ def _refuse_builtin(voice: Voice, action: str) -> None:
         )
 
 
+def _change_check(api_key: ApiKey, voice: Voice) -> None:
+    """The key's member may change this voice (``voices.services.voice_can_change``: its
+    maker or a manager), or 403 in ElevenLabs' shape."""
+    from apps.voices.services import voice_can_change
+
+    if not voice_can_change(
+        workspace=api_key.workspace,
+        voice_id=voice.voice_id,
+        user=api_key.user,
+        membership=getattr(api_key, "membership", None),
+    ):
+        raise ApiRefused(
+            403,
+            "permission_denied",
+            f"Only whoever made '{voice.name}' ({voice.voice_id}), or a manager, can edit it, "
+            "change its settings or delete it. Ask a manager of the workspace.",
+            kind="authorization_error",
+            param="voice_id",
+        )
+
+
 def api_voice_edit(
     *,
     api_key: ApiKey,
@@ -628,6 +649,7 @@ def api_voice_edit(
     engine = _engine_of(api_key)
     voice, row = _voice_find(api_key, engine, voice_id)
     _refuse_builtin(voice, "edit")
+    _change_check(api_key, voice)
     if row is None or row.recipe is None:
         raise ApiRefused(
             400,
@@ -664,14 +686,21 @@ def api_voice_edit(
 
 def api_voice_delete(*, api_key: ApiKey, voice_id: str) -> None:
     """Delete a voice of the workspace (``DELETE /v1/voices/{voice_id}``); premade ones and
-    the local engine's built-in voices cannot be deleted (400)."""
+    the local engine's built-in voices cannot be deleted (400), and only whoever made the
+    voice or a manager may delete it (403). The library keeps it, flagged withdrawn."""
+    from apps.voices.services import library_voice_withdraw
+
     engine = _engine_of(api_key)
     voice, row = _voice_find(api_key, engine, voice_id)
     _refuse_builtin(voice, "delete")
+    _change_check(api_key, voice)
     if row is None or row.recipe is None:  # the voice lives upstream
         with engine_errors_as_api(voice_status=404):
             engine.voice_delete(voice_id)
     with transaction.atomic():
+        library_voice_withdraw(
+            workspace=api_key.workspace, engine=engine.name, voice_id=voice_id, actor=api_key.user
+        )
         ApiVoice.objects.filter(workspace=api_key.workspace, voice_id=voice_id).delete()
         VoiceSettingsRecord.objects.filter(workspace=api_key.workspace, voice_id=voice_id).delete()
 
@@ -687,8 +716,15 @@ def api_voice_settings(*, api_key: ApiKey, voice_id: str) -> VoiceSettings:
 
 
 def api_voice_settings_update(*, api_key: ApiKey, voice_id: str, values: dict) -> VoiceSettings:
-    """Store settings for a voice; fields not sent keep their current values."""
-    current = api_voice_settings(api_key=api_key, voice_id=voice_id)
+    """Store settings for a voice; fields not sent keep their current values. They are the
+    whole team's, so only whoever made the voice or a manager may change them (403)."""
+    engine = _engine_of(api_key)
+    voice, _row = _voice_find(api_key, engine, voice_id)
+    _change_check(api_key, voice)
+    record = VoiceSettingsRecord.objects.filter(
+        workspace=api_key.workspace, voice_id=voice_id
+    ).first()
+    current = _settings_of(record, voice.settings)
     merged = {name: getattr(current, name) for name in SETTINGS_FIELDS}
     merged.update({k: v for k, v in values.items() if k in SETTINGS_FIELDS and v is not None})
     VoiceSettingsRecord.objects.update_or_create(

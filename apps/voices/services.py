@@ -102,13 +102,53 @@ def api_voice_kept(*, sender=None, instance=None, **_signal) -> None:
 
 
 def api_voice_deleted(*, sender=None, instance=None, **_signal) -> None:
-    """Deleted through ``/v1``: flagged withdrawn in the library, never silently deleted."""
+    """Deleted through ``/v1``: flagged withdrawn in the library, never silently deleted.
+
+    (Also reached by cascades, such as a workspace's deletion: a plain update, no history.)
+    """
     LibraryVoice.objects.filter(
         workspace_id=instance.workspace_id,
         engine=instance.engine,
         voice_id=instance.voice_id,
         withdrawn_at__isnull=True,
     ).update(withdrawn_at=timezone.now())
+
+
+def library_voice_withdraw(*, workspace, engine: str, voice_id: str, actor) -> None:
+    """``actor`` deleted the voice from the engine (``DELETE /v1/voices/{id}``): its library
+    row is kept, flagged withdrawn, with a line in its history naming who deleted it. Also
+    for voices the workspace keeps no ``ApiVoice`` of (an ElevenLabs account's own)."""
+    rows = LibraryVoice.objects.filter(
+        workspace=workspace, engine=engine, voice_id=voice_id, withdrawn_at__isnull=True
+    )
+    for voice in rows:
+        voice.withdrawn_at = timezone.now()
+        voice.save(update_fields=["withdrawn_at"])
+        _changed(voice, actor, "deleted", "Deleted through the API; kept here as withdrawn")
+
+
+def voice_can_change(*, workspace, voice_id: str, user, membership=None) -> bool:
+    """Who may rename, re-sample, set up or delete a voice of the workspace.
+
+    Owners and managers change any voice; members the voices they made (cloned or designed,
+    in the studio or through ``/v1``); viewers none. A voice nobody in the workspace made
+    (the engine's own) changes for the whole team, so it is the managers'.
+    """
+    from apps.gateway.models import ApiVoice
+    from apps.workspaces.models import Membership
+
+    if membership is None:
+        membership = Membership.objects.filter(workspace=workspace, user=user).first()
+    if membership is None or membership.workspace_id != workspace.pk:
+        return False
+    if membership.can_manage:
+        return True
+    made_by = (
+        ApiVoice.objects.filter(workspace=workspace, voice_id=voice_id)
+        .values_list("created_by_id", flat=True)
+        .first()
+    )
+    return membership.can_create and made_by is not None and made_by == user.pk
 
 
 def engine_voices(engine, progress=None) -> list[Voice]:

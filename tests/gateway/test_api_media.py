@@ -797,7 +797,16 @@ def test_another_workspace_cannot_see_edit_or_delete_a_clone(api, stranger):
     assert not VoiceSettingsRecord.objects.exists()
 
 
-def test_settings_default_get_and_update_on_both_paths(api, stranger):
+@pytest.fixture
+def managing(workspace, manager):
+    """A manager's key: the settings of the engine's own voices are the managers' to set."""
+    return Client(
+        HTTP_XI_API_KEY=services.api_key_create(workspace=workspace, user=manager, name="M").raw
+    )
+
+
+def test_settings_default_get_and_update_on_both_paths(managing, stranger):
+    api = managing
     default = api.get("/v1/voices/settings/default").json()
     assert_matches(default, "/v1/voices/settings/default")
     assert default == {
@@ -823,7 +832,9 @@ def test_settings_default_get_and_update_on_both_paths(api, stranger):
     assert stranger.get(f"/v1/voices/{VOICE}/settings").json() == default
 
 
-def test_stored_settings_are_what_speech_uses_unless_the_call_sends_its_own(api):
+def test_stored_settings_are_what_speech_uses_unless_the_call_sends_its_own(managing):
+    api = managing
+
     def seconds(body):
         response = post_json(api, f"/v1/text-to-speech/{VOICE}", {"text": SENTENCE, **body})
         assert response.status_code == 200, response.content
