@@ -27,3 +27,7 @@ urlpatterns = [
     path("settings/api-keys/", include("apps.gateway.urls")),
     path("", include("apps.workspaces.urls")),
 ]
+
+# A request Django cannot parse (a multipart body without its boundary, too large): a page
+# that says so, with 400 (413 when too large).
+handler400 = "apps.workspaces.bad_input.bad_request"

@@ -10,13 +10,17 @@ import functools
 import json
 import logging
 import math
+import re
 import time
 import uuid
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
-from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.http import HttpResponse, JsonResponse, StreamingHttpResponse, UnreadablePostError
+from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
+
+from apps.workspaces.bad_input import nul_in
 
 from . import concurrency, responses, services, services_media
 from .asgi import thread_hop
@@ -32,8 +36,31 @@ SORT_DIRECTIONS = ("asc", "desc")
 TRUE, FALSE = ("true", "1", "yes", "on", "t", "y"), ("false", "0", "no", "off", "f", "n")
 
 
+def unreadable_refusal(exc: Exception) -> ApiRefused | None:
+    """ElevenLabs' refusal of a request Django could not parse, wherever the view first read
+    ``request.POST``, ``FILES``, ``GET`` or ``body``; None for any other exception."""
+    if isinstance(exc, RequestDataTooBig):
+        return ApiRefused(
+            413,
+            "payload_too_large",
+            "The request body is too large: send at most "
+            f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE:,} bytes of form text or JSON.",
+        )
+    if isinstance(exc, MultiPartParserError | TooManyFieldsSent | TooManyFilesSent):
+        return ApiRefused(
+            400,
+            "invalid_request_body",
+            f"The request could not be read: {exc}. Send multipart/form-data as an HTTP "
+            "client builds it (with its boundary in the content-type).",
+        )
+    if isinstance(exc, UnreadablePostError):
+        return ApiRefused(400, "unreadable_body", "The request body was cut off.")
+    return None
+
+
 def _refusal(exc: Exception, *, request, request_id: str, methods) -> HttpResponse:
     """The ElevenLabs-shaped response for an exception raised while serving an API call."""
+    exc = unreadable_refusal(exc) or exc
     if isinstance(exc, ApiRefused):
         response = responses.error_response(exc, request_id=request_id)
         if exc.status == 405:
@@ -66,10 +93,22 @@ def _admit(request, api_key) -> None:
         raise
 
 
-def _method_check(request, methods) -> None:
+def _request_check(request, methods) -> None:
+    """The method is one the view takes (405); the path and query carry no NUL (400)."""
     if request.method not in methods:
         raise ApiRefused(
             405, "method_not_allowed", f"Use {' or '.join(methods)} for this endpoint."
+        )
+    # The site's check (``BadInputMiddleware``), which the API's handler does not run: NUL
+    # characters in the path or query would reach the database (PostgreSQL refuses them).
+    # Form and JSON fields are checked where they are read (``_Fields``, ``_Form``).
+    where = nul_in(request, form=False)
+    if where is not None:
+        raise ApiRefused(
+            400,
+            "invalid_characters",
+            f"There is a NUL character in {where}: remove it.",
+            kind="validation_error",
         )
 
 
@@ -102,7 +141,7 @@ def api_view(
                 request.api_slot = None
                 request_id = uuid.uuid4().hex
                 try:
-                    _method_check(request, methods)
+                    _request_check(request, methods)
                     response = await view(request, **kwargs)
                 except Exception as exc:
                     response = _refusal(
@@ -130,7 +169,7 @@ def api_view(
             request.api_slot = None
             request_id = uuid.uuid4().hex
             try:
-                _method_check(request, methods)
+                _request_check(request, methods)
                 api_key = services.api_key_check(raw=request.headers.get("xi-api-key"), scope=scope)
                 _admit(request, api_key)
                 response = view(request, api_key, **kwargs)
@@ -267,6 +306,57 @@ class _Fields:
         return items
 
 
+MAX_JSON_DEPTH = 64  # arrays and objects inside one another; real bodies use a handful
+# A JSON string to its closing quote, or to the end when it has none: possessive (it never
+# backtracks), so removing every string is linear whatever the input.
+_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+\\?(?:"|\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_SQUARE = str.maketrans("{}", "[]")
+
+
+class JsonTooDeep(ValueError):
+    """JSON nested deeper than ``MAX_JSON_DEPTH``."""
+
+
+def _too_deep(text: str) -> bool:
+    """Whether arrays and objects nest deeper than ``MAX_JSON_DEPTH`` in ``text``.
+
+    Outside strings only the brackets count; each pass removes the innermost pairs (one
+    level), all in C: no Python loop over a body an attacker chose.
+    """
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).translate(_SQUARE)
+    if "[" * (MAX_JSON_DEPTH + 1) in brackets:  # the usual case: one run of openings
+        return True
+    for _ in range(MAX_JSON_DEPTH):
+        if "[]" not in brackets:
+            return False  # what is left is unbalanced: invalid JSON, for the parser to say
+        brackets = brackets.replace("[]", "")
+    return "[]" in brackets
+
+
+def json_decode(raw: str | bytes):
+    """The value of a JSON text (a body, or a form field that carries JSON).
+
+    The one way the API reads JSON: anything it cannot take raises ``ValueError`` with a
+    message — invalid JSON (``json.JSONDecodeError``, with its position), bytes that are no
+    UTF-8/16/32 text, and nesting deeper than ``MAX_JSON_DEPTH`` (``JsonTooDeep``), which is
+    measured before parsing: Python's parser recurses and fails with a RecursionError (a
+    500) a little below a thousand levels.
+    """
+    if isinstance(raw, bytes | bytearray):
+        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    if _too_deep(raw):
+        raise JsonTooDeep(f"JSON nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects")
+    try:
+        return json.loads(raw)
+    except RecursionError as exc:  # brackets opened and never closed, past the parser's depth
+        raise JsonTooDeep(
+            f"JSON nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
+        ) from exc
+
+
 def _json_body(request) -> dict:
     """The JSON object of the body, read the way FastAPI reads it."""
     content_type = request.headers.get("content-type", "")
@@ -290,7 +380,9 @@ def _json_body(request) -> dict:
     if not raw.strip():
         raise ApiInvalid.one(["body"], "Field required", "missing")
     try:
-        data = json.loads(raw)
+        data = json_decode(raw)
+    except JsonTooDeep as exc:
+        raise ApiInvalid.one(["body"], f"{exc}: send a flatter body.", "json_invalid") from exc
     except json.JSONDecodeError as exc:
         raise ApiInvalid.one(
             ["body", exc.pos], "JSON decode error", "json_invalid", ctx={"error": exc.msg}

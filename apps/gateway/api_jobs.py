@@ -201,6 +201,10 @@ def _form_text(request, name: str) -> str | None:
     raw = request.POST.get(name)
     if raw is None or raw.strip() in ("", "null"):
         return None
+    if "\x00" in raw:  # PostgreSQL cannot store it (the dub's name, its languages)
+        raise ApiInvalid.one(
+            ["body", name], "Input should be text: it holds NUL characters", "string_unicode"
+        )
     return raw.strip()
 
 

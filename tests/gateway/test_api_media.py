@@ -255,12 +255,13 @@ def test_a_file_that_is_not_audio_is_a_422_on_file_and_costs_nothing(api, data, 
     assert events() == []
 
 
-def test_a_multipart_body_that_cannot_be_parsed_is_a_422(api):
+def test_a_multipart_body_that_cannot_be_parsed_is_a_400(api):
     response = api.generic(
         "POST", "/v1/speech-to-text", b"--x\r\nnot a part", content_type="multipart/form-data"
     )
-    [error] = errors_of(response)
-    assert error["loc"] == ["body"] and "could not be read" in error["msg"]
+    assert response.status_code == 400
+    detail = detail_of(response)
+    assert detail["code"] == "invalid_request_body" and "could not be read" in detail["message"]
 
 
 def test_a_json_body_is_a_422_asking_for_multipart(api):
