@@ -278,6 +278,23 @@ STORAGES = {
 }
 FILE_UPLOAD_PERMISSIONS = 0o640
 
+# --- Uploads: on disk, never whole in memory (issue 12) ---------------------------------
+# An uploaded file is kept in memory only up to FILE_UPLOAD_MAX_MEMORY_SIZE; a larger one is
+# written to FILE_UPLOAD_TEMP_DIR as it arrives, and the upload check and the engines read it
+# from there a window at a time. Keeping it moves that file into MEDIA_ROOT (a rename when both
+# are on one file system, as by default under CHORUS_VAR_DIR), never another copy.
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+FILE_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "uploads")  # not /tmp, which may be a RAM disk
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(exist_ok=True)
+# The text fields of a form (files do not count) held in memory at most (Django's default),
+# and how many there may be: /v1/speech-to-text takes 1000 key terms as repeated fields.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 1100
+
 # --- Auth -------------------------------------------------------------------------------
 
 LOGIN_URL = "login"

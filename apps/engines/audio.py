@@ -17,6 +17,7 @@ import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from fractions import Fraction
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -47,69 +48,146 @@ _RAW_CODECS = {"pcm": "pcm_s16le", "wav": "pcm_s16le", "ulaw": "pcm_mulaw", "ala
 
 # --- Decoding ---------------------------------------------------------------------------
 
+# What an upload may be: its bytes, a path to it on disk, or an open binary file (an
+# uploaded file, a stored file). Paths and files are read as they are decoded, never whole.
+AudioSource = bytes | bytearray | memoryview | str | os.PathLike | BinaryIO
+# Windows of decoded audio hold this many seconds (1.9 MB of float32 at 16 kHz).
+WINDOW_SECONDS = 30.0
 
-def decode_to_pcm16k(
-    data: bytes, *, filename: str = "", max_seconds: float | None = None
-) -> np.ndarray:
-    """Decode an audio or video file to 16 kHz mono float32 samples in [-1, 1].
 
-    Reads whatever FFmpeg reads among ``ALLOWED_DEMUXERS`` (MP3, WAV, FLAC, Ogg and WebM
-    Opus, M4A/AAC, the audio track of MP4/MOV/MKV...). A file longer than ``max_seconds``
-    is refused, from its header when it states a duration and otherwise as soon as decoding
-    passes the limit, so a small file that expands to hours is never decoded whole.
+class Pcm16kReader:
+    """An upload decoded to 16 kHz mono float32 in [-1, 1] as it is read, a window at a time.
+
+    Use it as a context manager; ``windows()`` yields arrays of ``WINDOW_SECONDS`` (the last
+    one shorter), so memory stays bounded whatever the length. The duration the file states
+    (``declared_seconds``, None when it states none) is checked against ``max_seconds`` on
+    entering, and the decoded length as decoding goes: headers lie, and a small file that
+    expands to hours stops at the limit (``InvalidRequest`` on ``file``).
     """
-    limit = MAX_DECODE_SECONDS if max_seconds is None else max_seconds
-    ceiling = int((limit + DURATION_TOLERANCE_SECONDS) * PCM16K_RATE)
-    chunks: list[np.ndarray] = []
-    total = 0
-    resampler: av.AudioResampler | None = None
-    shape: tuple | None = None
 
-    def collect(frames) -> None:
-        nonlocal total
-        for out in frames:
-            if out is None:  # a pass-through resampler "flushes" with None
-                continue
-            chunk = out.to_ndarray().reshape(-1)
-            chunks.append(chunk)
-            total += chunk.size
+    def __init__(
+        self, source: AudioSource, *, filename: str = "", max_seconds: float | None = None
+    ):
+        self.filename = filename
+        self.limit = MAX_DECODE_SECONDS if max_seconds is None else max_seconds
+        self.ceiling = int((self.limit + DURATION_TOLERANCE_SECONDS) * PCM16K_RATE)
+        self.declared_seconds: float | None = None
+        self.decoded = 0  # samples at 16 kHz so far
+        self._source = source
+        self._opened = None
+        self._input = None
 
-    with _open_input(data, filename) as container:
-        stream = _audio_stream(container, filename)
-        declared = _declared_duration(container, stream)
-        if declared is not None and declared > limit + DURATION_TOLERANCE_SECONDS:
-            raise _too_long(declared, limit, exact=True)
-        for frame in _decoded_frames(container, stream, filename):
+    def __enter__(self) -> Pcm16kReader:
+        self._opened = _open_input(self._source, self.filename)
+        self._input = self._opened.__enter__()
+        try:
+            self._stream = _audio_stream(self._input.container, self.filename)
+            self.declared_seconds = _declared_duration(self._input.container, self._stream)
+            if self.declared_seconds is not None and (
+                self.declared_seconds > self.limit + DURATION_TOLERANCE_SECONDS
+            ):
+                raise _too_long(self.declared_seconds, self.limit, exact=True)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._opened is not None:
+            opened, self._opened = self._opened, None
+            opened.__exit__(None, None, None)
+
+    @property
+    def share_read(self) -> float:
+        """How far through the file decoding is (0..1): by time when the file states its
+        length, else by bytes read."""
+        if self.declared_seconds:
+            return min(self.decoded / PCM16K_RATE / self.declared_seconds, 1.0)
+        return self._input.share_read() if self._input is not None else 0.0
+
+    def windows(self, seconds: float | None = None) -> Iterator[np.ndarray]:
+        """The audio, ``seconds`` (``WINDOW_SECONDS``) at a time (the last window shorter)."""
+        size = max(int((seconds or WINDOW_SECONDS) * PCM16K_RATE), 1)
+        pending: list[np.ndarray] = []
+        held = 0
+        for part in self._parts():
+            pending.append(part)
+            held += part.size
+            while held >= size:
+                joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                yield _floats(joined[:size])
+                rest = joined[size:]
+                pending, held = ([rest] if rest.size else []), rest.size
+        if held:
+            yield _floats(np.concatenate(pending))
+
+    def _parts(self) -> Iterator[np.ndarray]:
+        """int16 samples at 16 kHz as they are decoded and resampled."""
+        filename = self.filename
+        resampler: av.AudioResampler | None = None
+        shape: tuple | None = None
+        for frame in _decoded_frames(self._input.container, self._stream, filename):
             frame_shape = (frame.format.name, frame.layout.name, frame.sample_rate)
             if frame_shape != shape:  # a stream may change rate or layout midway
                 if resampler is not None:
-                    collect(_resample(resampler, None, filename))
+                    yield from self._counted(_resample(resampler, None, filename))
                 # s16 output makes swresample normalise its downmix: stereo becomes the
                 # mean of the channels instead of a sum that clips.
                 resampler = av.AudioResampler(format="s16", layout="mono", rate=PCM16K_RATE)
                 shape = frame_shape
-            collect(_resample(resampler, frame, filename))
-            if total > ceiling:
-                raise _too_long(total / PCM16K_RATE, limit, exact=False)
+            yield from self._counted(_resample(resampler, frame, filename))
+            if self.decoded > self.ceiling:
+                raise _too_long(self.decoded / PCM16K_RATE, self.limit, exact=False)
         if resampler is not None:
-            collect(_resample(resampler, None, filename))
+            yield from self._counted(_resample(resampler, None, filename))
+        if self.decoded == 0:
+            raise InvalidRequest.for_field(
+                "file",
+                f"{_label(filename)} has an audio track, but no sound could be decoded from it.",
+            )
+        if self.decoded > self.ceiling:
+            raise _too_long(self.decoded / PCM16K_RATE, self.limit, exact=True)
 
-    if total == 0:
-        raise InvalidRequest.for_field(
-            "file", f"{_label(filename)} has an audio track, but no sound could be decoded from it."
-        )
-    if total > ceiling:
-        raise _too_long(total / PCM16K_RATE, limit, exact=True)
-    return np.concatenate(chunks).astype(np.float32) / np.float32(32768.0)
+    def _counted(self, frames) -> Iterator[np.ndarray]:
+        for out in frames:
+            if out is None:  # a pass-through resampler "flushes" with None
+                continue
+            chunk = out.to_ndarray().reshape(-1)
+            self.decoded += chunk.size
+            yield chunk
 
 
-def probe_duration(data: bytes, filename: str = "") -> float:
-    """Duration of an upload's audio in seconds: from its header, else by decoding it.
+def _floats(pcm: np.ndarray) -> np.ndarray:
+    samples = pcm.astype(np.float32)
+    samples /= np.float32(32768.0)
+    return samples
+
+
+def decode_to_pcm16k(
+    source: AudioSource, *, filename: str = "", max_seconds: float | None = None
+) -> np.ndarray:
+    """Decode an audio or video file to 16 kHz mono float32 samples in [-1, 1], whole.
+
+    Reads whatever FFmpeg reads among ``ALLOWED_DEMUXERS`` (MP3, WAV, FLAC, Ogg and WebM
+    Opus, M4A/AAC, the audio track of MP4/MOV/MKV...). A file longer than ``max_seconds``
+    is refused, from its header when it states a duration and otherwise as soon as decoding
+    passes the limit, so a small file that expands to hours is never decoded whole. For long
+    recordings use ``Pcm16kReader``, which holds one window at a time.
+    """
+    with Pcm16kReader(source, filename=filename, max_seconds=max_seconds) as reader:
+        windows = list(reader.windows())
+    return windows[0] if len(windows) == 1 else np.concatenate(windows)
+
+
+def probe_duration(source: AudioSource, filename: str = "") -> float:
+    """Duration of an upload's audio in seconds: from its header, else by decoding it (a
+    frame at a time, nothing kept).
 
     Decoding stops past ``MAX_DECODE_SECONDS``: what it returns then is a lower bound, and
     already more than any limit.
     """
-    with _open_input(data, filename) as container:
+    with _open_input(source, filename) as opened:
+        container = opened.container
         stream = _audio_stream(container, filename)
         declared = _declared_duration(container, stream)
         if declared is not None:
@@ -153,25 +231,56 @@ def _undecodable(filename: str, exc: Exception | str) -> InvalidRequest:
     )
 
 
+class _Input:
+    """An opened upload: its container, and how much of the file has been read."""
+
+    def __init__(self, container, handle, size: int):
+        self.container, self._handle, self._size = container, handle, size
+
+    def share_read(self) -> float:
+        try:
+            return min(self._handle.tell() / self._size, 1.0) if self._size else 0.0
+        except (OSError, ValueError):
+            return 0.0
+
+
 @contextmanager
-def _open_input(data: bytes, filename: str) -> Iterator[av.container.InputContainer]:
-    """Open an upload for reading, or explain why it cannot be."""
-    if not data:
-        raise InvalidRequest.for_field("file", f"{_label(filename)} is empty.")
+def _open_input(source: AudioSource, filename: str) -> Iterator[_Input]:
+    """Open an upload for reading (bytes, a path or a binary file), or explain why it cannot
+    be. Files are handed to FFmpeg as Python file objects, so no URL or protocol in a name
+    is ever opened."""
+    close: BinaryIO | None = None
+    if isinstance(source, bytes | bytearray | memoryview):
+        handle: BinaryIO = io.BytesIO(source)
+    elif isinstance(source, str | os.PathLike):
+        handle = close = open(source, "rb")  # noqa: SIM115 (closed below)
+    else:
+        handle = source
     try:
-        container = av.open(
-            io.BytesIO(data), mode="r", container_options={"format_whitelist": ALLOWED_DEMUXERS}
-        )
-    except av.ArgumentError as exc:
-        if exc.errno == errno.EINVAL:  # FFmpeg recognised a format that is not on the list
-            raise _undecodable(filename, "it is not an audio or video format") from None
-        raise _undecodable(filename, exc) from None
-    except _AV_ERRORS as exc:
-        raise _undecodable(filename, exc) from None
-    try:
-        yield container
+        try:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(0)
+        except (OSError, ValueError, AttributeError):
+            size = -1  # unseekable: FFmpeg reads it as a stream
+        if size == 0:
+            raise InvalidRequest.for_field("file", f"{_label(filename)} is empty.")
+        try:
+            container = av.open(
+                handle, mode="r", container_options={"format_whitelist": ALLOWED_DEMUXERS}
+            )
+        except av.ArgumentError as exc:
+            if exc.errno == errno.EINVAL:  # FFmpeg recognised a format that is not on the list
+                raise _undecodable(filename, "it is not an audio or video format") from None
+            raise _undecodable(filename, exc) from None
+        except _AV_ERRORS as exc:
+            raise _undecodable(filename, exc) from None
+        try:
+            yield _Input(container, handle, max(size, 0))
+        finally:
+            container.close()
     finally:
-        container.close()
+        if close is not None:
+            close.close()
 
 
 def _audio_stream(container, filename: str):
@@ -264,6 +373,69 @@ def format_duration(seconds: float, *, round_up: bool = False) -> str:
 
 
 # --- Raw samples ------------------------------------------------------------------------
+
+
+class RawPcm16kReader:
+    """Raw 16 kHz mono little-endian 16-bit PCM (bytes, a path or a binary file) read a
+    window at a time, with ``Pcm16kReader``'s interface. Its length comes from its size, so
+    ``max_seconds`` is checked before anything is read."""
+
+    def __init__(
+        self, source: AudioSource, *, max_seconds: float | None = None, field: str = "file"
+    ):
+        self.limit = MAX_DECODE_SECONDS if max_seconds is None else max_seconds
+        self.field = field
+        self.declared_seconds: float | None = None
+        self.decoded = 0
+        self._source = source
+        self._handle: BinaryIO | None = None
+        self._close = False
+
+    def __enter__(self) -> RawPcm16kReader:
+        source = self._source
+        if isinstance(source, bytes | bytearray | memoryview):
+            self._handle = io.BytesIO(source)
+        elif isinstance(source, str | os.PathLike):
+            self._handle, self._close = open(source, "rb"), True  # noqa: SIM115 (see __exit__)
+        else:
+            self._handle = source
+        try:
+            size = self._handle.seek(0, os.SEEK_END)
+            self._handle.seek(0)
+            if size % 2:
+                raise InvalidRequest.for_field(
+                    self.field, "16-bit PCM audio must have an even number of bytes (2 per sample)."
+                )
+            self.declared_seconds = size / 2 / PCM16K_RATE
+            if self.declared_seconds > self.limit + DURATION_TOLERANCE_SECONDS:
+                raise InvalidRequest.for_field(
+                    self.field, _too_long(self.declared_seconds, self.limit, exact=True).message
+                )
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._close and self._handle is not None:
+            self._handle.close()
+        self._handle = None
+
+    @property
+    def share_read(self) -> float:
+        if not self.declared_seconds:
+            return 0.0
+        return min(self.decoded / PCM16K_RATE / self.declared_seconds, 1.0)
+
+    def windows(self, seconds: float | None = None) -> Iterator[np.ndarray]:
+        size = max(int((seconds or WINDOW_SECONDS) * PCM16K_RATE), 1) * 2
+        while True:
+            data = self._handle.read(size)
+            if not data:
+                return
+            samples = samples_from_pcm16(data, field=self.field)
+            self.decoded += samples.size
+            yield samples
 
 
 def samples_from_pcm16(data: bytes, *, field: str = "audio") -> np.ndarray:

@@ -7,9 +7,10 @@ A capability an engine lacks raises ``NotSupported`` with a reason people can re
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 # --- Errors -----------------------------------------------------------------------------
 
@@ -268,9 +269,47 @@ class TTSStream:
 # --- Speech to text ---------------------------------------------------------------------
 
 
+# ElevenLabs' rule for ``keyterms`` (the API reference of /v1/speech-to-text), which every
+# engine and every caller applies through ``keyterms_checked``.
+MAX_KEYTERMS = 1000
+KEYTERM_MAX_CHARS = 49  # "less than 50 characters"
+KEYTERM_MAX_WORDS = 5
+KEYTERM_FORBIDDEN = "<>{}[]\\"
+
+
+def keyterms_checked(keyterms: list[str] | None) -> list[str]:
+    """Key terms as ElevenLabs takes them, or ``InvalidRequest`` on ``keyterms``: at most
+    1000, each non-empty, under 50 characters and at most 5 words once its spaces are
+    normalised, none of ``< > { } [ ] \\``. Returns them normalised (spaces collapsed),
+    duplicates dropped."""
+    terms = [" ".join(str(t).split()) for t in (keyterms or [])]
+    errors: list[str] = []
+    if len(terms) > MAX_KEYTERMS:
+        errors.append(f"Use at most {MAX_KEYTERMS} key terms ({len(terms)} given).")
+    for term in terms:
+        if not term:
+            errors.append("A key term cannot be empty.")
+        elif len(term) > KEYTERM_MAX_CHARS:
+            errors.append(
+                f"A key term has fewer than {KEYTERM_MAX_CHARS + 1} characters: "
+                f"“{term[:30]}…” has {len(term)}."
+            )
+        elif len(term.split()) > KEYTERM_MAX_WORDS:
+            errors.append(f"A key term has at most {KEYTERM_MAX_WORDS} words: “{term}”.")
+        elif any(c in KEYTERM_FORBIDDEN for c in term):
+            errors.append(f"Key terms cannot contain < > {{ }} [ ] or \\: “{term}”.")
+        if len(errors) >= 10:  # enough to act on
+            break
+    if errors:
+        raise InvalidRequest(errors[0], fields={"keyterms": errors})
+    return list(dict.fromkeys(terms))
+
+
 @dataclass
 class STTRequest:
-    audio: bytes
+    # The upload: its bytes, a path to it, or an open binary file (read, seekable); engines
+    # read a path or a file as they go, never whole into memory.
+    audio: bytes | str | os.PathLike | BinaryIO
     filename: str = "audio"
     model_id: str = "scribe_v1"
     language_code: str | None = None
@@ -389,7 +428,8 @@ class VoicePage:
 @dataclass
 class CloneRequest:
     name: str
-    samples: list[tuple[str, bytes]]  # (filename, bytes)
+    # (filename, its bytes or an open binary file, read as it goes)
+    samples: list[tuple[str, bytes | BinaryIO]]
     description: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     remove_background_noise: bool = False

@@ -6,6 +6,7 @@ into plain values (422 in FastAPI's list shape when it cannot), calls one servic
 """
 
 import base64
+import json
 import math
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
@@ -15,19 +16,7 @@ from django.http.multipartparser import MultiPartParserError
 from apps.engines.base import DesignRequest, SoundRequest, STTRequest, VoiceSettings
 
 from . import responses, services_media
-from .api import (
-    _TYPE_ERRORS,
-    FALSE,
-    MAX_SEED,
-    TRUE,
-    JsonTooDeep,
-    _Fields,
-    _json_body,
-    _query_bool,
-    api_view,
-    json_decode,
-    unreadable_refusal,
-)
+from .api import _TYPE_ERRORS, FALSE, MAX_SEED, TRUE, _Fields, _json_body, _query_bool, api_view
 from .services import ApiInvalid, ApiRefused
 from .services_media import Sample
 
@@ -85,12 +74,15 @@ def _labels(errors: list, loc: list, value) -> dict[str, str] | None:
         if value.strip() in ("", "null"):
             return None
         try:
-            value = json_decode(value)
-        except ValueError as exc:
-            msg = 'Labels must be a JSON object such as {"accent": "british"}'
-            if isinstance(exc, JsonTooDeep):
-                msg = f"{msg} ({exc})"
-            errors.append({"type": "json_invalid", "loc": loc, "msg": msg})
+            value = json.loads(value)
+        except ValueError:
+            errors.append(
+                {
+                    "type": "json_invalid",
+                    "loc": loc,
+                    "msg": 'Labels must be a JSON object such as {"accent": "british"}',
+                }
+            )
             return None
     if value is None:
         return None
@@ -149,13 +141,10 @@ class _Form:
                 "payload_too_large",
                 "The form's text fields are too large (files do not count towards this limit).",
             ) from exc
-        except (
-            MultiPartParserError,
-            TooManyFieldsSent,
-            TooManyFilesSent,
-            UnreadablePostError,
-        ) as exc:  # 400, as for every API view (see ``api._refusal``)
-            raise unreadable_refusal(exc) from exc
+        except (MultiPartParserError, TooManyFieldsSent, TooManyFilesSent) as exc:
+            raise ApiInvalid.one(["body"], f"The form could not be read: {exc}") from exc
+        except UnreadablePostError as exc:
+            raise ApiRefused(400, "unreadable_body", "The request body was cut off.") from exc
         self.errors = errors
 
     def _error(self, name, kind, msg, **extra):
@@ -167,17 +156,16 @@ class _Form:
             self._error(name, "string_type", "Input should be a valid string, not a file")
             return None
         value = values[-1] if values else None
-        if value and "\x00" in value:  # every field's text, JSON or number is read here
-            self._error(name, "string_unicode", "Input should be text: it holds NUL characters")
-            return None
         return None if value == "" else value
 
     def text(self, name, *, required=False, default=None, choices=None, most=None):
         value = self.raw(name)
         if value is None:
-            refused = any(e["loc"] == ["body", name] for e in self.errors)  # (NUL, a file)
-            if required and name not in self.files and not refused:
+            if required and name not in self.files:
                 self._error(name, "missing", "Field required")
+            return default
+        if "\x00" in value:
+            self._error(name, "string_unicode", "Input should be text: it holds NUL characters")
             return default
         if choices is not None and value not in choices:
             allowed = ", ".join(repr(c) for c in choices)
@@ -234,10 +222,7 @@ class _Form:
         if value is None or value.strip() == "null":
             return None
         try:
-            return json_decode(value)
-        except JsonTooDeep as exc:
-            self._error(name, "json_invalid", f"{exc}: send a flatter value.")
-            return None
+            return json.loads(value)
         except ValueError:
             return value
 
@@ -246,10 +231,7 @@ class _Form:
         values = [v for v in self.data.getlist(name) if v != ""]
         if len(values) == 1 and values[0].lstrip().startswith("["):
             try:
-                parsed = json_decode(values[0])
-            except JsonTooDeep as exc:
-                self._error(name, "json_invalid", f"{exc}: send a list of strings.")
-                return []
+                parsed = json.loads(values[0])
             except ValueError:
                 parsed = None
             if isinstance(parsed, list):
@@ -266,7 +248,15 @@ class _Form:
         return [v for v in values if isinstance(v, str)]
 
     def uploads(self, name, *, required: bool, most_bytes: int) -> list[Sample]:
-        """The file parts called ``name``, read (each at most ``most_bytes``)."""
+        """The file parts called ``name`` as samples, unread (each at most ``most_bytes``)."""
+        return [
+            Sample(filename=upload.name or "upload", data=upload)
+            for upload in self.file_parts(name, required=required, most_bytes=most_bytes)
+        ]
+
+    def file_parts(self, name, *, required: bool, most_bytes: int) -> list:
+        """The file parts called ``name`` as Django holds them (spooled to disk past
+        ``FILE_UPLOAD_MAX_MEMORY_SIZE``), unread; each at most ``most_bytes``."""
         uploads = self.files.getlist(name)
         if not uploads:
             if self.data.getlist(name):
@@ -281,12 +271,10 @@ class _Form:
         total = sum(upload.size or 0 for upload in uploads)
         if total > services_media.MAX_UPLOAD_BYTES:
             raise _too_big("The uploaded audio", services_media.MAX_UPLOAD_BYTES)
-        samples = []
         for upload in uploads:
             if (upload.size or 0) > most_bytes:
                 raise _too_big(f"The file {upload.name!r}", most_bytes)
-            samples.append(Sample(filename=upload.name or "upload", data=upload.read()))
-        return samples
+        return uploads
 
 
 def _entities(form: _Form, name: str) -> list[str] | None:
@@ -391,7 +379,7 @@ def speech_to_text(request, api_key):
     if form.text("transcript_edit"):
         raise _unsupported("transcript_edit", "Chorus cannot apply transcript_edit.")
     model_id = form.text("model_id", required=True, most=80)
-    files = form.uploads("file", required=True, most_bytes=services_media.MAX_UPLOAD_BYTES)
+    files = form.file_parts("file", required=True, most_bytes=services_media.MAX_UPLOAD_BYTES)
     if len(files) > 1:
         errors.append(
             {"type": "value_error", "loc": ["body", "file"], "msg": "Send one file, not several"}
@@ -426,9 +414,9 @@ def speech_to_text(request, api_key):
         form.boolean(name)
     if errors:
         raise ApiInvalid(errors)
-    upload = files[0]
+    upload = files[0]  # read from where Django spooled it, never whole into memory
     result = services_media.api_transcribe(
-        api_key=api_key, request=STTRequest(audio=upload.data, filename=upload.filename, **stt)
+        api_key=api_key, request=STTRequest(audio=upload, filename=upload.name or "upload", **stt)
     )
     return _usage_headers(JsonResponse(transcript_json(result.transcript)), result.usage)
 

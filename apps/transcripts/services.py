@@ -1,20 +1,24 @@
 """Batch transcription: an upload becomes a ``Transcript`` and a job that transcribes it through
 the metered engine; then the team reads, edits and exports it.
 
-The upload is probed before anything is kept (a file that is not audio, or has no sound,
-is refused with a message and leaves nothing behind); its estimated seconds are reserved in
-the same transaction that creates the transcript and its job, so a spent budget refuses
-the upload whole. The job settles on the length the engine heard, in the same transaction
-that stores the words: a transcript is never kept unpaid, nor paid and lost.
+Every upload to transcribe, from the studio's form or ``/v1/speech-to-text``, passes one check
+(``upload_check``) before anything is kept or reserved: its options (key terms by ElevenLabs'
+rule, the language code), its size, that it decodes as sound, and its length from its header
+within ``MAX_SECONDS``. The file is read where Django spooled it, never whole into memory. Its
+estimated seconds are reserved in the same transaction that creates the transcript and its
+job, so a spent budget refuses the upload whole. The job settles on the length the engine
+heard, in the same transaction that stores the words: a transcript is never kept unpaid, nor
+paid and lost.
 """
 
 import contextlib
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 
+import numpy as np
 from django.conf import settings
-from django.core.files.base import File
 from django.db import transaction
 from django.utils import timezone
 
@@ -22,7 +26,7 @@ from apps.billing.models import UsageEvent, UsageSource, UsageStatus
 from apps.billing.rates import units_for
 from apps.billing.services import BudgetExceeded, meter_reserve, rate_for, usage_estimate
 from apps.engines import audio
-from apps.engines.base import InvalidRequest, STTRequest
+from apps.engines.base import InvalidRequest, STTRequest, keyterms_checked
 from apps.jobs.services import TransientJobError, job_cancel, job_start
 from apps.projects.services import errors_recorded, job_metered
 from apps.workspaces.services import ActionRefused, engine_for
@@ -46,20 +50,43 @@ def media_content_type(filename: str) -> str:
     )
 
 
-MAX_KEYTERMS = 1000
-KEYTERM_MAX_CHARS = 50
 MODEL_ID = "scribe_v1"
-# Uploads up to this long are decoded whole before they are kept: a silent one is refused
-# then (longer ones are only probed; the job then finds no words in silence).
+# The longest recording Chorus transcribes, from the studio or /v1; the engine's decoder stops
+# at the same length, for files whose header understates it.
+MAX_SECONDS = audio.MAX_DECODE_SECONDS
+MAX_LENGTH_SHOWN = audio.format_duration(MAX_SECONDS)  # "4 h", on the upload page
+MIN_SECONDS = 0.1  # ElevenLabs' minimum: 100 ms of audio
+# Studio uploads up to this long are refused when they are digital silence (decoded a window at
+# a time, stopping at the first sound); longer ones are only probed, and the job then finds no
+# words in silence.
 SILENCE_CHECK_SECONDS = 600.0
+PCM_BYTES_PER_SECOND = 2 * audio.PCM16K_RATE  # file_format=pcm_s16le_16
+
+
+class UploadRefused(ActionRefused):
+    """An upload that cannot be transcribed as sent; ``field`` names the part at fault (file,
+    keyterms, language_code, num_speakers) for the API's error."""
+
+    def __init__(self, message: str, *, field: str = "file"):
+        super().__init__(message)
+        self.field = field
+
+
+class UploadTooLong(UploadRefused):
+    """A recording longer than ``MAX_SECONDS`` (a limit, where other refusals are mistakes)."""
 
 
 def language_checked(code: str | None) -> str | None:
-    """A language code as given (lower case), None for "detect it"; else ``ActionRefused``."""
+    """An ISO 639-1 or -3 language code in lower case (a region, as in ``en-US``, is
+    dropped), None for "detect it"; else ``UploadRefused`` on ``language_code``."""
     language = (code or "").strip().lower() or None
-    if language is not None and not (2 <= len(language) <= 3 and language.isalpha()):
-        raise ActionRefused("The language is a 2- or 3-letter code such as en, fr or deu.")
-    return language
+    if language is None:
+        return None
+    if not re.fullmatch(r"[a-z]{2,3}([-_][a-z0-9]{2,8})?", language):
+        raise UploadRefused(
+            "The language is a 2- or 3-letter code such as en, fr or deu.", field="language_code"
+        )
+    return re.split(r"[-_]", language)[0]
 
 
 @dataclass
@@ -74,22 +101,20 @@ class Options:
     redact_pii: bool = False
 
     def checked(self) -> "Options":
+        """The options normalised, or ``UploadRefused`` naming the one at fault. Key terms
+        follow ElevenLabs' rule (``keyterms_checked``), the one the engines apply."""
         language = language_checked(self.language_code)
         if self.num_speakers is not None and not 1 <= self.num_speakers <= 32:
-            raise ActionRefused("The number of speakers goes from 1 to 32.")
-        terms = [" ".join(t.split()) for t in self.keyterms if t and t.strip()]
-        if len(terms) > MAX_KEYTERMS:
-            raise ActionRefused(f"Use at most {MAX_KEYTERMS} key terms ({len(terms)} given).")
-        long_terms = [t for t in terms if len(t) > KEYTERM_MAX_CHARS]
-        if long_terms:
-            raise ActionRefused(
-                f"A key term has at most {KEYTERM_MAX_CHARS} characters: “{long_terms[0][:60]}…”"
-            )
+            raise UploadRefused("The number of speakers goes from 1 to 32.", field="num_speakers")
+        try:
+            keyterms = keyterms_checked(self.keyterms)
+        except InvalidRequest as exc:
+            raise UploadRefused(exc.message, field="keyterms") from exc
         return Options(
             language_code=language,
             diarize=self.diarize,
             num_speakers=self.num_speakers if self.diarize else None,
-            keyterms=list(dict.fromkeys(terms)),
+            keyterms=keyterms,
             tag_audio_events=self.tag_audio_events,
             no_verbatim=self.no_verbatim,
             detect_entities=self.detect_entities or self.redact_pii,
@@ -130,49 +155,124 @@ def ledger_key(transcript: Transcript) -> str:
     return f"transcript:{transcript.uid}"
 
 
-def _probe(upload) -> float:
-    """How long the upload plays; ``ActionRefused`` if it is not usable audio or video."""
-    name = os.path.basename(upload.name or "") or "the file"
-    if os.path.splitext(name)[1].lower() not in MEDIA_TYPES:
-        kinds = ", ".join(t.lstrip(".") for t in MEDIA_TYPES)
-        raise ActionRefused(f"{name} is not a file Chorus transcribes: use {kinds}.")
-    if not upload.size:
-        raise ActionRefused(f"{name} is empty.")
-    if upload.size > max_upload_bytes():
-        raise ActionRefused(
-            f"{name} is {upload.size / 1048576:.0f} MB; the most is "
-            f"{settings.CHORUS_TRANSCRIBE_MAX_MB} MB."
+# --- The upload check -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckedUpload:
+    """An upload that passed ``upload_check``: how long it plays, and its options normalised."""
+
+    filename: str
+    size: int
+    seconds: float
+    options: Options
+
+
+def _file_message(exc: InvalidRequest) -> str:
+    return (exc.fields.get("file") or [exc.message])[0]
+
+
+def upload_check(
+    *,
+    upload,
+    options: Options,
+    max_bytes: int | None = None,
+    file_format: str = "other",
+    silence: bool = False,
+) -> CheckedUpload:
+    """Whether ``upload`` (a Django file: uploaded, stored or opened) can be transcribed with
+    ``options``, checked the same way for the studio's form and ``/v1/speech-to-text`` before
+    anything is kept or reserved; ``UploadRefused`` says why not.
+
+    In order: the options (``Options.checked``: key terms by ElevenLabs' rule, the language
+    code, the number of speakers); the size (at most ``max_bytes``, the studio's setting by
+    default); that it decodes as audio or video with a sound track (by its content, whatever
+    its name says); and its length, from its header where it states one (a header claiming
+    277 hours is refused here, before any reservation; one that understates is stopped by
+    the engine's decoder at the same ``MAX_SECONDS``), else by decoding it a frame at a time.
+    ``file_format="pcm_s16le_16"`` is raw 16 kHz 16-bit PCM, timed by its size. With
+    ``silence`` (the studio) a recording of up to ``SILENCE_CHECK_SECONDS`` that is digital
+    silence is refused too. Nothing is read whole into memory.
+    """
+    options = options.checked()
+    name = os.path.basename(getattr(upload, "name", "") or "") or "the file"
+    size = upload.size or 0
+    limit = max_upload_bytes() if max_bytes is None else max_bytes
+    if not size:
+        raise UploadRefused(f"{name} is empty.")
+    if size > limit:
+        raise UploadRefused(
+            f"{name} is {size / 1048576:.0f} MB; the most is {limit // 1048576} MB."
         )
-    upload.seek(0)
-    data = upload.read()
-    upload.seek(0)
-    try:
-        seconds = audio.probe_duration(data, name)
-    except InvalidRequest as exc:
-        message = (exc.fields.get("file") or [exc.message])[0]
-        raise ActionRefused(message) from exc
-    if seconds <= 0.05 or (seconds <= SILENCE_CHECK_SECONDS and _silent(data, name)):
-        raise ActionRefused(f"{name} has no sound to transcribe: it is silent.")
-    return seconds
+    if file_format == "pcm_s16le_16":
+        if size % 2:
+            raise UploadRefused(
+                f"{name} is not 16-bit PCM: it must have an even number of bytes (2 a sample)."
+            )
+        seconds = size / PCM_BYTES_PER_SECOND
+    else:
+        try:
+            seconds = audio.probe_duration(upload, name)
+        except InvalidRequest as exc:
+            raise UploadRefused(_file_message(exc)) from exc
+    if seconds > MAX_SECONDS + audio.DURATION_TOLERANCE_SECONDS:
+        raise UploadTooLong(
+            f"{name} is {audio.format_duration(seconds, round_up=True)} long; Chorus "
+            f"transcribes recordings of up to {audio.format_duration(MAX_SECONDS)}. Split it "
+            "into parts and upload each."
+        )
+    if seconds < MIN_SECONDS:
+        raise UploadRefused(
+            f"{name} is too short: it plays {seconds:.2f} s; send at least 100 ms of audio."
+        )
+    if (
+        silence
+        and file_format != "pcm_s16le_16"
+        and seconds <= SILENCE_CHECK_SECONDS
+        and _silent(upload, name)
+    ):
+        raise UploadRefused(f"{name} has no sound to transcribe: it is silent.")
+    return CheckedUpload(filename=name, size=size, seconds=seconds, options=options)
 
 
-def _silent(data: bytes, name: str) -> bool:
-    """Whether the recording never rises above -60 dBFS (digital silence or close to it)."""
+def _silent(upload, name: str) -> bool:
+    """Whether the recording never rises above -60 dBFS (digital silence or close to it) in
+    its first ``SILENCE_CHECK_SECONDS``; decoding stops at the first sound."""
+    heard = 0
     try:
-        samples = audio.decode_to_pcm16k(data, filename=name, max_seconds=SILENCE_CHECK_SECONDS)
+        with (
+            audio.Pcm16kReader(upload, filename=name, max_seconds=MAX_SECONDS) as reader,
+            contextlib.closing(reader.windows()) as windows,
+        ):
+            for window in windows:
+                if float(np.abs(window).max(initial=0.0)) >= 0.001:
+                    return False
+                heard += len(window)
+                if heard >= SILENCE_CHECK_SECONDS * audio.PCM16K_RATE:
+                    break
     except InvalidRequest as exc:
-        message = (exc.fields.get("file") or [exc.message])[0]
-        raise ActionRefused(message) from exc
-    return float(abs(samples).max(initial=0.0)) < 0.001
+        raise UploadRefused(_file_message(exc)) from exc
+    return True
 
 
 def transcript_start(*, workspace, user, upload, title: str, options: Options) -> Transcript:
-    """Keep the upload as a transcript, reserve its estimate and queue the job."""
-    options = options.checked()
-    seconds = _probe(upload)
+    """Keep the upload as a transcript, reserve its estimate and queue the job.
+
+    The upload is checked first (``upload_check``, with the studio's silence rule), and its
+    name must end in one of ``MEDIA_TYPES``: the page plays it back with the type chosen from
+    that extension. It is then stored by moving Django's temporary file into place (or
+    copying it by chunks), never through memory.
+    """
+    name = os.path.basename(upload.name or "") or "the file"
+    if os.path.splitext(name)[1].lower() not in MEDIA_TYPES:
+        kinds = ", ".join(t.lstrip(".") for t in MEDIA_TYPES)
+        raise UploadRefused(f"{name} is not a file Chorus transcribes: use {kinds}.")
+    checked = upload_check(upload=upload, options=options, silence=True)
+    seconds = checked.seconds
+    filename = os.path.basename(upload.name or "")[:255]
     title = (
         " ".join((title or "").split())[:200]
-        or os.path.splitext(os.path.basename(upload.name or ""))[0][:200]
+        or os.path.splitext(filename)[0][:200]
         or "Untitled recording"
     )
     engine = engine_for(workspace)
@@ -181,17 +281,18 @@ def transcript_start(*, workspace, user, upload, title: str, options: Options) -
         created_by=user,
         uid=uuid.uuid4().hex,
         title=title,
-        filename=os.path.basename(upload.name or "")[:255],
-        content_type=media_content_type(upload.name or ""),
-        size_bytes=upload.size,
+        filename=filename,
+        content_type=media_content_type(filename),
+        size_bytes=checked.size,
         duration_seconds=round(seconds, 3),
-        options=options.as_dict(),
+        options=checked.options.as_dict(),
         engine=engine.name,
     )
     unit = rate_for(workspace, "stt", MODEL_ID, engine.name).unit
     try:
         with transaction.atomic():
-            transcript.media.save(transcript.filename or "media", File(upload), save=False)
+            # The upload itself, not a copy: storage moves a spooled upload into place.
+            transcript.media.save(transcript.filename or "media", upload, save=False)
             transcript.save()
             job = job_start(
                 workspace=workspace,
@@ -230,12 +331,12 @@ def _remove_file(transcript: Transcript) -> None:
             transcript.media.storage.delete(transcript.media.name)
 
 
-def _request(transcript: Transcript, data: bytes) -> STTRequest:
+def _request(transcript: Transcript, media) -> STTRequest:
     options = transcript.options or {}
     detect = ["all"] if options.get("detect_entities") else None
     redact = ["pii"] if options.get("redact_pii") else None
     return STTRequest(
-        audio=data,
+        audio=media,
         filename=transcript.filename or "media",
         model_id=MODEL_ID,
         language_code=options.get("language_code"),
@@ -260,11 +361,11 @@ def transcribe_run(*, job, progress) -> dict:
         return {"transcript": transcript.pk}  # an earlier run finished, then its worker died
     Transcript.objects.filter(pk=transcript.pk).update(status=TranscriptStatus.RUNNING, error="")
     workspace = transcript.workspace
+    media = None
     try:
         progress(5, "Reading the recording")
-        with transcript.media.open("rb") as handle:
-            data = handle.read()
-        request = _request(transcript, data)
+        media = transcript.media.open("rb")  # the engine reads it as it goes, never whole
+        request = _request(transcript, media)
         request.progress = lambda share: progress(
             10 + int(80 * min(max(share, 0.0), 1.0)), f"Transcribing ({int(share * 100)} %)"
         )
@@ -324,6 +425,9 @@ def transcribe_run(*, job, progress) -> dict:
             status=TranscriptStatus.FAILED, error=str(exc)[:2000] or type(exc).__name__
         )
         raise
+    finally:
+        if media is not None:
+            media.close()
     return {"transcript": transcript.pk, "seconds": heard, "words": len(words)}
 
 

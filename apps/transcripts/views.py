@@ -81,6 +81,7 @@ def _upload_page(request, form, *, error: str = "", status: int = 200):
         "form": form,
         "error": error,
         "max_mb": settings.CHORUS_TRANSCRIBE_MAX_MB,
+        "max_length": services.MAX_LENGTH_SHOWN,
         "accept": ",".join(services.MEDIA_TYPES),
         "rate": services.transcribe_estimate(
             workspace=request.workspace, user=request.user, seconds=60

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.urls import reverse
@@ -45,16 +45,23 @@ class SamplesRefused(ActionRefused):
 
 @dataclass(frozen=True)
 class Upload:
-    """An uploaded file; ``size`` is what the client sent (``data`` is left empty for a
-    file over the per-file limit, so an oversized upload is never read into memory)."""
+    """An uploaded file: its bytes, or the uploaded file itself, which is read where Django
+    spooled it and never whole into memory; ``size`` is what the client sent (``data`` is
+    left empty for a file over the limits, which is refused by its size unread)."""
 
     filename: str
-    data: bytes
+    data: bytes | File
     size: int | None = None
 
     @property
     def length(self) -> int:
-        return self.size if self.size is not None else len(self.data)
+        if self.size is not None:
+            return self.size
+        return len(self.data) if isinstance(self.data, bytes) else self.data.size
+
+    def as_file(self) -> File:
+        """What storage keeps: a spooled upload is moved into place, not copied."""
+        return ContentFile(self.data) if isinstance(self.data, bytes) else self.data
 
 
 @dataclass
@@ -231,12 +238,11 @@ def clone_create(
         )
         if consent.recording is not None:
             base = os.path.basename(consent.recording.filename) or "consent.webm"
-            record.recording.save(base, ContentFile(consent.recording.data), save=False)
+            record.recording.save(base, consent.recording.as_file(), save=False)
         # The samples are kept with the consent: the voice page plays them.
         for index, (sample, upload) in enumerate(zip(described, uploads, strict=True)):
             sample["path"] = default_storage.save(
-                f"consent/samples/{uid}/{index + 1}{_ext(upload.filename)}",
-                ContentFile(upload.data),
+                f"consent/samples/{uid}/{index + 1}{_ext(upload.filename)}", upload.as_file()
             )
         record.save()
         if not library_voice.preview_url:  # the library card plays the first sample

@@ -53,15 +53,16 @@ def _end_of(day) -> datetime | None:
 
 
 def _uploads(files) -> list[Upload]:
-    """The uploads; none is read into memory past the per-file limit, nor when all of them
-    together are over the total limit (the checks then refuse them by their sizes)."""
+    """The uploads, unread: the services read them from where Django spooled them. One past
+    the per-file limit, or all when together they are over the total, are passed empty (the
+    checks then refuse them by their sizes)."""
     per_file = settings.CHORUS_CLONE_SAMPLE_MAX_MB * 1024 * 1024
     total = settings.CHORUS_CLONE_TOTAL_MAX_MB * 1024 * 1024
     too_much = sum(f.size for f in files) > total
     return [
         Upload(
             filename=f.name or "",
-            data=b"" if too_much or f.size > per_file else f.read(),
+            data=b"" if too_much or f.size > per_file else f,
             size=f.size,
         )
         for f in files

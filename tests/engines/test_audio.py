@@ -402,6 +402,57 @@ def test_a_file_just_within_the_limit_is_accepted():
     assert len(audio.decode_to_pcm16k(data, max_seconds=2)) == 32000
 
 
+def test_a_header_that_understates_the_length_is_caught_while_decoding(monkeypatch):
+    data = audio.encode(tone(4.0), RATE, "wav_16000")
+    monkeypatch.setattr(audio, "_declared_duration", lambda container, stream: 1.0)  # it lies
+
+    with audio.Pcm16kReader(data, max_seconds=2) as reader:
+        assert reader.declared_seconds == 1.0  # within the limit: decoding starts
+        with pytest.raises(InvalidRequest) as caught:
+            for _window in reader.windows(0.5):
+                pass
+
+    assert caught.value.fields["file"] == ["The audio is longer than the 2 s limit."]
+    assert reader.decoded < 3.2 * audio.PCM16K_RATE  # it stopped, not decoded to the end
+
+
+def test_an_upload_reads_the_same_from_bytes_a_path_or_an_open_file(tmp_path):
+    data = audio.encode(chirp(3.0), RATE, "mp3_44100_128")
+    path = tmp_path / "take.mp3"
+    path.write_bytes(data)
+    whole = audio.decode_to_pcm16k(data)
+
+    with path.open("rb") as handle:
+        assert np.array_equal(audio.decode_to_pcm16k(handle), whole)
+    assert np.array_equal(audio.decode_to_pcm16k(str(path)), whole)
+    assert np.array_equal(audio.decode_to_pcm16k(path), whole)
+    assert audio.probe_duration(path) == pytest.approx(len(whole) / audio.PCM16K_RATE, abs=0.06)
+    with audio.Pcm16kReader(path) as reader:
+        windows = list(reader.windows(0.7))
+    assert [len(w) for w in windows[:-1]] == [int(0.7 * audio.PCM16K_RATE)] * (len(windows) - 1)
+    assert np.array_equal(np.concatenate(windows), whole)
+    empty = tmp_path / "empty.mp3"
+    empty.write_bytes(b"")
+    assert (
+        field_error(audio.decode_to_pcm16k, empty, filename="empty.mp3") == "'empty.mp3' is empty."
+    )
+
+
+def test_raw_pcm_is_timed_by_its_size_before_it_is_read():
+    pcm = audio.pcm16k_bytes(tone(3.0, rate=16000))
+
+    with audio.RawPcm16kReader(pcm, max_seconds=10) as reader:
+        assert reader.declared_seconds == 3.0
+        assert np.array_equal(
+            np.concatenate(list(reader.windows(1.0))), audio.samples_from_pcm16(pcm)
+        )
+    with pytest.raises(InvalidRequest) as caught:
+        audio.RawPcm16kReader(pcm, max_seconds=1).__enter__()
+    assert caught.value.fields["file"] == ["The audio is 3 s long; the limit is 1 s."]
+    with pytest.raises(InvalidRequest, match="even number of bytes"):
+        audio.RawPcm16kReader(pcm + b"\0").__enter__()
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [(2.5, "2.5 s"), (90, "1 min 30 s"), (7200, "2 h"), (3 * 3600 + 125, "3 h 2 min")],

@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,7 @@ from apps.engines.base import (
     STTRequest,
     Transcript,
     Word,
+    keyterms_checked,
 )
 from apps.engines.local import redaction
 
@@ -247,26 +249,6 @@ def choose_model(language_code: str | None) -> tuple[str, str | None]:
     )
 
 
-def validate_keyterms(keyterms: list[str] | None) -> list[str]:
-    """ElevenLabs' rules: ≤1000 terms, each <50 characters and ≤5 words, no ``<>{}[]\\``."""
-    terms = [str(t).strip() for t in (keyterms or [])]
-    errors: list[str] = []
-    if len(terms) > 1000:
-        errors.append(f"At most 1000 keyterms are allowed; got {len(terms)}.")
-    for term in terms:
-        if not term:
-            errors.append("A keyterm cannot be empty.")
-        elif len(term) >= 50:
-            errors.append(f"Keyterm {term[:20]!r}… is too long: keep it under 50 characters.")
-        elif len(term.split()) > 5:
-            errors.append(f"Keyterm {term!r} has more than 5 words.")
-        elif re.search(r"[<>{}\[\]\\]", term):
-            errors.append(f"Keyterm {term!r} contains one of the characters < > {{ }} [ ] \\.")
-    if errors:
-        raise InvalidRequest(errors[0], fields={"keyterms": errors})
-    return terms
-
-
 def _validate(request: STTRequest) -> tuple[set[str], set[str]]:
     if request.timestamps_granularity not in ("none", "word", "character"):
         raise InvalidRequest.for_field(
@@ -289,19 +271,6 @@ def _validate(request: STTRequest) -> tuple[set[str], set[str]]:
     if redact:
         redaction.placeholders([], request.entity_redaction_mode)  # checks the mode
     return detect, redact
-
-
-def _decode(request: STTRequest) -> np.ndarray:
-    from apps.engines import audio
-
-    if request.file_format == "pcm_s16le_16":
-        samples = audio.samples_from_pcm16(request.audio, field="file")
-    else:
-        samples = audio.decode_to_pcm16k(request.audio, filename=request.filename or "")
-    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-    if len(samples) < MIN_AUDIO_SECS * SAMPLE_RATE:
-        raise InvalidRequest.for_field("file", "The audio must be at least 100 ms long.")
-    return samples
 
 
 # --- Recognition ------------------------------------------------------------------------
@@ -513,13 +482,17 @@ def with_spacing(words: list[Word], granularity: str = "word") -> list[Word]:
 
 
 def transcribe(request: STTRequest) -> Transcript:
-    """Batch speech to text with the local Whisper model (see the module docstring)."""
+    """Batch speech to text with the local Whisper model (see the module docstring).
+
+    The recording is decoded and recognised a chunk at a time (``audio_chunks``), with the
+    share done reported after each: memory stays bounded however long it is. Times are
+    offset to the whole recording; the language found in the first chunk is kept for the
+    rest; speakers are told apart over the voice prints of every chunk together.
+    """
     started = time.monotonic()
     detect, redact = _validate(request)
-    keyterms = validate_keyterms(request.keyterms)
+    keyterms = keyterms_checked(request.keyterms)
     kind, language = choose_model(request.language_code)
-    samples = _decode(request)
-    duration = len(samples) / SAMPLE_RATE
     options = {
         "kind": kind,
         "keyterms": keyterms,
@@ -528,15 +501,31 @@ def transcribe(request: STTRequest) -> Transcript:
         "temperature": request.temperature,
         "seed": request.seed,
     }
-    if request.progress is not None and duration > CHUNK_SECONDS * 1.5:
-        result = _recognise_in_chunks(samples, language, request.progress, **options)
-    else:
-        result = recognise(samples, language=language, **options)
+    words: list[Word] = []
+    found: Recognition | None = None
+    prints = VoicePrints() if request.diarize else None
+    heard = 0
+    for chunk in audio_chunks(request):
+        part = recognise(chunk.samples, language=language, **options)
+        if found is None:
+            found = part
+            language = language or part.language_code
+        offset = chunk.start / SAMPLE_RATE
+        words.extend(
+            replace(
+                w,
+                start=None if w.start is None else round(w.start + offset, 3),
+                end=None if w.end is None else round(w.end + offset, 3),
+            )
+            for w in part.words
+        )
+        if prints is not None:
+            prints.add(chunk.samples, part.words, offset=offset)
+        heard = chunk.start + len(chunk.samples)
         if request.progress is not None:
-            request.progress(1.0)
-    words = result.words
-    if request.diarize and words:
-        labels = diarize(samples, words, num_speakers=request.num_speakers)
+            request.progress(chunk.share)
+    if prints is not None and words:
+        labels = prints.speakers(words, num_speakers=request.num_speakers)
         words = [replace(w, speaker_id=s) for w, s in zip(words, labels, strict=True)]
     items = with_spacing(words, request.timestamps_granularity)
     text, items, entities = redaction.apply(
@@ -544,11 +533,11 @@ def transcribe(request: STTRequest) -> Transcript:
     )
     request_id = uuid.uuid4().hex
     return Transcript(
-        language_code=result.language_code,
-        language_probability=result.language_probability,
+        language_code=found.language_code,
+        language_probability=found.language_probability,
         text=text,
         words=items,
-        audio_duration_secs=round(duration, 3),
+        audio_duration_secs=round(heard / SAMPLE_RATE, 3),
         entities=entities,
         transcription_id=str(uuid.uuid4()),
         info=CallInfo(
@@ -561,7 +550,7 @@ def transcribe(request: STTRequest) -> Transcript:
     )
 
 
-CHUNK_SECONDS = 60.0  # long recordings are transcribed this much at a time (with progress)
+CHUNK_SECONDS = 60.0  # recordings are transcribed this much at a time (with progress)
 _CUT_SEARCH_SECONDS = 5.0  # a chunk ends at the quietest moment this close to its length
 
 
@@ -577,39 +566,52 @@ def _quiet_cut(samples: np.ndarray, around: int) -> int:
     return low + int(np.argmin(energy)) + window // 2
 
 
-def _recognise_in_chunks(samples, language, progress, **options) -> Recognition:
-    """``recognise`` over chunks of about ``CHUNK_SECONDS`` cut at quiet moments, with the
-    share done after each; times are offset to the whole recording. The language found in
-    the first chunk is kept for the rest."""
+@dataclass
+class AudioChunk:
+    """A stretch of the recording as the engine is fed it: 16 kHz float32 samples starting
+    ``start`` samples in, and how far through the recording it ends (0..1)."""
+
+    start: int
+    samples: np.ndarray
+    share: float
+
+
+def audio_chunks(request: STTRequest) -> Iterator[AudioChunk]:
+    """The request's audio in chunks of about ``CHUNK_SECONDS``, each cut at the quietest
+    moment near its end (between words, not through one); a recording of up to 1.5 chunks
+    is one chunk.
+
+    The upload is decoded and resampled a window at a time as the chunks are taken, so at
+    most two chunks' worth of samples are held whatever the recording's length; a file that
+    decodes to more than ``audio.MAX_DECODE_SECONDS`` stops there with ``InvalidRequest``.
+    """
+    from apps.engines import audio
+
+    if request.file_format == "pcm_s16le_16":
+        reader = audio.RawPcm16kReader(request.audio, field="file")
+    else:
+        reader = audio.Pcm16kReader(request.audio, filename=request.filename or "")
     size = int(CHUNK_SECONDS * SAMPLE_RATE)
-    bounds, start = [], 0
-    while len(samples) - start > size * 1.5:
-        cut = _quiet_cut(samples, start + size)
-        bounds.append((start, cut))
-        start = cut
-    bounds.append((start, len(samples)))
-    words: list[Word] = []
-    found = None
-    for index, (begin, end) in enumerate(bounds):
-        part = recognise(samples[begin:end], language=language, **options)
-        if found is None:
-            found = part
-            language = language or part.language_code
-        offset = begin / SAMPLE_RATE
-        for w in part.words:
-            words.append(
-                replace(
-                    w,
-                    start=None if w.start is None else round(w.start + offset, 3),
-                    end=None if w.end is None else round(w.end + offset, 3),
-                )
-            )
-        progress((index + 1) / len(bounds))
-    return Recognition(
-        words=words,
-        language_code=found.language_code,
-        language_probability=found.language_probability,
-    )
+    with reader:
+        declared = (reader.declared_seconds or 0.0) * SAMPLE_RATE
+        shown = 0.0
+
+        def share(end: int) -> float:
+            nonlocal shown
+            shown = max(shown, min(end / declared, 1.0) if declared else reader.share_read)
+            return shown
+
+        held = np.zeros(0, dtype=np.float32)
+        start = 0
+        for window in reader.windows():
+            held = np.concatenate([held, window])
+            while len(held) > size * 1.5:
+                cut = _quiet_cut(held, size)
+                yield AudioChunk(start, held[:cut], share(start + cut))
+                held, start = held[cut:], start + cut
+    if start == 0 and len(held) < MIN_AUDIO_SECS * SAMPLE_RATE:
+        raise InvalidRequest.for_field("file", "The audio must be at least 100 ms long.")
+    yield AudioChunk(start, held, 1.0)
 
 
 # --- Speakers ---------------------------------------------------------------------------
@@ -783,49 +785,88 @@ def cluster_speakers(x: np.ndarray, num_speakers: int | None = None) -> np.ndarr
     return _kmeans(x, best_k, rng) if best_k > 1 else np.zeros(n, dtype=int)
 
 
+class VoicePrints:
+    """Voice prints of the speech pieces of a recording, gathered a chunk at a time (``add``),
+    then clustered together into speakers (``speakers``): only the prints of the chunks
+    already heard are kept, never their samples."""
+
+    def __init__(self):
+        self.pieces: list[tuple[float, float, int]] = []  # seconds, and the region's number
+        self._stats: list[np.ndarray | None] = []  # MFCC means and spreads; None: no frames
+        self._f0: list[float | None] = []  # median pitch; None: too few voiced frames
+        self._voiced: list[np.ndarray] = []  # every voiced frame's pitch (for the fallback)
+        self._regions = 0
+
+    def add(self, samples: np.ndarray, words: list[Word], *, offset: float = 0.0) -> None:
+        """The pieces of ``samples`` (16 kHz; ``words`` timed from its start), which start
+        ``offset`` seconds into the recording."""
+        features = voice_features(samples)
+        regions = _speech_regions(samples, words)
+        self._voiced.append(features["pitch"][features["pitch"] > 0].astype(np.float32))
+        for start, end, region in _pieces(regions):
+            self.pieces.append((start + offset, end + offset, region + self._regions))
+            lo, hi = int(start * 100), max(int(end * 100), int(start * 100) + 1)
+            energy = features["energy"][lo:hi]
+            if len(energy) == 0:
+                self._stats.append(None)
+                self._f0.append(None)
+                continue
+            loud = energy > energy.max() - 30
+            mfcc = features["mfcc"][lo:hi][loud]
+            pitch = features["pitch"][lo:hi][loud]
+            pitch = pitch[pitch > 0]
+            self._stats.append(np.concatenate([mfcc.mean(0), mfcc.std(0)]))
+            self._f0.append(float(np.median(pitch)) if len(pitch) >= 3 else None)
+        self._regions += len(regions)
+
+    def speakers(self, words: list[Word], *, num_speakers: int | None = None) -> list[str]:
+        """A speaker id (``speaker_0``…, in order of first appearance) for each word."""
+        pieces = self.pieces
+        voiced = np.concatenate(self._voiced) if self._voiced else np.zeros(0)
+        fallback_pitch = float(np.median(voiced)) if len(voiced) else 150.0
+        kept = [i for i, stats in enumerate(self._stats) if stats is not None]
+        if not kept:
+            return ["speaker_0"] * len(words)
+        x = np.array(
+            [
+                np.concatenate([self._stats[i], [np.log(self._f0[i] or fallback_pitch)] * 4])
+                for i in kept
+            ]
+        )
+        x = (x - x.mean(0)) / (x.std(0) + 1e-6)
+        labels = cluster_speakers(x, num_speakers)
+        piece_labels = np.full(len(pieces), -1)
+        piece_labels[kept] = labels
+        # A lone piece inside one pause-free region takes its neighbours' label.
+        for i in range(1, len(pieces) - 1):
+            same_region = pieces[i - 1][2] == pieces[i][2] == pieces[i + 1][2]
+            if same_region and piece_labels[i - 1] == piece_labels[i + 1] != piece_labels[i]:
+                piece_labels[i] = piece_labels[i - 1]
+        valid = [i for i in range(len(pieces)) if piece_labels[i] >= 0]
+        starts = np.array([pieces[i][0] for i in valid])
+        ends = np.array([pieces[i][1] for i in valid])
+        mids = (starts + ends) / 2
+        order: dict[int, int] = {}
+        out = []
+        for word in words:
+            t = ((word.start or 0.0) + (word.end or word.start or 0.0)) / 2
+            # Pieces are in time order: the first that ends at or after t holds t, if any.
+            first = int(np.searchsorted(ends, t, side="left"))
+            if first < len(valid) and starts[first] <= t:
+                chosen = valid[first]
+            else:
+                chosen = valid[int(np.argmin(np.abs(mids - t)))]
+            label = int(piece_labels[chosen])
+            order.setdefault(label, len(order))
+            out.append(f"speaker_{order[label]}")
+        return out
+
+
 def diarize(samples: np.ndarray, words: list[Word], num_speakers: int | None = None) -> list[str]:
     """A speaker id (``speaker_0``…, in order of first appearance) for each word."""
-    features = voice_features(samples)
-    pieces = _pieces(_speech_regions(samples, words))
-    prints, kept = [], []
-    global_pitch = features["pitch"][features["pitch"] > 0]
-    fallback_pitch = float(np.median(global_pitch)) if len(global_pitch) else 150.0
-    for index, (start, end, _region) in enumerate(pieces):
-        lo, hi = int(start * 100), max(int(end * 100), int(start * 100) + 1)
-        energy = features["energy"][lo:hi]
-        if len(energy) == 0:
-            continue
-        loud = energy > energy.max() - 30
-        mfcc = features["mfcc"][lo:hi][loud]
-        pitch = features["pitch"][lo:hi][loud]
-        pitch = pitch[pitch > 0]
-        f0 = float(np.median(pitch)) if len(pitch) >= 3 else fallback_pitch
-        prints.append(np.concatenate([mfcc.mean(0), mfcc.std(0), [np.log(f0)] * 4]))
-        kept.append(index)
-    if not prints:
-        return ["speaker_0"] * len(words)
-    x = np.array(prints)
-    x = (x - x.mean(0)) / (x.std(0) + 1e-6)
-    labels = cluster_speakers(x, num_speakers)
-    piece_labels = np.full(len(pieces), -1)
-    piece_labels[kept] = labels
-    # A lone piece inside one pause-free region takes its neighbours' label.
-    for i in range(1, len(pieces) - 1):
-        same_region = pieces[i - 1][2] == pieces[i][2] == pieces[i + 1][2]
-        if same_region and piece_labels[i - 1] == piece_labels[i + 1] != piece_labels[i]:
-            piece_labels[i] = piece_labels[i - 1]
-    valid = [i for i in range(len(pieces)) if piece_labels[i] >= 0]
-    mids = np.array([(pieces[i][0] + pieces[i][1]) / 2 for i in valid])
-    order: dict[int, int] = {}
-    out = []
-    for word in words:
-        t = ((word.start or 0.0) + (word.end or word.start or 0.0)) / 2
-        inside = [i for i in valid if pieces[i][0] <= t <= pieces[i][1]]
-        chosen = inside[0] if inside else valid[int(np.argmin(np.abs(mids - t)))]
-        label = int(piece_labels[chosen])
-        order.setdefault(label, len(order))
-        out.append(f"speaker_{order[label]}")
-    return out
+    prints = VoicePrints()
+    prints.add(samples, words)
+    return prints.speakers(words, num_speakers=num_speakers)
 
 
 # --- Live captions ----------------------------------------------------------------------
@@ -922,7 +963,7 @@ class RealtimeSession(RealtimeSTTSession):
             if not lo <= value <= hi:
                 raise InvalidRequest.for_field(name, f"{name} must be from {lo:g} to {hi:g}.")
         self.kind, self.language = choose_model(language_code or "en")
-        self.keyterms = validate_keyterms(keyterms)
+        self.keyterms = keyterms_checked(keyterms)
         self.commit_strategy = commit_strategy
         self.include_timestamps = include_timestamps
         self.no_verbatim = no_verbatim
