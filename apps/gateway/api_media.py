@@ -6,7 +6,6 @@ into plain values (422 in FastAPI's list shape when it cannot), calls one servic
 """
 
 import base64
-import json
 import math
 
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
@@ -16,7 +15,19 @@ from django.http.multipartparser import MultiPartParserError
 from apps.engines.base import DesignRequest, SoundRequest, STTRequest, VoiceSettings
 
 from . import responses, services_media
-from .api import _TYPE_ERRORS, FALSE, MAX_SEED, TRUE, _Fields, _json_body, _query_bool, api_view
+from .api import (
+    _TYPE_ERRORS,
+    FALSE,
+    MAX_SEED,
+    TRUE,
+    JsonTooDeep,
+    _Fields,
+    _json_body,
+    _query_bool,
+    api_view,
+    json_decode,
+    unreadable_refusal,
+)
 from .services import ApiInvalid, ApiRefused
 from .services_media import Sample
 
@@ -74,15 +85,12 @@ def _labels(errors: list, loc: list, value) -> dict[str, str] | None:
         if value.strip() in ("", "null"):
             return None
         try:
-            value = json.loads(value)
-        except ValueError:
-            errors.append(
-                {
-                    "type": "json_invalid",
-                    "loc": loc,
-                    "msg": 'Labels must be a JSON object such as {"accent": "british"}',
-                }
-            )
+            value = json_decode(value)
+        except ValueError as exc:
+            msg = 'Labels must be a JSON object such as {"accent": "british"}'
+            if isinstance(exc, JsonTooDeep):
+                msg = f"{msg} ({exc})"
+            errors.append({"type": "json_invalid", "loc": loc, "msg": msg})
             return None
     if value is None:
         return None
@@ -141,10 +149,13 @@ class _Form:
                 "payload_too_large",
                 "The form's text fields are too large (files do not count towards this limit).",
             ) from exc
-        except (MultiPartParserError, TooManyFieldsSent, TooManyFilesSent) as exc:
-            raise ApiInvalid.one(["body"], f"The form could not be read: {exc}") from exc
-        except UnreadablePostError as exc:
-            raise ApiRefused(400, "unreadable_body", "The request body was cut off.") from exc
+        except (
+            MultiPartParserError,
+            TooManyFieldsSent,
+            TooManyFilesSent,
+            UnreadablePostError,
+        ) as exc:  # 400, as for every API view (see ``api._refusal``)
+            raise unreadable_refusal(exc) from exc
         self.errors = errors
 
     def _error(self, name, kind, msg, **extra):
@@ -156,16 +167,17 @@ class _Form:
             self._error(name, "string_type", "Input should be a valid string, not a file")
             return None
         value = values[-1] if values else None
+        if value and "\x00" in value:  # every field's text, JSON or number is read here
+            self._error(name, "string_unicode", "Input should be text: it holds NUL characters")
+            return None
         return None if value == "" else value
 
     def text(self, name, *, required=False, default=None, choices=None, most=None):
         value = self.raw(name)
         if value is None:
-            if required and name not in self.files:
+            refused = any(e["loc"] == ["body", name] for e in self.errors)  # (NUL, a file)
+            if required and name not in self.files and not refused:
                 self._error(name, "missing", "Field required")
-            return default
-        if "\x00" in value:
-            self._error(name, "string_unicode", "Input should be text: it holds NUL characters")
             return default
         if choices is not None and value not in choices:
             allowed = ", ".join(repr(c) for c in choices)
@@ -222,7 +234,10 @@ class _Form:
         if value is None or value.strip() == "null":
             return None
         try:
-            return json.loads(value)
+            return json_decode(value)
+        except JsonTooDeep as exc:
+            self._error(name, "json_invalid", f"{exc}: send a flatter value.")
+            return None
         except ValueError:
             return value
 
@@ -231,7 +246,10 @@ class _Form:
         values = [v for v in self.data.getlist(name) if v != ""]
         if len(values) == 1 and values[0].lstrip().startswith("["):
             try:
-                parsed = json.loads(values[0])
+                parsed = json_decode(values[0])
+            except JsonTooDeep as exc:
+                self._error(name, "json_invalid", f"{exc}: send a list of strings.")
+                return []
             except ValueError:
                 parsed = None
             if isinstance(parsed, list):

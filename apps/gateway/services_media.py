@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
+from django.core.files.base import ContentFile, File
 from django.db import transaction
 
 from apps.billing.rates import units_for
@@ -87,23 +88,56 @@ class Transcription:
     usage: Metered
 
 
-def _seconds_of_upload(request: STTRequest) -> float:
-    """How long the upload plays; corrupt, empty or non-audio files are refused here."""
-    with engine_errors_as_api():
-        if request.file_format == "pcm_s16le_16":
-            if not request.audio:
-                raise InvalidRequest.for_field("file", "The file is empty.")
-            return len(audio.samples_from_pcm16(request.audio, field="file")) / 16000
-        return audio.probe_duration(request.audio, request.filename)
+def _upload_checked(request: STTRequest) -> tuple[STTRequest, float]:
+    """The studio's own check of an upload to transcribe (``transcripts.services.
+    upload_check``): the request with its options normalised and how long it plays, or the
+    API's refusal: a 400 ``invalid_parameters`` on ``file`` for a recording over the longest
+    length, else a 422 on the field at fault (the message is the studio's)."""
+    from apps.transcripts.services import Options, UploadRefused, UploadTooLong, upload_check
+
+    source = request.audio
+    if isinstance(source, bytes | bytearray | memoryview):
+        upload = ContentFile(bytes(source), name=request.filename)
+    elif isinstance(source, File):
+        upload = source
+    else:  # an open binary file
+        upload = File(source, name=request.filename)
+    options = Options(
+        language_code=request.language_code,
+        diarize=request.diarize,
+        num_speakers=request.num_speakers,
+        keyterms=list(request.keyterms),
+    )
+    try:
+        checked = upload_check(
+            upload=upload,
+            options=options,
+            max_bytes=MAX_UPLOAD_BYTES,
+            file_format=request.file_format,
+        )
+    except UploadTooLong as exc:
+        raise ApiRefused(
+            400, "invalid_parameters", str(exc), kind="validation_error", param=exc.field
+        ) from exc
+    except UploadRefused as exc:
+        raise ApiInvalid.one(["body", exc.field], str(exc)) from exc
+    request = replace(
+        request,
+        language_code=checked.options.language_code,
+        keyterms=checked.options.keyterms,
+    )
+    return request, checked.seconds
 
 
 def api_transcribe(*, api_key: ApiKey, request: STTRequest) -> Transcription:
     """Transcribe an upload with the workspace's engine, metered by its length (``stt``).
 
-    The file is probed before anything is reserved, so a file that is not audio costs
-    nothing and leaves no ledger row; the call settles on the length the engine heard.
+    The upload passes the studio's check before anything is reserved (``_upload_checked``),
+    so a file that is not audio, too long, or sent with key terms the engine refuses costs
+    nothing and leaves no ledger row; the call settles on the length the engine heard. The
+    file is read from disk by the engine as it goes.
     """
-    seconds = _seconds_of_upload(request)
+    request, seconds = _upload_checked(request)
     engine = _engine_of(api_key)
     unit = _unit(api_key, engine, "stt", request.model_id)
     try:
@@ -524,8 +558,11 @@ def api_voice_get(*, api_key: ApiKey, voice_id: str) -> Voice:
 
 @dataclass(frozen=True)
 class Sample:
+    """An uploaded sample: its bytes, or the uploaded file itself (read where Django spooled
+    it, never whole into memory)."""
+
     filename: str
-    data: bytes
+    data: bytes | File
 
 
 def _checked_samples(samples: list[Sample]) -> tuple[list[tuple[str, bytes]], float]:

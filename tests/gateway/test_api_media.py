@@ -210,9 +210,11 @@ def test_keyterms_come_as_repeated_fields_or_as_one_json_array(api):
         response = transcribe(api, spoken(), keyterms=keyterms)
         assert response.status_code == 200, response.content
     bad = transcribe(api, spoken(), keyterms=["fine", "not <ok>"])
-    assert [e["loc"] for e in errors_of(bad)] == [["body", "keyterms"]]
-    # The engine refused it after the reservation: refunded, nothing left reserved.
-    assert [e.status for e in events()] == [UsageStatus.SETTLED] * 2 + [UsageStatus.REFUNDED]
+    [error] = errors_of(bad)
+    assert error["loc"] == ["body", "keyterms"]
+    assert error["msg"] == "Key terms cannot contain < > { } [ ] or \\: “not <ok>”."
+    # Refused before anything was reserved (the studio's check, before the engine's).
+    assert [e.status for e in events()] == [UsageStatus.SETTLED] * 2
 
 
 def test_raw_16_khz_pcm_is_read_when_file_format_says_so(api):
