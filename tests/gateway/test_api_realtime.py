@@ -245,15 +245,18 @@ def test_a_session_that_outlives_its_reservation_is_still_charged(key, member, s
 
     async def scenario():
         ws = socket("", key)
-        await ws.connect()
-        await ws.receive_from()
+        assert (await ws.connect(timeout=60))[0]
+        # The reservation exists once the session has started: the local engine may first
+        # take a while to open (a model to load, a loaded machine), so wait for that message.
+        started = json.loads(await ws.receive_from(timeout=60))
+        assert started["message_type"] == "session_started", started
         await ws.send_to(text_data=chunk(pcm[: 10 * FRAME]))
         await drain(ws, [], 0.3)
         from channels.db import database_sync_to_async
 
         sweep = database_sync_to_async(reservations_sweep)
         released = await sweep(older_than=timedelta(microseconds=1))
-        await ws.disconnect()
+        await ws.disconnect(timeout=60)  # after the chunk, which the engine may take a while on
         return released
 
     assert async_to_sync(scenario)() == 1

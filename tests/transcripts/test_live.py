@@ -22,6 +22,7 @@ from tests.transcripts.test_batch import samples_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 FRAME = 3200  # 100 ms of 16 kHz 16-bit mono
+OPEN_TIMEOUT = 60  # the local engine may load its models before a session opens
 
 
 @pytest.fixture(autouse=True)
@@ -46,6 +47,15 @@ def connect(path, headers):
     """A socket to ``path`` with ``headers`` (made with ``_headers(user)`` outside the event
     loop: signing a session in touches the database)."""
     return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def opened(communicator) -> dict:
+    """Connect, and wait for the session's first message: its engine session is open then,
+    which on a loaded machine can take far longer than the communicator's default 1 s."""
+    assert (await communicator.connect(timeout=OPEN_TIMEOUT))[0]
+    message = json.loads(await communicator.receive_from(timeout=OPEN_TIMEOUT))
+    assert message["type"] == "session", message
+    return message
 
 
 async def drain(communicator, into: list, wait: float = 0.001):
@@ -116,15 +126,16 @@ def test_a_dropped_socket_resumes_the_same_session_without_losing_committed_text
 
     async def scenario():
         first = connect(path, member)
-        await first.connect()
-        got = []
+        got = [await opened(first)]
         await stream(first, pcm[:half], got)
         await first.send_to(text_data=json.dumps({"type": "commit"}))
-        await drain(first, got, 3.0)
-        await first.disconnect()  # the network drops
+        # The network drops. The socket takes its messages in order, so the commit is answered
+        # first (Whisper may take seconds on a loaded machine): wait for the end, then read
+        # everything the socket was sent.
+        await first.disconnect(timeout=OPEN_TIMEOUT)
+        await drain(first, got)
         second = connect(path, member)
-        await second.connect()
-        again = [json.loads(await second.receive_from(timeout=10))]
+        again = [await opened(second)]
         await stream(second, pcm[half:], again)
         await second.send_to(text_data=json.dumps({"type": "stop"}))
         while not any(m["type"] == "saved" for m in again):
@@ -150,8 +161,7 @@ def test_garbage_frames_get_an_error_and_the_session_goes_on(workspace, member, 
 
     async def scenario():
         mic = connect(f"/ws/transcripts/live/{session.pk}/", member)
-        await mic.connect()
-        got = [json.loads(await mic.receive_from())]
+        got = [await opened(mic)]
         for frame in (b"\x01\x02\x03", b"\0" * 70_000):
             await mic.send_to(bytes_data=frame)
             got.append(json.loads(await mic.receive_from()))
@@ -228,22 +238,21 @@ def test_only_the_creator_uses_the_microphone_and_nothing_counts_after_stop(
 
     async def scenario():
         other = connect(path, teammate)
-        refused = not (await other.connect())[0]
+        refused = not (await other.connect(timeout=OPEN_TIMEOUT))[0]
         mic = connect(path, mine)
-        await mic.connect()
-        await mic.receive_from()
+        await opened(mic)
         await stream(mic, pcm[: 20 * FRAME], [])
         second = connect(path, mine)  # a reconnect racing the first socket
-        await second.connect()
-        await second.receive_from()
+        await opened(second)
         await mic.send_to(text_data=json.dumps({"type": "stop"}))
         got = []
         while not any(m["type"] == "saved" for m in got):
-            got.append(json.loads(await mic.receive_from(timeout=30)))
-        told = json.loads(await second.receive_from(timeout=5))  # the other socket hears it
-        closed = await second.receive_output(timeout=5)
-        await second.disconnect()
-        await mic.disconnect()
+            got.append(json.loads(await mic.receive_from(timeout=OPEN_TIMEOUT)))
+        # The other socket hears it (after the 20 frames, which the engine may be slow on).
+        told = json.loads(await second.receive_from(timeout=OPEN_TIMEOUT))
+        closed = await second.receive_output(timeout=OPEN_TIMEOUT)
+        await second.disconnect(timeout=OPEN_TIMEOUT)
+        await mic.disconnect(timeout=OPEN_TIMEOUT)
         return refused, told, closed
 
     refused, told, closed = async_to_sync(scenario)()
