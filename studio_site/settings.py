@@ -442,9 +442,22 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.reservations_sweep",
         "schedule": 60.0,
     },
+    "transcripts-live-sweep": {
+        "task": "transcripts.live_sweep",
+        "schedule": 30.0,
+    },
 }
 # A usage reservation not settled within this many seconds is released by the sweeper.
 CHORUS_RESERVATION_TTL_SECONDS = env_int("CHORUS_RESERVATION_TTL_SECONDS", 1800, minimum=60)
+# Live captions: a session with no socket and no audio for this long (its reconnect window)
+# was left, the page closed for good: it is saved and charged the seconds received, as Stop
+# would, and a page that comes back later is told it ended.
+CHORUS_LIVE_ABANDON_SECONDS = env_float("CHORUS_LIVE_ABANDON_SECONDS", 300.0, minimum=1.0)
+if CHORUS_LIVE_ABANDON_SECONDS >= CHORUS_RESERVATION_TTL_SECONDS:
+    raise ImproperlyConfigured(
+        "CHORUS_LIVE_ABANDON_SECONDS must be shorter than CHORUS_RESERVATION_TTL_SECONDS, or "
+        "the reservation of a live session waiting for its page would be swept first."
+    )
 
 # Jobs: a running job whose worker has not written a heartbeat for this long is failed.
 CHORUS_JOB_HEARTBEAT_SECONDS = env_float("CHORUS_JOB_HEARTBEAT_SECONDS", 5.0, minimum=0.1)

@@ -13,13 +13,18 @@ Both end through ``studio_site.sockets.SocketEnding`` and close with its codes: 
 Stop; 4401/4403 (before ``accept``: an HTTP 403) for someone signed out or not allowed;
 4402 when the budget refuses the next minute or the save; 4409 for a session that has
 ended; 4502 when the engine fails; 4500 when Chorus does. The page reconnects on none of
-the 4xxx codes. However the microphone's socket ends, its engine session is closed; the
-audio received is already kept on disk, and Stop (or a later socket) meters it.
+the 4xxx codes. However the microphone's socket ends, its engine session is closed and the
+seconds received are recorded on the session's reservation; the audio is already kept on
+disk, and Stop (or a later socket) meters it. While connected, the socket records them every
+few seconds of audio and, quiet or not, every ``live.heartbeat_seconds()``: a session that no
+socket has recorded for ``CHORUS_LIVE_ABANDON_SECONDS`` was left, and ``live.live_sweep``
+saves and charges it as Stop would (a socket that comes back then gets 4409).
 
 ``LiveWatchConsumer`` (``…/watch/``): anyone in the workspace (viewers too) receives the same
 partial and committed events, relayed through the channel layer group ``live.<id>``.
 """
 
+import asyncio
 import json
 import logging
 
@@ -60,10 +65,6 @@ def _session_for(user, pk: int, *, role: str) -> Transcript | None:
     return transcript
 
 
-def _group(pk: int) -> str:
-    return f"live.{pk}"
-
-
 async def _admitted(consumer, role: str) -> Transcript | None:
     """The session of the consumer's URL if its user has ``role`` in its workspace; else the
     socket is closed (4401 signed out, 4403 not allowed) and None."""
@@ -85,6 +86,10 @@ class LiveCaptionConsumer(SocketEnding, AsyncWebsocketConsumer):
     offset = 0.0
     stopped = False
     allowed_seconds = 0.0
+    usage = None  # the session's reservation, where the seconds received are recorded
+    seconds = 0.0  # recorded so far (this socket's audio included)
+    recorded = 0.0  # as last recorded on the reservation
+    heartbeat = None
 
     async def connect(self):
         transcript = await _admitted(self, Role.MEMBER)
@@ -99,7 +104,13 @@ class LiveCaptionConsumer(SocketEnding, AsyncWebsocketConsumer):
             return
         self.transcript = transcript
         self.offset = await sync_to_async(live.recorded_seconds)(transcript)
-        self.allowed_seconds = self.offset
+        self.allowed_seconds = self.seconds = self.offset
+        try:
+            self.usage = await database_sync_to_async(live.live_reservation)(transcript=transcript)
+        except ActionRefused as exc:
+            await self._end(CLOSE_QUOTA, str(exc))
+            return
+        await self._record()  # here again: the sweep leaves the session alone
         try:
             engine = await database_sync_to_async(live.session_engine)(transcript)
             self.engine_session = await sync_to_async(live.engine_session, thread_sensitive=False)(
@@ -109,9 +120,33 @@ class LiveCaptionConsumer(SocketEnding, AsyncWebsocketConsumer):
             await self._end(CLOSE_ENGINE, str(exc))
             return
         # In the session's group too: a Stop from another socket of this session ends this one.
-        await self.channel_layer.group_add(_group(self.pk), self.channel_name)
+        await self.channel_layer.group_add(live.group_name(self.pk), self.channel_name)
+        self.heartbeat = asyncio.create_task(self._heartbeat())
         lines = await database_sync_to_async(self._committed)()
         await self._send({"type": "session", "committed": lines, "recorded": self.offset})
+
+    async def _record(self) -> bool:
+        """Record the seconds received on the reservation (the socket is alive); whether the
+        session still runs. A failed write (a locked SQLite) is logged: the next one counts."""
+        self.recorded = self.seconds
+        try:
+            return await database_sync_to_async(live.live_progress)(
+                transcript=self.transcript, event=self.usage, seconds=self.seconds
+            )
+        except Exception:
+            log.warning("live session %s: recording its progress failed", self.pk, exc_info=True)
+            return True
+
+    async def _heartbeat(self):
+        """While connected, quiet or not: the sweep must not take the session for left. A
+        session ended elsewhere (the sweep, on another server) ends this socket."""
+        try:
+            while not self.ended:
+                await asyncio.sleep(live.heartbeat_seconds())
+                if not await self._record() and not (self.stopped or self.ended):
+                    await self._end(CLOSE_ENDED, "This session has ended.")
+        except Exception:  # the socket goes on; only its heartbeat stopped
+            log.exception("live session %s: its heartbeat failed", self.pk)
 
     async def live_event(self, message):
         """The session's group: only another socket's Stop matters here."""
@@ -138,9 +173,16 @@ class LiveCaptionConsumer(SocketEnding, AsyncWebsocketConsumer):
         return live.committed_lines(self.transcript)
 
     async def ending(self):
-        """Leave the session's group and close the engine's session (the audio is on disk)."""
+        """Leave the session's group, record the seconds received (from now on the session
+        waits for a socket for ``CHORUS_LIVE_ABANDON_SECONDS``) and close the engine's
+        session (the audio is on disk)."""
+        heartbeat, self.heartbeat = self.heartbeat, None
+        if heartbeat is not None and heartbeat is not asyncio.current_task():
+            heartbeat.cancel()
         if hasattr(self, "transcript"):
-            await self.channel_layer.group_discard(_group(self.pk), self.channel_name)
+            await self.channel_layer.group_discard(live.group_name(self.pk), self.channel_name)
+        if self.usage is not None and not self.stopped:
+            await self._record()
         if self.engine_session is not None:
             session, self.engine_session = self.engine_session, None
             try:
@@ -184,6 +226,9 @@ class LiveCaptionConsumer(SocketEnding, AsyncWebsocketConsumer):
                 await self._stop()
                 return
             self.allowed_seconds = recorded + live.ESTIMATE_SECONDS
+        self.seconds = recorded
+        if recorded - self.recorded >= live.PROGRESS_SECONDS:
+            await self._record()
         events = await self._engine(self.engine_session.send_audio, pcm)
         if events:
             await self._relay(events)
@@ -222,7 +267,8 @@ class LiveCaptionConsumer(SocketEnding, AsyncWebsocketConsumer):
     async def _broadcast(self, message: dict):
         await self._send(message)
         await self.channel_layer.group_send(
-            _group(self.pk), {"type": "live.event", "event": message, "origin": self.channel_name}
+            live.group_name(self.pk),
+            {"type": "live.event", "event": message, "origin": self.channel_name},
         )
 
     async def _send(self, message: dict):
@@ -235,7 +281,7 @@ class LiveWatchConsumer(SocketEnding, AsyncWebsocketConsumer):
     async def connect(self):
         if await _admitted(self, Role.VIEWER) is None:
             return
-        await self.channel_layer.group_add(_group(self.pk), self.channel_name)
+        await self.channel_layer.group_add(live.group_name(self.pk), self.channel_name)
         await self.accept()
         lines = await database_sync_to_async(lambda: live.committed_lines(
             Transcript.objects.get(pk=self.pk)))()  # fmt: skip
@@ -243,7 +289,7 @@ class LiveWatchConsumer(SocketEnding, AsyncWebsocketConsumer):
 
     async def ending(self):
         if hasattr(self, "pk"):
-            await self.channel_layer.group_discard(_group(self.pk), self.channel_name)
+            await self.channel_layer.group_discard(live.group_name(self.pk), self.channel_name)
 
     async def receive(self, text_data=None, bytes_data=None):
         pass  # watchers only listen
