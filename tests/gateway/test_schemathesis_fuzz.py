@@ -18,8 +18,6 @@ from apps.gateway import api_urls, services
 
 from .openapi_check import SPEC_PATH, spec
 
-pytestmark = pytest.mark.slow
-
 MAX_EXAMPLES = 3
 
 # Operations whose valid requests do real work on the local engine (three previews a design,
@@ -96,9 +94,10 @@ def issued(workspace, member):
     return services.api_key_create(workspace=workspace, user=member, name="Fuzz")
 
 
+@pytest.mark.slow
 def test_no_served_operation_answers_a_server_error(celery_worker, daphne_server, issued, tmp_path):
     command = [
-        str(Path(sys.executable).with_name("st")),
+        sys.executable, "-m", "schemathesis.cli",
         "--config-file", str(_config(tmp_path / "schemathesis.toml")),
         "run", str(SPEC_PATH),
         "--url", daphne_server.url,
