@@ -7,12 +7,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from apps.gateway import api_urls
 from apps.workspaces import views as workspace_views
 
 from .health import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("", include(api_urls.unserved_patterns)),
     path("", include("apps.gateway.api_urls")),
     path("accounts/login/", workspace_views.sign_in, name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
@@ -26,6 +28,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("settings/api-keys/", include("apps.gateway.urls")),
     path("", include("apps.workspaces.urls")),
+    path("", include(api_urls.fallback_patterns)),
 ]
 
 # A request Django cannot parse (a multipart body without its boundary, too large): a page

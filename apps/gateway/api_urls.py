@@ -1,8 +1,8 @@
 """Routes of the ElevenLabs-compatible API; every one starts with ``v1/`` or ``v2/``."""
 
-from django.urls import path
+from django.urls import path, re_path
 
-from . import api, api_history, api_jobs, api_media
+from . import api, api_history, api_jobs, api_media, api_unserved
 
 urlpatterns = [
     path("v1/text-to-speech/<str:voice_id>", api.speech, name="api_tts"),
@@ -74,3 +74,37 @@ urlpatterns = [
         name="api_history_audio",
     ),
 ]
+
+# Paths of the official API that Chorus does not serve but that a route above would take for
+# its parameter (``v1/voices/accents`` as a voice id): each answers a 404 ``not_supported``
+# naming the endpoint, never that route's ``voice_not_found`` or 405. Included before
+# ``urlpatterns``; tests/gateway/test_api_unserved.py computes this list from the spec.
+unserved_patterns = [
+    path(
+        "v1/voices/accents",
+        api_unserved.not_supported,
+        {"operations": "GET /v1/voices/accents (Get Voice Accents, of the shared voice library)"},
+    ),
+    path(
+        "v1/voices/pvc",
+        api_unserved.not_supported,
+        {"operations": "POST /v1/voices/pvc (Create PVC Voice: professional voice cloning)"},
+    ),
+    path(
+        "v1/dubbing/project",
+        api_unserved.not_supported,
+        {"operations": "GET and POST /v1/dubbing/project (List and Create Dubbing Projects)"},
+    ),
+    path(
+        "v1/history/download",
+        api_unserved.not_supported,
+        {
+            "operations": "POST /v1/history/download (Download History Items); "
+            "GET /v1/history/{history_item_id}/audio gives one item's audio"
+        },
+    ),
+]
+
+# Any other /v1 or /v2 path: a 404 in ElevenLabs' shape, for every method (not Django's page).
+# Included after every other route of the site.
+fallback_patterns = [re_path(r"^v[12](?:/|$)", api_unserved.not_found)]
