@@ -89,6 +89,11 @@ def request_admission(*, path: str, headers, length: int | None) -> Admission:
     ``headers`` maps lower-case names to values; ``length`` is the declared Content-Length
     (``None`` for a chunked body). Decided from the request line and headers alone.
     """
+    if (headers.get("upgrade") or "").lower() == "websocket" and length != 0:
+        # Daphne hands the connection to its websocket protocol and never finishes this
+        # request: a spooled body would stay open (a file on disk) for the process's life.
+        message = "A websocket handshake has no body."
+        return Admission(0, _answer(path, 400, "invalid_request", message))
     default = int(settings.CHORUS_BODY_MAX_MB * MB)
     limit = next((lim for pattern, lim in _route_limits() if pattern.match(path)), default)
     if length is not None and length > limit:
@@ -142,6 +147,8 @@ class BodyGuardRequest(WebRequest):
             name.decode("latin-1").lower(): values[-1].decode("latin-1")
             for name, values in self.requestHeaders.getAllRawHeaders()
         }
+        if self.requestHeaders.hasHeader(b"upgrade"):  # the one Daphne acts on: the first
+            headers["upgrade"] = self.requestHeaders.getRawHeaders(b"upgrade")[0].decode("latin-1")
         admission = request_admission(path=path, headers=headers, length=length)
         self._body_limit = admission.limit
         if admission.answer is not None:
