@@ -29,6 +29,9 @@ PCM16K_RATE = 16_000
 MAX_DECODE_SECONDS = 4 * 3600.0
 # Encoder padding and rounding: a file this much over the limit still counts as within it.
 DURATION_TOLERANCE_SECONDS = 1.0
+# A file that states its length is timed (and reserved for) by it: decoding stops this share
+# past it (plus the tolerance), so a header that understates cannot buy hours for seconds.
+STATED_LENGTH_SLACK = 0.10
 # Bad packets are skipped (as players do) until there are this many.
 MAX_BAD_PACKETS = 50
 # Ogg pages are flushed at least this often (µs), so streamed Opus reaches people promptly.
@@ -73,6 +76,7 @@ class Pcm16kReader:
         self.ceiling = int((self.limit + DURATION_TOLERANCE_SECONDS) * PCM16K_RATE)
         self.declared_seconds: float | None = None
         self.decoded = 0  # samples at 16 kHz so far
+        self._header_lies_past: int | None = None  # the ceiling the stated length sets
         self._source = source
         self._opened = None
         self._input = None
@@ -87,10 +91,27 @@ class Pcm16kReader:
                 self.declared_seconds > self.limit + DURATION_TOLERANCE_SECONDS
             ):
                 raise _too_long(self.declared_seconds, self.limit, exact=True)
+            if self.declared_seconds is not None:
+                stated = self.declared_seconds * (1 + STATED_LENGTH_SLACK)
+                stated_ceiling = int((stated + DURATION_TOLERANCE_SECONDS) * PCM16K_RATE)
+                if stated_ceiling < self.ceiling:
+                    self.ceiling, self._header_lies_past = stated_ceiling, stated_ceiling
         except BaseException:
             self.__exit__(None, None, None)
             raise
         return self
+
+    def _over(self, *, exact: bool) -> InvalidRequest:
+        """Why decoding stopped past the ceiling: the header lied, or the file is too long."""
+        seconds = self.decoded / PCM16K_RATE
+        if self._header_lies_past is not None:
+            return InvalidRequest.for_field(
+                "file",
+                f"{_label(self.filename)} plays longer than its header says "
+                f"({format_duration(self.declared_seconds)}): it may be damaged. Re-encode it "
+                "and upload it again.",
+            )
+        return _too_long(seconds, self.limit, exact=exact)
 
     def __exit__(self, *exc) -> None:
         if self._opened is not None:
@@ -137,7 +158,7 @@ class Pcm16kReader:
                 shape = frame_shape
             yield from self._counted(_resample(resampler, frame, filename))
             if self.decoded > self.ceiling:
-                raise _too_long(self.decoded / PCM16K_RATE, self.limit, exact=False)
+                raise self._over(exact=False)
         if resampler is not None:
             yield from self._counted(_resample(resampler, None, filename))
         if self.decoded == 0:
@@ -146,7 +167,7 @@ class Pcm16kReader:
                 f"{_label(filename)} has an audio track, but no sound could be decoded from it.",
             )
         if self.decoded > self.ceiling:
-            raise _too_long(self.decoded / PCM16K_RATE, self.limit, exact=True)
+            raise self._over(exact=True)
 
     def _counted(self, frames) -> Iterator[np.ndarray]:
         for out in frames:
