@@ -484,19 +484,26 @@ def _stored(api_key: ApiKey, engine, voice_id: str) -> ApiVoice | None:
 
 
 def _voice_keep(api_key, engine, voice: Voice, *, category, name, description, labels):
+    """Keep a voice made through the API, its maker the key's member. A voice kept already
+    (the local engine gives a design saved again the same id) changes only for whoever may
+    change it (403 otherwise) and keeps its maker."""
+    existing = ApiVoice.objects.filter(workspace=api_key.workspace, voice_id=voice.voice_id)
+    kept_name = existing.values_list("name", flat=True).first()
+    if kept_name is not None:
+        _change_check(api_key, replace(voice, name=kept_name))
+    values = {
+        "engine": engine.name,
+        "name": name,
+        "category": category,
+        "description": description or "",
+        "labels": dict(labels or {}),
+        "recipe": voice.recipe,
+    }
     row, _ = ApiVoice.objects.update_or_create(
         workspace=api_key.workspace,
         voice_id=voice.voice_id,
-        defaults={
-            "engine": engine.name,
-            "name": name,
-            "category": category,
-            "description": description or "",
-            "labels": dict(labels or {}),
-            "recipe": voice.recipe,
-            "created_by": api_key.user,
-            "api_key_id": api_key.pk,
-        },
+        defaults=values,
+        create_defaults={**values, "created_by": api_key.user, "api_key_id": api_key.pk},
     )
     return row
 
