@@ -13,27 +13,33 @@ Here the same Daphne runs with a request class that:
 - judges a request when its headers are in, before any of its body is read
   (``request_admission``): a declared length over the route's limit (``CHORUS_BODY_LIMITS_MB``,
   else ``CHORUS_BODY_MAX_MB``) is answered 413, and a large upload without credentials is
-  answered 401 (``/v1``) or 403 (the studio); a body sent in chunks is counted as it comes
-  and answered 413 as soon as it passes the limit. An answered body is read and dropped (never
-  kept) for ``CHORUS_BODY_LINGER_SECONDS`` so the client can read the answer, then the
-  connection is closed;
+  answered 401 (``/v1``) or 403 (the studio), as is one whose key or session is not a live
+  one (looked up in a thread before the body is read); a body sent in chunks is counted as
+  it comes and answered 413 as soon as it passes the limit. An answered body is read and
+  dropped (never kept) for ``CHORUS_BODY_LINGER_SECONDS`` so the client can read the answer,
+  then the connection is closed;
 - keeps the body where Twisted spools it (a temporary file beyond 100 kB) and hands it to the
   application in ``BODY_CHUNK`` pieces as the application asks for them.
 """
 
 import io
 import json
+import logging
 import re
 import sys
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from http import HTTPStatus
+from http.cookies import CookieError, SimpleCookie
+from importlib import import_module
 
 from daphne import server as daphne_server
 from daphne.cli import CommandLineInterface
 from daphne.http_protocol import HTTPFactory, WebRequest
 from django.conf import settings
+
+log = logging.getLogger(__name__)
 
 BODY_CHUNK = 64 * 1024
 MB = 1024 * 1024
@@ -52,6 +58,7 @@ class EarlyAnswer:
 class Admission:
     limit: int  # bytes the body may have
     answer: EarlyAnswer | None = None  # set: answered now, the body is never kept
+    verify: bool = False  # a large body: its key or session is looked up before it is read
 
 
 @lru_cache(maxsize=1)
@@ -78,9 +85,50 @@ def _answer(path: str, status: int, code: str, message: str) -> EarlyAnswer:
 
 def _has_credentials(path: str, headers) -> bool:
     if path.startswith(API_PREFIXES):
-        return bool(headers.get("xi-api-key") or headers.get("authorization"))
-    cookie = headers.get("cookie") or ""
-    return f"{settings.SESSION_COOKIE_NAME}=" in cookie
+        return bool(headers.get("xi-api-key"))
+    return bool(_session_key(headers))
+
+
+def _session_key(headers) -> str | None:
+    cookies = SimpleCookie()
+    try:
+        cookies.load(headers.get("cookie") or "")
+    except CookieError:
+        return None
+    morsel = cookies.get(settings.SESSION_COOKIE_NAME)
+    return morsel.value if morsel else None
+
+
+def _refusal(path: str) -> EarlyAnswer:
+    if path.startswith(API_PREFIXES):
+        message = "Missing API key: send it in xi-api-key."
+        return _answer(path, 401, "needs_authorization", message)
+    return _answer(path, 403, "forbidden", "Sign in before uploading.")
+
+
+def credentials_valid(*, path: str, headers) -> bool:
+    """Whether the key (``/v1``) or session (studio) of ``headers`` is a live one.
+
+    Run in a worker thread, before a large body is read: a made-up key or cookie must not
+    buy a 500 MB spool on disk. The app checks the request again in full (scope, role).
+    """
+    from django.contrib.sessions.backends.base import SessionBase
+    from django.db import connection
+
+    try:
+        if path.startswith(API_PREFIXES):
+            from apps.gateway.services import KeyRejected, api_key_authenticate
+
+            try:
+                api_key_authenticate(headers.get("xi-api-key"))
+            except KeyRejected:
+                return False
+            return True
+        engine = import_module(settings.SESSION_ENGINE)
+        session: SessionBase = engine.SessionStore(_session_key(headers))
+        return "_auth_user_id" in session.load()
+    finally:
+        connection.close()
 
 
 def request_admission(*, path: str, headers, length: int | None) -> Admission:
@@ -108,11 +156,8 @@ def request_admission(*, path: str, headers, length: int | None) -> Admission:
         )
     large = length is None or length > default
     if large and not _has_credentials(path, headers):
-        if path.startswith(API_PREFIXES):
-            message = "Missing API key: send it in xi-api-key."
-            return Admission(limit, _answer(path, 401, "needs_authorization", message))
-        return Admission(limit, _answer(path, 403, "forbidden", "Sign in before uploading."))
-    return Admission(limit)
+        return Admission(limit, _refusal(path))
+    return Admission(limit, verify=large)
 
 
 class _Discarded:
@@ -155,6 +200,30 @@ class BodyGuardRequest(WebRequest):
             self._answer_now(admission.answer)
             return
         super().gotLength(length)
+        if admission.verify:
+            self._verify(path, headers)
+
+    def _verify(self, path: str, headers: dict):
+        """Read no more of the body until the key or session is known to be a live one."""
+        from twisted.internet import threads
+
+        transport = self.channel.transport
+        transport.pauseProducing()
+
+        def checked(valid: bool):
+            if self.channel is None or self._answered:  # gone, or refused meanwhile
+                return
+            if not valid:
+                self._answer_now(_refusal(path))
+            transport.resumeProducing()
+
+        def failed(failure):
+            # The look-up itself failed (the database is away): the app answers as it can.
+            log.warning("credential look-up failed: %s", failure.getErrorMessage())
+            checked(True)
+
+        deferred = threads.deferToThread(credentials_valid, path=path, headers=headers)
+        deferred.addCallbacks(checked, failed)
 
     def handleContentChunk(self, data):
         if self._answered:

@@ -11,9 +11,12 @@ import socket
 import time
 
 import pytest
+from django.conf import settings
 
 from apps.gateway import services
 from studio_site.server import MB, request_admission
+
+from .conftest import session_cookie_for
 
 # --- The admission rule (no server) ----------------------------------------------------------
 
@@ -179,3 +182,37 @@ def test_an_accepted_upload_reaches_the_app_from_disk_not_memory(daphne_server, 
     assert 400 <= _status(answer) < 500, answer[:300]
     _, peak = _memory_mb(pid)
     assert peak - before < 64, f"RSS rose from {before:.0f} MB to a peak of {peak:.0f} MB"
+
+
+@pytest.mark.slow
+def test_a_made_up_key_is_looked_up_before_a_large_body_is_read(daphne_server):
+    """Any ``xi-api-key`` header at all must not buy a 500 MB spool on disk: the key is looked
+    up (off the event loop) before the body is read."""
+    answer, sent = _post(
+        daphne_server.port, "/v1/speech-to-text", total=200 * MB, headers="xi-api-key: junk\r\n"
+    )
+    assert _status(answer) == 401
+    assert sent < 50 * MB, f"the answer came after {sent / MB:.0f} MB"
+
+
+@pytest.mark.slow
+def test_a_made_up_session_is_looked_up_before_a_large_studio_upload_is_read(daphne_server):
+    answer, sent = _post(
+        daphne_server.port, "/transcripts/new/", total=200 * MB, headers="Cookie: sessionid=x\r\n"
+    )
+    assert _status(answer) == 403
+    assert b"Sign in before uploading" in answer
+    assert sent < 50 * MB
+
+
+@pytest.mark.slow
+def test_a_live_session_may_send_a_large_studio_upload(daphne_server, member):
+    """A signed-in member's body is read whole and reaches Django (which refuses it here for
+    its missing CSRF token: the app's answer, not the server's)."""
+    cookie = f"{settings.SESSION_COOKIE_NAME}={session_cookie_for(member)}"
+    answer, sent = _post(
+        daphne_server.port, "/transcripts/new/", total=20 * MB, headers=f"Cookie: {cookie}\r\n"
+    )
+    assert sent == 20 * MB
+    assert _status(answer) == 403
+    assert b"Sign in before uploading" not in answer
