@@ -10,7 +10,6 @@ import functools
 import json
 import logging
 import math
-import re
 import time
 import uuid
 
@@ -307,33 +306,22 @@ class _Fields:
 
 
 MAX_JSON_DEPTH = 64  # arrays and objects inside one another; real bodies use a handful
-# A JSON string to its closing quote, or to the end when it has none: possessive (it never
-# backtracks), so removing every string is linear whatever the input.
-_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+\\?(?:"|\Z)', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_SQUARE = str.maketrans("{}", "[]")
 
 
 class JsonTooDeep(ValueError):
     """JSON nested deeper than ``MAX_JSON_DEPTH``."""
 
 
-def _too_deep(text: str) -> bool:
-    """Whether arrays and objects nest deeper than ``MAX_JSON_DEPTH`` in ``text``.
-
-    Outside strings only the brackets count; each pass removes the innermost pairs (one
-    level), all in C: no Python loop over a body an attacker chose.
-    """
-    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
-        return False
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).translate(_SQUARE)
-    if "[" * (MAX_JSON_DEPTH + 1) in brackets:  # the usual case: one run of openings
-        return True
-    for _ in range(MAX_JSON_DEPTH):
-        if "[]" not in brackets:
-            return False  # what is left is unbalanced: invalid JSON, for the parser to say
-        brackets = brackets.replace("[]", "")
-    return "[]" in brackets
+def _depth(value) -> int:
+    """How deep arrays and objects nest in a parsed value (walked without recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def json_decode(raw: str | bytes):
@@ -341,20 +329,20 @@ def json_decode(raw: str | bytes):
 
     The one way the API reads JSON: anything it cannot take raises ``ValueError`` with a
     message — invalid JSON (``json.JSONDecodeError``, with its position), bytes that are no
-    UTF-8/16/32 text, and nesting deeper than ``MAX_JSON_DEPTH`` (``JsonTooDeep``), which is
-    measured before parsing: Python's parser recurses and fails with a RecursionError (a
-    500) a little below a thousand levels.
+    UTF-8/16/32 text, and nesting deeper than ``MAX_JSON_DEPTH`` (``JsonTooDeep``; past a
+    little below a thousand levels Python's parser itself stops with a RecursionError, a 500
+    if it were let through).
     """
     if isinstance(raw, bytes | bytearray):
         raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
-    if _too_deep(raw):
-        raise JsonTooDeep(f"JSON nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects")
+    too_deep = f"JSON nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
     try:
-        return json.loads(raw)
-    except RecursionError as exc:  # brackets opened and never closed, past the parser's depth
-        raise JsonTooDeep(
-            f"JSON nested deeper than {MAX_JSON_DEPTH} levels of arrays and objects"
-        ) from exc
+        value = json.loads(raw)
+    except RecursionError as exc:
+        raise JsonTooDeep(too_deep) from exc
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise JsonTooDeep(too_deep)
+    return value
 
 
 def _json_body(request) -> dict:
