@@ -266,10 +266,9 @@ class _Input:
 
 
 @contextmanager
-def _open_input(source: AudioSource, filename: str) -> Iterator[_Input]:
-    """Open an upload for reading (bytes, a path or a binary file), or explain why it cannot
-    be. Files are handed to FFmpeg as Python file objects, so no URL or protocol in a name
-    is ever opened."""
+def _binary(source: AudioSource) -> Iterator[tuple[BinaryIO, int]]:
+    """An upload (bytes, a path or a binary file) as a binary file at its start, and its size
+    in bytes (-1 when it cannot seek); a path is opened here and closed on leaving."""
     close: BinaryIO | None = None
     if isinstance(source, bytes | bytearray | memoryview):
         handle: BinaryIO = io.BytesIO(source)
@@ -282,7 +281,19 @@ def _open_input(source: AudioSource, filename: str) -> Iterator[_Input]:
             size = handle.seek(0, os.SEEK_END)
             handle.seek(0)
         except (OSError, ValueError, AttributeError):
-            size = -1  # unseekable: FFmpeg reads it as a stream
+            size = -1
+        yield handle, size
+    finally:
+        if close is not None:
+            close.close()
+
+
+@contextmanager
+def _open_input(source: AudioSource, filename: str) -> Iterator[_Input]:
+    """Open an upload for reading (bytes, a path or a binary file), or explain why it cannot
+    be. Files are handed to FFmpeg as Python file objects, so no URL or protocol in a name
+    is ever opened; an unseekable one is read as a stream."""
+    with _binary(source) as (handle, size):
         if size == 0:
             raise InvalidRequest.for_field("file", f"{_label(filename)} is empty.")
         try:
@@ -299,9 +310,6 @@ def _open_input(source: AudioSource, filename: str) -> Iterator[_Input]:
             yield _Input(container, handle, max(size, 0))
         finally:
             container.close()
-    finally:
-        if close is not None:
-            close.close()
 
 
 def _audio_stream(container, filename: str):
@@ -409,20 +417,17 @@ class RawPcm16kReader:
         self.declared_seconds: float | None = None
         self.decoded = 0
         self._source = source
+        self._opened = None
         self._handle: BinaryIO | None = None
-        self._close = False
 
     def __enter__(self) -> RawPcm16kReader:
-        source = self._source
-        if isinstance(source, bytes | bytearray | memoryview):
-            self._handle = io.BytesIO(source)
-        elif isinstance(source, str | os.PathLike):
-            self._handle, self._close = open(source, "rb"), True  # noqa: SIM115 (see __exit__)
-        else:
-            self._handle = source
+        self._opened = _binary(self._source)
+        self._handle, size = self._opened.__enter__()
         try:
-            size = self._handle.seek(0, os.SEEK_END)
-            self._handle.seek(0)
+            if size < 0:
+                raise InvalidRequest.for_field(
+                    self.field, "16-bit PCM audio must be sent as a file, not a stream."
+                )
             if size % 2:
                 raise InvalidRequest.for_field(
                     self.field, "16-bit PCM audio must have an even number of bytes (2 per sample)."
@@ -438,8 +443,9 @@ class RawPcm16kReader:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._close and self._handle is not None:
-            self._handle.close()
+        if self._opened is not None:
+            opened, self._opened = self._opened, None
+            opened.__exit__(None, None, None)
         self._handle = None
 
     @property

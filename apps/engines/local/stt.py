@@ -14,7 +14,7 @@ Models ship inside wheels and are loaded once per process, lazily and under a lo
 Nothing is ever downloaded: every model is opened from a local path.
 
 Batch (``transcribe``): decode → Whisper with word timestamps → audio events and fillers →
-speakers (``diarize``) → words with spacing items like ElevenLabs → entities and redaction.
+speakers (``VoicePrints``) → words with spacing items like ElevenLabs → entities and redaction.
 
 Speakers: Silero VAD splits the audio at pauses into regions, long regions into pieces of at
 most 2.5 s; each piece gets a voice print (mean and spread of 19 MFCCs, plus median pitch from
@@ -860,13 +860,6 @@ class VoicePrints:
             order.setdefault(label, len(order))
             out.append(f"speaker_{order[label]}")
         return out
-
-
-def diarize(samples: np.ndarray, words: list[Word], num_speakers: int | None = None) -> list[str]:
-    """A speaker id (``speaker_0``…, in order of first appearance) for each word."""
-    prints = VoicePrints()
-    prints.add(samples, words)
-    return prints.speakers(words, num_speakers=num_speakers)
 
 
 # --- Live captions ----------------------------------------------------------------------
