@@ -269,7 +269,7 @@ def transcript_start(*, workspace, user, upload, title: str, options: Options) -
         raise UploadRefused(f"{name} is not a file Chorus transcribes: use {kinds}.")
     checked = upload_check(upload=upload, options=options, silence=True)
     seconds = checked.seconds
-    filename = os.path.basename(upload.name or "")[:255]
+    filename = checked.filename[:255]  # the name judged above: it has a media extension
     title = (
         " ".join((title or "").split())[:200]
         or os.path.splitext(filename)[0][:200]
