@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
 import email.parser
 import email.policy
 import email.utils
+import io
 import json
 import logging
 import random
@@ -711,6 +713,23 @@ def test_stt_with_defaults_sends_only_the_plain_fields(engine_for):
         ("tag_audio_events", "true"),
         ("timestamps_granularity", "word"),
     ]
+
+
+def test_an_upload_given_as_a_file_is_sent_whole_again_when_the_call_is_retried(engine_for):
+    """Uploads reach the engine as files on disk (not bytes): a retried call must send the
+    file from its start, not from where the first attempt left it (an empty part)."""
+    script = Script(
+        error(429, None, text="", headers={"Retry-After": "1"}),
+        httpx.Response(
+            200, json={"language_code": "en", "language_probability": 1, "text": "", "words": []}
+        ),
+    )
+    engine = engine_for(script)
+
+    engine.stt(STTRequest(audio=io.BytesIO(b"RIFF-audio-bytes"), filename="a.wav"))
+
+    sent = [[c for name, _f, c in form_parts(r) if name == "file"] for r in script.requests]
+    assert sent == [[b"RIFF-audio-bytes"], [b"RIFF-audio-bytes"]]
 
 
 def test_voice_clone_sends_repeated_files_and_labels_as_json(engine_for):
