@@ -392,6 +392,63 @@ def meter_refund(*, event: UsageEvent, note: str = "") -> UsageEvent:
     return event
 
 
+def meter_charge_late(
+    *,
+    event: UsageEvent,
+    units,
+    api_key_cap: Decimal | None = None,
+    upstream_credits=None,
+    upstream_request_id: str | None = None,
+) -> UsageEvent | None:
+    """Charge what a reservation closed before its caller settled it did not: the settled
+    ``…:late`` row, or None when nothing is owed or the budget refuses it.
+
+    ``event`` is the row as the caller's settle left it, ``units`` what the call delivered.
+    A row the caller settled itself owes nothing; one the sweeper settled on the units
+    recorded so far (``meter_progress``) owes the rest; one failed or refunded owes all.
+    The call happened all the same, so the rest is reserved and settled on a row of its
+    own, with the same key plus ``:late`` (a repeat finds that row and settles nothing
+    twice). A budget spent meanwhile refuses it: logged, and left unpaid.
+    """
+    rest = Decimal(str(units))
+    if event.status == UsageStatus.SETTLED:
+        if not event.flagged:
+            return None  # settled by its caller
+        rest -= event.units or Decimal(0)  # the sweeper charged what was recorded
+        if rest <= 0:
+            return None
+    try:
+        late = meter_reserve(
+            workspace=event.workspace,
+            user=event.user,
+            capability=event.capability,
+            engine=event.engine,
+            model_id=event.model_id,
+            units=rest,
+            source=event.source,
+            idempotency_key=f"{event.idempotency_key}:late",
+            voice_id=event.voice_id,
+            api_key_id=event.api_key_id,
+            api_key_cap=api_key_cap,
+            purpose=(event.purpose_type, event.purpose_id) if event.purpose_type else None,
+        )
+    except BudgetExceeded:
+        log.error(
+            "%s usage %s was closed before it settled: %s units left unpaid",
+            event.capability,
+            event.pk,
+            rest,
+        )
+        return None
+    return meter_settle(
+        event=late.event,
+        units=rest,
+        upstream_credits=upstream_credits,
+        upstream_request_id=upstream_request_id,
+        plan=late.plan,
+    )
+
+
 class Meter:
     """Handed to the body of ``metered``: settle once the call has produced something."""
 

@@ -35,10 +35,11 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from apps.billing.models import UsageSource, UsageStatus
+from apps.billing.models import UsageSource
 from apps.billing.rates import units_for
 from apps.billing.services import (
     BudgetExceeded,
+    meter_charge_late,
     meter_progress,
     meter_refund,
     meter_reserve,
@@ -316,18 +317,7 @@ class RealtimeTranscriptionConsumer(SocketEnding, AsyncWebsocketConsumer):
             return
         units = units_for(self.unit, seconds=seconds)
         event = meter_settle(event=reservation.event, units=units, plan=reservation.plan)
-        if event.status == UsageStatus.SETTLED:
-            if not event.flagged:
-                return  # settled here
-            units -= event.units  # the sweeper charged what was recorded
-            if units <= 0:
-                return
-        try:
-            late = self._reserve(units=units, key=f"{event.idempotency_key}:late")
-        except BudgetExceeded:
-            log.error("realtime usage %s was released before it settled: left unpaid", event.pk)
-            return
-        meter_settle(event=late.event, units=units, plan=late.plan)
+        meter_charge_late(event=event, units=units, api_key_cap=self.api_key.monthly_cap)
 
     async def _release(self, *, note: str):
         if self.reservation is not None:

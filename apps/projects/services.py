@@ -29,9 +29,9 @@ from apps.billing.models import UsageEvent, UsageSource, UsageStatus
 from apps.billing.rates import units_for
 from apps.billing.services import (
     BudgetExceeded,
+    meter_charge_late,
     meter_refund,
     meter_reserve,
-    meter_settle,
     metered,
     rate_for,
 )
@@ -146,8 +146,8 @@ class _JobMeter:
     """The ``Meter`` of a job's call, whose ``settle`` also covers a reservation released
     while the job ran (see ``settle``)."""
 
-    def __init__(self, meter, *, purpose: tuple[str, str], reserve: dict):
-        self.meter, self.purpose, self.reserve = meter, purpose, reserve
+    def __init__(self, meter, *, reserve: dict):
+        self.meter, self.reserve = meter, reserve
 
     @property
     def event(self) -> UsageEvent:
@@ -169,21 +169,14 @@ class _JobMeter:
         event = self.meter.settle(units=units, info=info)
         if event.status == UsageStatus.SETTLED:
             return event
-        try:
-            late = meter_reserve(
-                idempotency_key=f"{event.idempotency_key}:late",
-                purpose=self.purpose,
-                **{**self.reserve, "units": units},
-            )
-        except BudgetExceeded:
-            log.error("usage %s was released before its job settled it: left unpaid", event.pk)
-            return event
-        return meter_settle(
-            event=late.event,
+        late = meter_charge_late(
+            event=event,
             units=units,
+            api_key_cap=self.reserve.get("api_key_cap"),
             upstream_credits=getattr(info, "character_cost", None),
             upstream_request_id=getattr(info, "request_id", None),
         )
+        return late or event
 
 
 @contextmanager
@@ -197,7 +190,7 @@ def job_metered(*, job: Job, key: str, purpose: tuple[str, str], **reserve):
     idempotency_key = _ledger_key(key, purpose)
     with metered(idempotency_key=idempotency_key, purpose=purpose, **reserve) as meter:
         try:
-            yield _JobMeter(meter, purpose=purpose, reserve=reserve)
+            yield _JobMeter(meter, reserve=reserve)
         except BaseException as exc:
             if meter.replayed and not meter.settled and not _will_be_retried(job, exc):
                 meter_refund(event=meter.event, note=f"{exc.__class__.__name__}: {exc}"[:300])

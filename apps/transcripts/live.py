@@ -38,9 +38,9 @@ from apps.billing.models import UsageEvent, UsageSource, UsageStatus
 from apps.billing.rates import units_for
 from apps.billing.services import (
     BudgetExceeded,
+    meter_charge_late,
     meter_progress,
     meter_reserve,
-    meter_settle,
     metered,
     rate_for,
     usage_estimate,
@@ -320,28 +320,8 @@ def _charge_the_rest(*, event: UsageEvent, units: Decimal) -> None:
     settled on the seconds last recorded): it is not settled twice, so what it lacks is
     charged on a row of its own (``…:late``), unless a budget is spent by then (logged and
     left unpaid: the recording was transcribed all the same)."""
-    if not event.flagged:
-        return
-    charged = (event.units or Decimal(0)) if event.status == UsageStatus.SETTLED else Decimal(0)
-    rest = units - charged
-    if rest <= 0:
-        return
-    try:
-        late = meter_reserve(
-            workspace=event.workspace,
-            user=event.user,
-            capability=event.capability,
-            engine=event.engine,
-            model_id=event.model_id,
-            units=rest,
-            source=event.source,
-            idempotency_key=f"{event.idempotency_key}:late",
-            purpose=(event.purpose_type, event.purpose_id),
-        )
-    except BudgetExceeded:
-        log.error("live usage %s was swept before it settled: %s units left unpaid", event.pk, rest)
-        return
-    meter_settle(event=late.event, units=rest, plan=late.plan)
+    if event.flagged and units > 0:
+        meter_charge_late(event=event, units=units)
 
 
 def live_sweep(*, older_than: timedelta | None = None) -> int:
