@@ -176,6 +176,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "apps.workspaces",
+    "apps.generation",
     "apps.jobs",
     "apps.billing",
     "apps.gateway",
@@ -435,7 +436,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": float(env_int("CHORUS_JOB_SWEEP_SECONDS", 30, minimum=1)),
     },
     "billing-plans-sync": {
-        "task": "billing.plans_sync",
+        "task": "generation.plans_sync",
         "schedule": float(env_int("CHORUS_PLAN_SYNC_SECONDS", 600, minimum=10)),
     },
     "billing-reservations-sweep": {

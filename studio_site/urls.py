@@ -7,10 +7,23 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from apps.billing import urls as billing_urls
 from apps.gateway import api_urls
+from apps.generation import urls as generation_urls
+from apps.workspaces import urls as workspace_urls
 from apps.workspaces import views as workspace_views
 
+from . import views
 from .health import healthz
+
+# Pages that sit among an app's settings but belong elsewhere keep that app's URL names: the
+# home page (several apps), the engine settings and the plan sync (the core's).
+workspace_pages = [
+    path("", views.home, name="home"),
+    *workspace_urls.urlpatterns,
+    *generation_urls.workspace_patterns,
+]
+billing_pages = [*billing_urls.urlpatterns, *generation_urls.billing_patterns]
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -21,13 +34,13 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("invite/<str:token>/", workspace_views.invitation_accept, name="invitation_accept"),
     path("jobs/", include("apps.jobs.urls")),
-    path("billing/", include("apps.billing.urls")),
+    path("billing/", include((billing_pages, "billing"))),
     path("history/", include("apps.history.urls")),
     path("voices/", include("apps.voices.urls")),
     path("transcripts/", include("apps.transcripts.urls")),
     path("admin/", admin.site.urls),
     path("settings/api-keys/", include("apps.gateway.urls")),
-    path("", include("apps.workspaces.urls")),
+    path("", include((workspace_pages, "workspaces"))),
     path("", include(api_urls.fallback_patterns)),
 ]
 

@@ -18,12 +18,11 @@ from django.urls import reverse
 from apps.billing.models import UsageEvent
 from apps.gateway import services
 from apps.gateway.api import MAX_JSON_DEPTH, JsonTooDeep, json_decode
-from apps.gateway.models import ApiVoice, VoiceSettingsRecord
 from apps.history.models import Generation
 from apps.jobs.models import Job
 from apps.projects.models import Dubbing
 from apps.transcripts.models import Transcript
-from apps.voices.models import DesignVote, LibraryVoice, VoiceNote
+from apps.voices.models import ApiVoice, DesignVote, LibraryVoice, VoiceNote, VoiceSettingsRecord
 from tests.gateway.test_api_media import VOICE, spoken, upload
 
 DEEP = 100_000  # far past the ~1,000 levels at which Python's JSON parser gives up

@@ -609,44 +609,6 @@ def _notify(event: UsageEvent, budget: Budget, threshold: int, used: Decimal) ->
     )
 
 
-# --- Plan sync --------------------------------------------------------------------------
-
-
-def plan_sync(*, workspace) -> Plan:
-    """Copy the provider's subscription into the plan (a virtual plan on the local engine)."""
-    from apps.engines.base import EngineError
-    from apps.workspaces.services import engine_for
-
-    plan = plan_for(workspace)
-    engine = engine_for(workspace)
-    if engine.name == "local":
-        plan.source, plan.sync_error = "virtual", ""
-        plan.synced_at = timezone.now()
-        plan.save(update_fields=["source", "sync_error", "synced_at"])
-        return plan
-    try:
-        sub = engine.subscription()
-    except EngineError as exc:
-        plan.sync_error = exc.message[:300]
-        plan.save(update_fields=["sync_error"])
-        return plan
-    plan.tier = sub.tier
-    plan.credit_limit = max(0, int(sub.character_limit))
-    plan.credits_used = max(0, int(sub.character_count))
-    plan.next_reset_at = (
-        datetime.fromtimestamp(sub.next_character_count_reset_unix, tz=UTC)
-        if sub.next_character_count_reset_unix
-        else None
-    )
-    plan.price_per_credit = rates.price_per_credit(sub.tier)
-    plan.currency = sub.currency or "usd"
-    plan.source = "elevenlabs"
-    plan.synced_at = timezone.now()
-    plan.sync_error = ""
-    plan.save()
-    return plan
-
-
 # --- Settings: budgets, plan, rates -------------------------------------------------------
 
 

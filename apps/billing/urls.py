@@ -7,7 +7,6 @@ app_name = "billing"
 urlpatterns = [
     path("usage/", views.my_usage, name="usage"),
     path("plan/", views.plan, name="plan"),
-    path("plan/sync/", views.plan_sync, name="plan_sync"),
     path("budgets/", views.budgets, name="budgets"),
     path("budgets/<int:pk>/", views.budget_set, name="budget_set"),
     path("rates/", views.rate_card, name="rates"),

@@ -64,17 +64,6 @@ def plan(request):
     )
 
 
-@workspace_view(Role.MANAGER)
-@require_POST
-def plan_sync(request):
-    plan = services.plan_sync(workspace=request.workspace)
-    if plan.sync_error:
-        messages.error(request, f"The provider did not answer: {plan.sync_error}")
-    else:
-        messages.success(request, "Plan synced.")
-    return _back(request, "billing:plan")
-
-
 def _budget_rows(request):
     memberships = scoped(request, Membership).select_related("user").order_by("user__email")
     if not request.membership.can_manage:

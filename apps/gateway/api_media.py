@@ -13,6 +13,7 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse, Unrea
 from django.http.multipartparser import MultiPartParserError
 
 from apps.engines.base import DesignRequest, SoundRequest, STTRequest, VoiceSettings
+from apps.generation import media
 
 from . import responses, services_media
 from .api import (
@@ -139,8 +140,8 @@ class _Form:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
             length = 0
-        if length > services_media.MAX_UPLOAD_BYTES:
-            raise _too_big("The request", services_media.MAX_UPLOAD_BYTES)
+        if length > media.MAX_UPLOAD_BYTES:
+            raise _too_big("The request", media.MAX_UPLOAD_BYTES)
         try:
             self.data, self.files = request.POST, request.FILES
         except RequestDataTooBig as exc:
@@ -287,8 +288,8 @@ class _Form:
                 self._error(name, "missing", "Field required")
             return []
         total = sum(upload.size or 0 for upload in uploads)
-        if total > services_media.MAX_UPLOAD_BYTES:
-            raise _too_big("The uploaded audio", services_media.MAX_UPLOAD_BYTES)
+        if total > media.MAX_UPLOAD_BYTES:
+            raise _too_big("The uploaded audio", media.MAX_UPLOAD_BYTES)
         for upload in uploads:
             if (upload.size or 0) > most_bytes:
                 raise _too_big(f"The file {upload.name!r}", most_bytes)
@@ -397,7 +398,7 @@ def speech_to_text(request, api_key):
     if form.text("transcript_edit"):
         raise _unsupported("transcript_edit", "Chorus cannot apply transcript_edit.")
     model_id = form.text("model_id", required=True, most=80)
-    files = form.file_parts("file", required=True, most_bytes=services_media.MAX_UPLOAD_BYTES)
+    files = form.file_parts("file", required=True, most_bytes=media.MAX_UPLOAD_BYTES)
     if len(files) > 1:
         errors.append(
             {"type": "value_error", "loc": ["body", "file"], "msg": "Send one file, not several"}
@@ -579,7 +580,7 @@ def _voice_form(request, *, files_required: bool):
         "labels": _labels(errors, ["body", "labels"], form.raw("labels")),
         "remove_background_noise": form.boolean("remove_background_noise", default=False),
         "samples": form.uploads(
-            "files", required=files_required, most_bytes=services_media.MAX_SAMPLE_BYTES
+            "files", required=files_required, most_bytes=media.MAX_SAMPLE_BYTES
         ),
     }
     form.boolean("moderate_metadata")

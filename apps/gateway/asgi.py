@@ -18,40 +18,18 @@ settled in its own hop (see ``services.SpeechStream``), else in a hop to the sha
 
 import asyncio
 import contextlib
-import contextvars
 
 from asgiref.sync import sync_to_async
-from django import db
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.exception import convert_exception_to_response
 from django.urls import Resolver404, get_resolver
 
+from apps.generation.threads import lean, thread_hop  # noqa: F401  (views hop with it)
+
 API_PREFIXES = ("/v1/", "/v2/")
 
-# True while a lean view is served: its hops go to the shared executor (see ``thread_hop``).
-_lean = contextvars.ContextVar("chorus_lean_request", default=False)
-
-
-def thread_hop(func):
-    """``sync_to_async(func)`` for a view's database work, giving the connection back after.
-
-    Served by ``handle_lean``, the hop goes to the shared executor (no per-request thread
-    exists); served any other way (Django's handler, the test client), it is Django's usual
-    thread-sensitive hop, which runs where the caller's connection (and a test's
-    transaction) lives. Either way the hop closes its connection when done (back to the
-    pool), unless a transaction is open there (a test's), so a stream that lasts seconds
-    does not hold one between its hops.
-    """
-
-    def hop(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        finally:
-            if not db.connection.in_atomic_block:
-                db.connection.close()
-
-    return sync_to_async(hop, thread_sensitive=not _lean.get())
+# (``thread_hop``, the hop a lean view's database work takes, is the core's: ``threads``.)
 
 
 class ApiASGIHandler(ASGIHandler):
@@ -69,7 +47,7 @@ class ApiASGIHandler(ASGIHandler):
         await self.handle_lean(match, scope, receive, send)
 
     async def handle_lean(self, match, scope, receive, send):
-        _lean.set(True)  # (this task's context, copied into the tasks it starts)
+        lean.set(True)  # (this task's context, copied into the tasks it starts)
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:

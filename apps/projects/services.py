@@ -44,6 +44,7 @@ from apps.engines.base import (
     RateLimited,
     UpstreamUnavailable,
 )
+from apps.generation.engine import engine_for
 from apps.history.models import Generation, GenerationKind, new_history_id
 from apps.history.services import generation_save, kept_together
 from apps.jobs.models import Job, JobStatus
@@ -54,7 +55,6 @@ from apps.jobs.services import (
     job_cancel,
     job_start,
 )
-from apps.workspaces.services import engine_for
 
 from .models import Dubbing, DubbingStatus
 

@@ -47,7 +47,8 @@ from apps.billing.services import (
 )
 from apps.engines import audio
 from apps.engines.base import EngineError
-from apps.workspaces.services import ActionRefused, engine_for
+from apps.generation.engine import engine_for
+from apps.workspaces.services import ActionRefused
 
 from . import document
 from .models import Transcript, TranscriptStatus

@@ -9,12 +9,16 @@ class VoicesConfig(AppConfig):
     def ready(self):
         from django.db.models.signals import post_delete, post_save
 
-        from apps.gateway.models import ApiVoice
+        from apps.generation.voice_rules import voice_rules_install
         from apps.history.models import Generation
 
-        from .models import LibraryVoice
+        from .models import ApiVoice, LibraryVoice
         from .services import api_voice_deleted, api_voice_kept, facets_drop
+        from .services_made import speech_voice_apply
         from .services_usage import generation_counted
+
+        # The core applies the workspace's voice rows and rules to every speech call.
+        voice_rules_install(speech_voice_apply)
 
         post_save.connect(facets_drop, sender=LibraryVoice, dispatch_uid="voices-facets-save")
         post_delete.connect(facets_drop, sender=LibraryVoice, dispatch_uid="voices-facets-del")

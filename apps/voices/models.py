@@ -375,3 +375,66 @@ class VoiceConsent(models.Model):
         from django.utils import timezone
 
         return self.expires_at <= timezone.now()
+
+
+# --- Voices made through the core, and the settings stored per voice -------------------
+
+
+class ApiVoice(models.Model):
+    """A voice made through the core (an instant clone, a saved design) in one workspace.
+
+    The local engine keeps no voices of its own: ``recipe`` is what it needs to speak this
+    one and travels with every request for it. On the ElevenLabs engine the voice lives
+    upstream (``recipe`` stays empty) and this row records who made it.
+    """
+
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="api_voices"
+    )
+    voice_id = models.CharField(max_length=120)
+    engine = models.CharField(max_length=20)
+    name = models.CharField(max_length=200)
+    category = models.CharField(max_length=20)  # cloned | generated
+    description = models.TextField(blank=True)
+    labels = models.JSONField(default=dict, blank=True)
+    recipe = models.JSONField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    api_key_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "voice_id"], name="api_voice_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.voice_id})"
+
+
+class VoiceSettingsRecord(models.Model):
+    """A workspace's stored settings for one voice: what TTS uses when a call sends none."""
+
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="voice_settings"
+    )
+    voice_id = models.CharField(max_length=120)
+    stability = models.FloatField(default=0.5)
+    similarity_boost = models.FloatField(default=0.75)
+    style = models.FloatField(default=0.0)
+    use_speaker_boost = models.BooleanField(default=True)
+    speed = models.FloatField(default=1.0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "voice_id"], name="voice_settings_record_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"settings of {self.voice_id}"

@@ -11,8 +11,9 @@ from django.db.models import CharField, Exists, F, OuterRef, Q, Value
 from django.utils import timezone
 
 from apps.engines.base import Voice, VoiceQuery
+from apps.generation.engine import engine_for
 from apps.jobs.models import Job
-from apps.workspaces.services import ActionRefused, engine_for
+from apps.workspaces.services import ActionRefused
 
 from .models import (
     LABELS,
@@ -73,9 +74,8 @@ def _fields_of(voice: Voice) -> dict:
 def workspace_made_voices(workspace, engine) -> list[Voice]:
     """Voices made through ``/v1`` that the engine keeps no list of (the local engine's
     designs and clones live as the workspace's ``ApiVoice`` rows): part of what it offers."""
-    from apps.gateway.models import ApiVoice
-    from apps.gateway.services import ENGINES_LISTING_API_VOICES
-    from apps.gateway.services_media import voice_of_row
+    from .models import ApiVoice
+    from .services_made import ENGINES_LISTING_API_VOICES, voice_of_row
 
     if engine.name not in ENGINES_LISTING_API_VOICES:
         return []
@@ -134,8 +134,9 @@ def voice_can_change(*, workspace, voice_id: str, user, membership=None) -> bool
     in the studio or through ``/v1``); viewers none. A voice nobody in the workspace made
     (the engine's own) changes for the whole team, so it is the managers'.
     """
-    from apps.gateway.models import ApiVoice
     from apps.workspaces.models import Membership
+
+    from .models import ApiVoice
 
     if membership is None:
         membership = Membership.objects.filter(workspace=workspace, user=user).first()

@@ -22,7 +22,8 @@ from django.utils import timezone
 
 from apps.engines import audio
 from apps.engines.base import InvalidRequest
-from apps.gateway.services import ApiInvalid, ApiRefused, StudioCaller
+from apps.generation.caller import Caller
+from apps.generation.errors import ApiInvalid, ApiRefused
 from apps.workspaces.services import ActionRefused
 
 from .models import ConsentUse, LibraryVoice, VoiceChange, VoiceConsent
@@ -134,7 +135,7 @@ def clone_estimate(*, workspace, user):
     estimate assumes a minute of samples when it is per second)."""
     from apps.billing.rates import units_for
     from apps.billing.services import rate_for, usage_estimate
-    from apps.workspaces.services import engine_for
+    from apps.generation.engine import engine_for
 
     engine = engine_for(workspace)
     unit = rate_for(workspace, "voice_clone", "", engine.name).unit
@@ -196,7 +197,9 @@ def clone_create(
     remove_background_noise: bool = False,
 ) -> LibraryVoice:
     """Clone a voice from ``uploads`` and register its consent; nothing is kept on refusal."""
-    from apps.gateway.services_media import Sample, api_voice_clone
+    from apps.generation.media import Sample
+
+    from .services_made import voice_clone
 
     name = (name or "").strip()
     if not name:
@@ -207,10 +210,10 @@ def clone_create(
     described = samples_check(uploads)
     labels = {k: v.strip()[:60] for k, v in (labels or {}).items() if v and v.strip()}
     uid = uuid.uuid4().hex
-    caller = StudioCaller(workspace=workspace, user=user, purpose=("voice_clone", uid))
+    caller = Caller(workspace=workspace, user=user, purpose=("voice_clone", uid))
     try:
-        voice = api_voice_clone(
-            api_key=caller,
+        voice = voice_clone(
+            caller=caller,
             name=name,
             samples=[Sample(filename=u.filename, data=u.data) for u in uploads],
             description=(description or "").strip() or None,

@@ -2,7 +2,7 @@
 save a preview as a voice, and blind votes on a design's previews.
 
 Generation runs the same service as ``POST /v1/text-to-voice/design`` with the member as the
-caller (``StudioCaller``): metered as theirs, source ui, with the design as its purpose, each
+caller (a ``Caller``): metered as theirs, source ui, with the design as its purpose, each
 preview kept as a ``design_preview`` history item. The seed is chosen here when the member
 leaves it empty, so every recipe names the seed it was made with and can be run again.
 """
@@ -23,9 +23,11 @@ from django.utils import timezone
 from apps.billing.rates import units_for
 from apps.billing.services import Estimate, rate_for, usage_estimate
 from apps.engines.base import DesignRequest
-from apps.gateway.services import ApiInvalid, ApiRefused, StudioCaller
+from apps.generation.caller import Caller
+from apps.generation.engine import engine_for
+from apps.generation.errors import ApiInvalid, ApiRefused
 from apps.history.models import Generation
-from apps.workspaces.services import ActionRefused, engine_for
+from apps.workspaces.services import ActionRefused
 
 from .models import DesignBallot, DesignVote, LibraryVoice, Tag, VoiceChange, VoiceDesign
 from .services import tag_add
@@ -142,7 +144,7 @@ def design_generate(
     Nothing is kept when the engine or a budget refuses (the ledger refunds the reservation).
     A reproduction says whether every preview's audio is byte-identical to the original's.
     """
-    from apps.gateway.services_media import DesignInput, api_voice_design
+    from apps.generation.media import DesignInput, design
 
     recipe = recipe.checked()
     seed_was_random = recipe.seed is None
@@ -158,9 +160,9 @@ def design_generate(
         output_format=DESIGN_FORMAT,
     )
     uid = uuid.uuid4().hex
-    caller = StudioCaller(workspace=workspace, user=user, purpose=("voice_design", uid))
+    caller = Caller(workspace=workspace, user=user, purpose=("voice_design", uid))
     try:
-        result = api_voice_design(api_key=caller, design=DesignInput(request=request))
+        result = design(caller=caller, design=DesignInput(request=request))
     except (ApiRefused, ApiInvalid) as exc:
         raise refusal(exc) from exc
     previews = [
@@ -292,7 +294,7 @@ def design_save(
 ) -> LibraryVoice:
     """Make preview ``preview`` of ``design`` a voice of the workspace: in the library, in
     ``/v1/voices`` and usable by its id in TTS. Not metered (the preview was paid for)."""
-    from apps.gateway.services_media import api_voice_design_save
+    from .services_made import voice_design_save
 
     name = (name or "").strip()
     if not name:
@@ -315,10 +317,10 @@ def design_save(
                 f"Only managers create tags; {', '.join(unknown)} "
                 f"{'is' if len(unknown) == 1 else 'are'} not a tag of the team yet."
             )
-    caller = StudioCaller(workspace=design.workspace, user=user)
+    caller = Caller(workspace=design.workspace, user=user)
     try:
-        voice = api_voice_design_save(
-            api_key=caller,
+        voice = voice_design_save(
+            caller=caller,
             generated_voice_id=design.previews[preview]["generated_voice_id"],
             voice_name=name,
             voice_description=description,

@@ -9,9 +9,12 @@ from django.utils import timezone
 
 from apps.billing.models import UsageEvent, UsageStatus
 from apps.billing.services import Estimate, usage_estimate
-from apps.gateway.services import ApiInvalid, ApiRefused, SpeechInput, StudioCaller
+from apps.generation.caller import Caller
+from apps.generation.engine import engine_for
+from apps.generation.errors import ApiInvalid, ApiRefused
+from apps.generation.speech import SpeechInput, speak
 from apps.history.models import Generation, GenerationKind
-from apps.workspaces.services import ActionRefused, engine_for
+from apps.workspaces.services import ActionRefused
 
 from .models import (
     Approval,
@@ -42,8 +45,6 @@ def try_estimate(*, voice: LibraryVoice, user, characters: int) -> Estimate:
 
 def voice_try(*, voice: LibraryVoice, user, text: str) -> Generation:
     """Speak ``text`` with the voice, metered as the member's (purpose: this voice)."""
-    from apps.gateway.services import api_speech
-
     text = (text or "").strip()
     if not text:
         raise ActionRefused("Type something for the voice to say.")
@@ -55,12 +56,12 @@ def voice_try(*, voice: LibraryVoice, user, text: str) -> Generation:
             f"This voice belongs to the {voice.engine} engine; the workspace now uses the "
             f"{engine.name} engine."
         )
-    caller = StudioCaller(
+    caller = Caller(
         workspace=voice.workspace, user=user, purpose=("voice", str(voice.pk)), draft=True
     )
     try:
-        speech = api_speech(
-            api_key=caller,
+        speech = speak(
+            caller=caller,
             speech=SpeechInput(voice_id=voice.voice_id, text=text, model_id=TRY_MODEL),
         )
     except (ApiRefused, ApiInvalid) as exc:
@@ -132,7 +133,8 @@ def voice_render_check(*, workspace, engine: str, voice_id: str) -> None:
     With the workspace's "approved voices only" setting, only voices a manager approved may be
     used for final renders; an expired clone consent blocks every use. Every TTS call counts
     as a final render (the ``/v1`` API's output is the member's deliverable) except the
-    studio's try-outs (the voice page's try-it box); ``gateway.speech_voice_apply`` calls this.
+    studio's try-outs (the voice page's try-it box); ``services_made.speech_voice_apply``
+    calls this.
     """
     from .services_clone import consent_refusal
 

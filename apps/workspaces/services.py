@@ -1,15 +1,12 @@
 """Business logic of workspaces: creation, roles, invitations, audit, sign-in throttling, export."""
 
-import hashlib
 import io
 import ipaddress
 import json
 import logging
 import secrets
-import threading
 import zipfile
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from django.conf import settings
 from django.core import signing
@@ -557,10 +554,6 @@ def workspace_export_run(*, job, progress) -> dict:
 
 # --- Engine settings --------------------------------------------------------------------
 
-# One ElevenLabs engine (and HTTP connection pool) per workspace and configuration.
-_engine_cache: dict[int, tuple[tuple, object]] = {}
-_engine_lock = threading.Lock()
-
 
 def engine_settings_for(workspace: Workspace) -> EngineSettings:
     """The workspace's engine settings (the local engine until an owner changes them)."""
@@ -632,131 +625,3 @@ def engine_egress():
         allow_loopback=settings.CHORUS_ENGINE_ALLOW_LOOPBACK,
         allow_private=settings.CHORUS_ENGINE_ALLOW_PRIVATE,
     )
-
-
-_LOOK_UP = object()
-
-
-@sensitive_variables("key")
-def engine_for(workspace: Workspace, *, row=_LOOK_UP):
-    """The engine this workspace uses, built once per process and configuration.
-
-    ``row``: the workspace's ``EngineSettings`` when the caller already has it (``None`` for
-    none: the local engine), saving the lookup.
-    """
-    if row is _LOOK_UP:
-        row = engine_settings_for(workspace)
-    elif row is None:
-        row = EngineSettings(workspace=workspace, kind=EngineKind.LOCAL)
-    if row.kind == EngineKind.ELEVENLABS:
-        from apps.engines.base import AuthenticationFailed
-
-        try:
-            key = crypto.decrypt(row.api_key_encrypted)
-        except crypto.SecretUnreadable as exc:
-            raise AuthenticationFailed(str(exc)) from exc
-        base_url = row.base_url or settings.CHORUS_ELEVENLABS_BASE_URL
-        egress = engine_egress()
-        fingerprint = (hashlib.sha256(key.encode()).hexdigest(), base_url, egress)
-        with _engine_lock:
-            cached = _engine_cache.get(workspace.pk)
-            if cached is not None and cached[0] == fingerprint:
-                return cached[1]
-            from apps.engines.elevenlabs.client import ElevenLabsEngine
-
-            engine = ElevenLabsEngine(
-                api_key=key, base_url=base_url, workspace=workspace.slug, egress=egress
-            )
-            _engine_cache[workspace.pk] = (fingerprint, engine)
-        if cached is not None:  # the configuration changed: let the old client go
-            close = getattr(cached[1], "close", None)
-            if close is not None:
-                close()
-        return engine
-    from apps.engines.local.engine import local_engine
-
-    return local_engine()
-
-
-@dataclass(frozen=True)
-class EngineCheck:
-    ok: bool
-    engine: str
-    tier: str = ""
-    character_count: int | None = None
-    character_limit: int | None = None
-    next_reset: object = None
-    error: str = ""
-
-
-# What Settings → Engine says about a failed check, by error code: never the upstream's own
-# words, which could be any page the base URL answered with.
-_CHECK_SUMMARIES = {
-    "authentication_failed": "The engine refused the API key.",
-    "quota_exceeded": "The account's quota is used up.",
-    "rate_limited": "The engine is busy or limiting requests; try again in a moment.",
-    "not_supported": "The engine's plan or key does not allow this.",
-    "invalid_request": "The engine refused the request.",
-    "upstream_unavailable": "The engine did not give a usable answer.",
-}
-MAX_CHECK_ERROR = 200
-
-
-def engine_check_summary(exc: Exception) -> str:
-    """A short, Chorus-worded summary of why an engine check failed, with the HTTP status.
-
-    An error that came with an upstream status is summarised by its kind (the body, or a
-    message taken from it, is never shown); one without (no connection, a refused address,
-    an unreadable key) carries Chorus's own sentence, kept short.
-    """
-    status = getattr(exc, "upstream_status", None)
-    if status is None:
-        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        return message if len(message) <= MAX_CHECK_ERROR else message[:MAX_CHECK_ERROR] + "…"
-    code = getattr(exc, "code", "")
-    if 300 <= status < 400:
-        summary = "The engine answered with a redirect, which Chorus does not follow."
-    elif 200 <= status < 300:
-        summary = "The engine answered, but not in the shape the ElevenLabs API has."
-    else:
-        summary = _CHECK_SUMMARIES.get(code, "The engine answered with an error.")
-    return f"{summary} (HTTP {int(status)})"
-
-
-def engine_test_connection(*, workspace: Workspace) -> EngineCheck:
-    """Ask the engine who we are (user and subscription): what Settings → Engine shows.
-
-    A failure is shown as ``engine_check_summary`` says: its status and a short summary in
-    Chorus's words, never what the upstream answered.
-    """
-    from apps.engines.base import EngineError
-
-    row = engine_settings_for(workspace)
-    try:
-        engine = engine_for(workspace)
-        engine.user()
-        sub = engine.subscription()
-    except (EngineError, crypto.SecretUnreadable) as exc:
-        check = EngineCheck(ok=False, engine=row.kind, error=engine_check_summary(exc))
-    else:
-        reset = (
-            datetime.fromtimestamp(sub.next_character_count_reset_unix, tz=UTC)
-            if sub.next_character_count_reset_unix
-            else None
-        )
-        check = EngineCheck(
-            ok=True,
-            engine=row.kind,
-            tier=str(sub.tier or "")[:40],
-            character_count=sub.character_count,
-            character_limit=sub.character_limit,
-            next_reset=reset,
-        )
-    cache.set(f"engine-status:{workspace.pk}", check, timeout=120)
-    return check
-
-
-def engine_status(*, workspace: Workspace) -> EngineCheck:
-    """The last known answer of the workspace's engine (checked at most every two minutes)."""
-    check = cache.get(f"engine-status:{workspace.pk}")
-    return check if check is not None else engine_test_connection(workspace=workspace)

@@ -11,17 +11,15 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.jobs import services as job_services
-from apps.jobs.models import Job, JobStatus
+from apps.jobs.models import Job
 
 from . import services
 from .access import get_scoped, scoped, workspace_view
 from .forms import (
-    EngineSettingsForm,
     InvitationForm,
     InvitationSignupForm,
     RoleForm,
@@ -82,20 +80,6 @@ def sign_in(request):
 
 
 # --- Workspaces -------------------------------------------------------------------------
-
-
-@workspace_view()
-@require_GET
-def home(request):
-    memberships = scoped(request, Membership).select_related("user").order_by("user__email")
-    running = scoped(request, Job).filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])[:10]
-    recent = scoped(request, Job).exclude(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])[:5]
-    ctx = {"memberships": memberships, "running_jobs": running, "recent_jobs": recent}
-    if request.htmx:
-        return render(request, "workspaces/home.html#jobs", ctx)
-    ctx["engine"] = services.engine_settings_for(request.workspace)
-    ctx["engine_check"] = services.engine_status(workspace=request.workspace)
-    return render(request, "workspaces/home.html", ctx)
 
 
 @login_required
@@ -435,53 +419,3 @@ def audit_log(request):
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
     template = "workspaces/audit.html#entries" if request.htmx else "workspaces/audit.html"
     return render(request, template, {"page": page, "query": query})
-
-
-# --- Engine settings --------------------------------------------------------------------
-
-
-@sensitive_post_parameters("api_key")
-@workspace_view(Role.OWNER)
-@require_http_methods(["GET", "POST"])
-def engine_settings(request):
-    row = services.engine_settings_for(request.workspace)
-    form = EngineSettingsForm(
-        request.POST if request.method == "POST" else None,
-        initial={"kind": row.kind, "base_url": row.base_url},
-        has_key=row.has_api_key,
-    )
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.engine_settings_update(
-                workspace=request.workspace,
-                actor=request.user,
-                kind=form.cleaned_data["kind"],
-                api_key=form.cleaned_data["api_key"],
-                remove_key=form.cleaned_data["remove_key"],
-                base_url=form.cleaned_data["base_url"],
-                ip=client_ip(request),
-            )
-        except services.ActionRefused as exc:
-            form.add_error(None, str(exc))
-        else:
-            messages.success(request, "Engine settings saved.")
-            return _redirect(request, reverse("workspaces:engine"))
-    return render(
-        request,
-        "workspaces/engine.html",
-        {"form": form, "engine": row},
-        status=400 if form.is_bound else 200,
-    )
-
-
-@workspace_view(Role.OWNER)
-@require_POST
-def engine_test(request):
-    """Call the engine's user and subscription endpoints and show what came back."""
-    check = services.engine_test_connection(workspace=request.workspace)
-    template = "workspaces/engine.html#check" if request.htmx else "workspaces/engine.html"
-    row = services.engine_settings_for(request.workspace)
-    form = EngineSettingsForm(
-        initial={"kind": row.kind, "base_url": row.base_url}, has_key=row.has_api_key
-    )
-    return render(request, template, {"form": form, "engine": row, "check": check})

@@ -13,6 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from apps.billing.models import Budget, UsageEvent, UsageSource, UsageStatus
+from apps.billing.services import metered
 from apps.engines.base import (
     AuthenticationFailed,
     InvalidRequest,
@@ -281,7 +282,7 @@ def test_a_spent_budget_is_a_429_quota_exceeded_naming_it_and_the_ledger_is_unch
 ):
     on_elevenlabs(workspace, owner)
     Budget.objects.create(workspace=workspace, user=member, limit_credits=Decimal(100))
-    with services.metered(
+    with metered(
         workspace=workspace,
         user=member,
         capability="tts",

@@ -17,7 +17,7 @@ from asgiref.sync import async_to_sync
 from apps.billing.models import UsageEvent, UsageSource, UsageStatus
 from apps.engines.elevenlabs import client as elevenlabs_client
 from apps.gateway import services
-from apps.workspaces import services as workspace_services
+from apps.generation import engine as engine_resolution
 from apps.workspaces.services import engine_settings_update
 from tests.conftest import wait_until
 from tests.engines.test_elevenlabs_client import Body, Script, error, shape_b
@@ -47,7 +47,7 @@ def upstream(monkeypatch):
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(elevenlabs_client, "ElevenLabsEngine", ScriptedEngine)
-    monkeypatch.setattr(workspace_services, "_engine_cache", {})
+    monkeypatch.setattr(engine_resolution, "_engine_cache", {})
 
     def script(*answers) -> Script:
         scripts.append(Script(*answers))

@@ -18,9 +18,10 @@ from apps.billing.services import metered
 from apps.engines.base import TTSRequest
 from apps.engines.local import design as local_design
 from apps.engines.local import tts as local_tts
-from apps.gateway import services, services_media
-from apps.gateway.models import ApiVoice, VoiceSettingsRecord
+from apps.gateway import services
+from apps.generation import media as services_media
 from apps.history.models import Generation, GenerationKind
+from apps.voices.models import ApiVoice, VoiceSettingsRecord
 from apps.workspaces.services import engine_settings_update
 from tests.factories import make_user, make_workspace
 

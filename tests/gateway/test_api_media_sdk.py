@@ -18,8 +18,8 @@ from elevenlabs.core.api_error import ApiError
 from apps.billing import services as billing
 from apps.billing.models import Budget, UsageEvent, UsageSource, UsageStatus
 from apps.gateway import services
-from apps.gateway.models import ApiVoice
 from apps.history.models import Generation, GenerationKind
+from apps.voices.models import ApiVoice
 from apps.workspaces.services import engine_settings_update
 from tests.factories import make_user, make_workspace
 

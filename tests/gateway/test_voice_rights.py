@@ -14,9 +14,8 @@ from django.test import Client
 from django.utils import timezone
 
 from apps.gateway import services, services_media
-from apps.gateway.models import ApiVoice, VoiceSettingsRecord
 from apps.gateway.services import ApiRefused
-from apps.voices.models import Approval, LibraryVoice, VoiceChange
+from apps.voices.models import ApiVoice, Approval, LibraryVoice, VoiceChange, VoiceSettingsRecord
 from apps.voices.services import voice_can_change
 from apps.workspaces.models import Membership, Role
 from apps.workspaces.services import ActionRefused

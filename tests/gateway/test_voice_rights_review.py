@@ -9,7 +9,7 @@ became its maker, and could then delete it with the same key.
 
 import pytest
 
-from apps.gateway.models import ApiVoice
+from apps.voices.models import ApiVoice
 from tests.gateway.test_api_media import DESCRIPTION
 from tests.gateway.test_voice_rights import client_of, post_json
 

@@ -12,9 +12,8 @@ from django.utils import timezone
 
 from apps.billing.models import UsageEvent, UsageSource, UsageStatus
 from apps.gateway import services as gateway
-from apps.gateway.models import ApiVoice
 from apps.voices import services_clone, services_usage
-from apps.voices.models import LibraryVoice, VoiceConsent, VoiceSource
+from apps.voices.models import ApiVoice, LibraryVoice, VoiceConsent, VoiceSource
 from apps.workspaces.services import ActionRefused
 from tests.gateway.test_api_media import SENTENCE, spoken
 

@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from apps.generation.engine import engine_for
 from apps.jobs.models import Job, JobStatus
 from apps.jobs.services import job_start
 from apps.voices import services
@@ -23,7 +24,6 @@ from apps.voices.models import (
     Tag,
 )
 from apps.voices.services import LibraryFilters, library_page, library_sync
-from apps.workspaces.services import engine_for
 from tests.conftest import HTMX
 
 

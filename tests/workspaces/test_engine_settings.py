@@ -120,6 +120,7 @@ def test_a_stored_key_is_not_sent_to_a_new_base_url_without_entering_it_again(
 
 def test_an_unreadable_key_is_an_authentication_error_not_a_crash(owner, workspace, settings):
     from apps.engines.base import AuthenticationFailed
+    from apps.generation.engine import engine_for
     from apps.workspaces import services
 
     services.engine_settings_update(
@@ -127,4 +128,4 @@ def test_an_unreadable_key_is_an_authentication_error_not_a_crash(owner, workspa
     )
     settings.SECRET_KEY = "rotated" * 8
     with pytest.raises(AuthenticationFailed, match="Enter it again"):
-        services.engine_for(workspace)
+        engine_for(workspace)

@@ -13,6 +13,7 @@ from django.test import Client
 from django.urls import reverse
 
 from apps.gateway import services as gateway_services
+from apps.generation import engine as engine_resolution
 from apps.workspaces import services
 from apps.workspaces.models import EngineSettings
 
@@ -31,9 +32,9 @@ def _save(client, **data):
 def no_loopback(settings):
     """The production default: the test settings allow loopback for the chained tests."""
     settings.CHORUS_ENGINE_ALLOW_LOOPBACK = False
-    services._engine_cache.clear()
+    engine_resolution._engine_cache.clear()
     yield
-    services._engine_cache.clear()
+    engine_resolution._engine_cache.clear()
 
 
 class _Internal(BaseHTTPRequestHandler):
