@@ -17,9 +17,12 @@ from . import views
 from .health import healthz
 
 # Pages that sit among an app's settings but belong elsewhere keep that app's URL names: the
-# home page (several apps), the engine settings and the plan sync (the core's).
+# home page and the workspace's settings (several apps), the engine settings and the plan sync
+# (the core's).
 workspace_pages = [
     path("", views.home, name="home"),
+    path("settings/", views.workspace_settings, name="settings"),
+    path("settings/export/", views.workspace_export, name="export"),
     *workspace_urls.urlpatterns,
     *generation_urls.workspace_patterns,
 ]

@@ -1,14 +1,28 @@
-"""The studio's home: one page drawn from several apps (members, jobs, the engine's state),
-so it lives here, where the apps are put together, rather than in any one of them."""
+"""Pages drawn from several apps, so they live here, where the apps are put together,
+rather than in any one of them: the studio's home (members, jobs, the engine's state) and
+the workspace's settings (its name, its exports, which are jobs, and its engine)."""
 
+from django.contrib import messages
+from django.http import HttpResponseRedirect
 from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from apps.generation.engine import engine_status
 from apps.jobs.models import Job, JobStatus
+from apps.jobs.services import job_start
 from apps.workspaces.access import scoped, workspace_view
-from apps.workspaces.models import Membership
-from apps.workspaces.services import engine_settings_for
+from apps.workspaces.forms import WorkspaceForm
+from apps.workspaces.models import Membership, Role
+from apps.workspaces.services import client_ip, engine_settings_for, workspace_rename
+
+
+def _redirect(request, url: str):
+    """After a successful POST: a client redirect for htmx, a 303 otherwise."""
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return HttpResponseRedirect(url, status=303)
 
 
 @workspace_view()
@@ -23,3 +37,40 @@ def home(request):
     ctx["engine"] = engine_settings_for(request.workspace)
     ctx["engine_check"] = engine_status(workspace=request.workspace)
     return render(request, "workspaces/home.html", ctx)
+
+
+@workspace_view(Role.OWNER)
+@require_http_methods(["GET", "POST"])
+def workspace_settings(request):
+    form = WorkspaceForm(
+        request.POST if request.method == "POST" else None, initial={"name": request.workspace.name}
+    )
+    if request.method == "POST" and form.is_valid():
+        workspace_rename(
+            workspace=request.workspace,
+            name=form.cleaned_data["name"],
+            actor=request.user,
+            ip=client_ip(request),
+        )
+        messages.success(request, "Workspace renamed.")
+        return _redirect(request, reverse("workspaces:settings"))
+    exports = scoped(request, Job).filter(kind="workspace_export")[:10]
+    return render(
+        request,
+        "workspaces/settings.html",
+        {
+            "form": form,
+            "exports": exports,
+            "engine": engine_settings_for(request.workspace),
+        },
+        status=400 if form.is_bound else 200,
+    )
+
+
+@workspace_view(Role.OWNER)
+@require_POST
+def workspace_export(request):
+    """Start a ZIP export of the workspace as a background job."""
+    job = job_start(workspace=request.workspace, kind="workspace_export", created_by=request.user)
+    messages.info(request, "Export started. It keeps running if you leave this page.")
+    return _redirect(request, reverse("jobs:detail", args=[job.pk]))

@@ -5,6 +5,7 @@ import uuid
 from datetime import timedelta
 
 from asgiref.sync import async_to_sync
+from celery import current_app
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
@@ -12,6 +13,8 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .models import Job, JobStatus
+
+JOB_TASK = "jobs.run"  # the one task that runs every kind of job (``tasks.job_run``)
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +58,9 @@ def job_push(job: Job) -> None:
 
 def _enqueue(job: Job) -> None:
     """Send the job's task; if the broker cannot take it, the job fails with the reason."""
-    from .tasks import job_run
-
     try:
-        job_run.apply_async(args=[job.pk, job.attempt], task_id=job.celery_task_id)
+        # By name: the task (``tasks.job_run``) calls these services, not the other way.
+        current_app.send_task(JOB_TASK, args=[job.pk, job.attempt], task_id=job.celery_task_id)
     except Exception as exc:
         log.exception("could not enqueue job %s", job.pk)
         now = timezone.now()

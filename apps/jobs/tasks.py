@@ -85,7 +85,7 @@ class JobTask(Task):
             heartbeat.join(timeout=5)
 
 
-@shared_task(bind=True, base=JobTask, name="jobs.run")
+@shared_task(bind=True, base=JobTask, name=services.JOB_TASK)
 def job_run(self, job_id: int, attempt: int) -> None:
     """Run one attempt of a job (any kind) and record how it ended."""
     self.run_job(job_id, attempt)

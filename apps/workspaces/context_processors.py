@@ -9,15 +9,7 @@ def workspace(request):
     if user is None or not user.is_authenticated:
         return {}
     workspace = getattr(request, "workspace", None)
-    unread = 0
-    if workspace is not None:
-        from apps.billing.models import Notification
-
-        unread = Notification.objects.filter(
-            workspace=workspace, user=user, read_at__isnull=True
-        ).count()
     return {
-        "unread_notifications": unread,
         "current_workspace": workspace,
         "current_membership": getattr(request, "membership", None),
         "can_create_workspace": workspace_creation_allowed(user),

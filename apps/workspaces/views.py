@@ -14,9 +14,6 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from apps.jobs import services as job_services
-from apps.jobs.models import Job
-
 from . import services
 from .access import get_scoped, scoped, workspace_view
 from .forms import (
@@ -121,45 +118,6 @@ def workspace_switch(request):
     request.session[SESSION_KEY] = membership.workspace_id
     messages.info(request, f"Switched to {membership.workspace.name}.")
     return _redirect(request, reverse("workspaces:home"))
-
-
-@workspace_view(Role.OWNER)
-@require_http_methods(["GET", "POST"])
-def workspace_settings(request):
-    form = WorkspaceForm(
-        request.POST if request.method == "POST" else None, initial={"name": request.workspace.name}
-    )
-    if request.method == "POST" and form.is_valid():
-        services.workspace_rename(
-            workspace=request.workspace,
-            name=form.cleaned_data["name"],
-            actor=request.user,
-            ip=client_ip(request),
-        )
-        messages.success(request, "Workspace renamed.")
-        return _redirect(request, reverse("workspaces:settings"))
-    exports = scoped(request, Job).filter(kind="workspace_export")[:10]
-    return render(
-        request,
-        "workspaces/settings.html",
-        {
-            "form": form,
-            "exports": exports,
-            "engine": services.engine_settings_for(request.workspace),
-        },
-        status=400 if form.is_bound else 200,
-    )
-
-
-@workspace_view(Role.OWNER)
-@require_POST
-def workspace_export(request):
-    """Start a ZIP export of the workspace as a background job."""
-    job = job_services.job_start(
-        workspace=request.workspace, kind="workspace_export", created_by=request.user
-    )
-    messages.info(request, "Export started. It keeps running if you leave this page.")
-    return _redirect(request, reverse("jobs:detail", args=[job.pk]))
 
 
 # --- Members ----------------------------------------------------------------------------
