@@ -16,6 +16,7 @@ records its progress (``meter_progress``) so that the sweep settles it on what i
 from __future__ import annotations
 
 import calendar
+import functools
 import logging
 import uuid
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, DecimalField, F, Q, Sum, Value, When
 from django.utils import timezone
 
@@ -71,16 +72,24 @@ def rate_for(workspace, capability: str, model_id: str, engine: str) -> rates.Ra
     if engine == "local":
         return rates.Rate(capability, model_id, default.unit, Decimal(0), "local engine: free")
     overrides = {
-        row.model_id: row
+        row.model_id: (row.unit, row.credits_per_unit)
         for row in RateCard.objects.filter(workspace=workspace, capability=capability).filter(
             Q(model_id=model_id) | Q(model_id="")
         )
     }
+    return _rate_chosen(default, capability, model_id, overrides)
+
+
+def _rate_chosen(default: rates.Rate, capability: str, model_id: str, overrides) -> rates.Rate:
+    """The most specific rate: ``overrides`` maps a rate card's model id ("" for the
+    catch-all) to its (unit, credits per unit)."""
     row = overrides.get(model_id) if model_id else None
     if row is None and default.model_id != model_id:
         row = overrides.get("")
+        if row is not None:
+            model_id = ""
     if row is not None:
-        return rates.Rate(capability, row.model_id, row.unit, row.credits_per_unit, "rate card")
+        return rates.Rate(capability, model_id, row[0], row[1], "rate card")
     return default
 
 
@@ -116,6 +125,7 @@ _CHARGE = Case(
     output_field=_CREDITS,
 )
 _CHARGED = Sum(_CHARGE)
+_LOOK_UP = object()
 
 
 def _charged(**filters) -> Decimal:
@@ -155,11 +165,6 @@ def usage_estimate(
     )
 
 
-def _budget_name(budget: Budget) -> str:
-    who = budget.user.display_name if budget.user_id else "the workspace"
-    return f"{who}'s budget of {budget.limit_credits:,.0f} credits"
-
-
 # --- Metering ---------------------------------------------------------------------------
 
 
@@ -189,30 +194,42 @@ def meter_reserve(
 ) -> Reservation:
     """Reserve the estimate, or raise ``BudgetExceeded`` naming the budget that refused it.
 
-    This is on the path of every API call, so it is kept to one transaction of four
-    statements: lock the plan row, read the rate and the member's budget, sum what every
-    limit has used in one aggregate, insert the reservation. A caller's idempotency key is
-    looked up first (a repeat returns the first outcome); without one a fresh key is made.
+    This is on the path of every API call, so it is kept short and out of the ORM's query
+    building (see "The ledger in SQL" below): one statement reads the rate cards and the
+    member's budget, then one transaction locks the plan row, sums what every limit has
+    used in one aggregate and inserts the reservation. A caller's idempotency key is looked
+    up first (a repeat returns the first outcome); without one a fresh key is made.
     """
     if idempotency_key is not None:
         existing = UsageEvent.objects.filter(idempotency_key=idempotency_key).first()
         if existing is not None:
             return Reservation(event=existing, replayed=True)
+    default = rates.default_rate(capability, model_id)
+    budget_limit = None
+    if engine == "local":
+        rate = rates.Rate(capability, model_id, default.unit, Decimal(0), "local engine: free")
+    else:
+        # Read before the lock, which they are not under anyway (a budget changes without it).
+        overrides, budget_limit = _rate_cards_and_budget(
+            workspace.pk, getattr(user, "pk", None), capability, model_id
+        )
+        rate = _rate_chosen(default, capability, model_id, overrides)
+    credits = credits_for(rate, units)
     try:
         with transaction.atomic():
             # One lock per workspace: reservations of a workspace are checked one after
             # another, so concurrent calls cannot overspend between the check and the insert.
             plan = _plan_locked(workspace)
-            rate = rate_for(workspace, capability, model_id, engine)
-            credits = credits_for(rate, units)
             start = period_start(plan)
             limits = []
             if credits > 0:
-                limits = _limits(plan, workspace, user, start, api_key_id, api_key_cap)
+                limits = _limits(
+                    plan, workspace, user, start, api_key_id, api_key_cap, budget=budget_limit
+                )
                 for limit in limits:
                     if credits > limit.left:
                         raise BudgetExceeded(limit.name, needed=credits, left=limit.left)
-            event = UsageEvent.objects.create(
+            event = _event_insert(
                 workspace=workspace,
                 user=user,
                 api_key_id=api_key_id,
@@ -248,7 +265,7 @@ def meter_reserve(
 
 def _plan_locked(workspace) -> Plan:
     """The workspace's plan row, locked until the transaction ends (created when missing)."""
-    plan = Plan.objects.select_for_update().filter(workspace=workspace).first()
+    plan = _plan_row_locked(workspace.pk)
     if plan is None:
         Plan.objects.get_or_create(workspace=workspace)
         plan = Plan.objects.select_for_update().get(workspace=workspace)
@@ -268,43 +285,47 @@ def _sum(condition: Q) -> Sum:
     return Sum(_CHARGE, filter=condition, output_field=_CREDITS)
 
 
-def _limits(plan, workspace, user, start, api_key_id=None, api_key_cap=None) -> list[Limit]:
+def _limits(
+    plan, workspace, user, start, api_key_id=None, api_key_cap=None, *, budget=_LOOK_UP
+) -> list[Limit]:
     """Every limit that applies to a call, with what is left of it, in the order checked.
 
     What each limit has used comes from one aggregate over the workspace's ledger since the
     earliest window (the budget period, or the plan's last sync for the provider's credits).
+    ``budget``: the member's budget in credits when the caller read it already (None: none).
     """
-    budget = (
-        Budget.objects.select_related("user").filter(workspace=workspace, user=user).first()
-        if user is not None
-        else None
-    )
-    sums = {}
-    in_period = Q(created_at__gte=start)
-    if budget is not None:
-        sums["member"] = _sum(in_period & Q(user=user))
-    if api_key_id is not None and api_key_cap is not None:
-        sums["key"] = _sum(in_period & Q(api_key_id=api_key_id))
-    if plan.workspace_cap is not None:
-        sums["workspace"] = _sum(in_period)
+    if budget is _LOOK_UP:
+        budget = None
+        if user is not None:
+            budget = (
+                Budget.objects.filter(workspace=workspace, user=user)
+                .values_list("limit_credits", flat=True)
+                .first()
+            )
     since = plan.synced_at or start
+    kinds = []
+    if budget is not None:
+        kinds.append("member")
+    if api_key_id is not None and api_key_cap is not None:
+        kinds.append("key")
+    if plan.workspace_cap is not None:
+        kinds.append("workspace")
     if plan.credit_limit:
-        sums["plan"] = _sum(Q(created_at__gte=since, engine="elevenlabs"))
-    if not sums:
+        kinds.append("plan")
+    if not kinds:
         return []
-    used = UsageEvent.objects.filter(workspace=workspace, created_at__gte=min(start, since))
-    used = {k: v or Decimal(0) for k, v in used.aggregate(**sums).items()}
+    used = _usage_sums(
+        tuple(kinds),
+        workspace_id=workspace.pk,
+        user_id=getattr(user, "pk", None),
+        api_key_id=api_key_id,
+        start=start,
+        since=since,
+    )
     limits = []
     if budget is not None:
-        limits.append(
-            Limit(
-                "member",
-                _budget_name(budget),
-                budget.limit_credits - used["member"],
-                used["member"],
-                budget.limit_credits,
-            )
-        )
+        name = f"{user.display_name}'s budget of {budget:,.0f} credits"
+        limits.append(Limit("member", name, budget - used["member"], used["member"], budget))
     if "key" in used:
         name = f"This API key's monthly cap of {api_key_cap:,.0f} credits"
         limits.append(Limit("key", name, api_key_cap - used["key"], used["key"], api_key_cap))
@@ -351,7 +372,7 @@ def meter_settle(
     }
     if upstream is not None:
         changes["upstream_credits"] = upstream
-    updated = UsageEvent.objects.filter(pk=event.pk, status=UsageStatus.RESERVED).update(**changes)
+    updated = _event_update_reserved(event.pk, changes)
     if not updated:  # already settled, refunded or swept: never twice
         return UsageEvent.objects.get(pk=event.pk)
     for name, value in changes.items():
@@ -553,6 +574,192 @@ def reservations_sweep(*, older_than: timedelta | None = None) -> int:
         note="Released by the sweeper: the process that reserved it never settled.",
         finished_at=timezone.now(),
     )
+
+
+# --- The ledger in SQL ------------------------------------------------------------------
+# ``meter_reserve`` and ``meter_settle`` run on every API call. Built by the ORM, their six
+# statements cost more CPU to compile than the database took to run them (and a reservation
+# compiled them while holding its workspace's plan lock). These are the same statements,
+# written once per process from the models' own table and column names; values go in and
+# come out through the fields, as the ORM passes them (``get_db_prep_save``, the backend's
+# converters), so SQLite and PostgreSQL read and write the same values.
+
+
+class _Table:
+    """A model's concrete fields, to read and write its rows in hand-written SQL."""
+
+    def __init__(self, model):
+        ops = connection.ops
+        meta = model._meta
+        self.model = model
+        self.name = ops.quote_name(meta.db_table)
+        self.fields = list(meta.concrete_fields)
+        self.attnames = [f.attname for f in self.fields]
+        self.columns = {f.attname: ops.quote_name(f.column) for f in self.fields}
+        self.pk = ops.quote_name(meta.pk.column)
+        self.select = ", ".join(self.columns[name] for name in self.attnames)
+        self.converters = []
+        for index, field in enumerate(self.fields):
+            col = field.get_col(meta.db_table)
+            found = ops.get_db_converters(col) + col.get_db_converters(connection)
+            if found:
+                self.converters.append((index, found, col))
+        self.insert_fields = [f for f in self.fields if not f.primary_key]
+
+    def load(self, row):
+        """A model instance from a row of ``self.select``."""
+        values = list(row)
+        for index, converters, col in self.converters:
+            for converter in converters:
+                values[index] = converter(values[index], col, connection)
+        return self.model.from_db(connection.alias, self.attnames, values)
+
+    def prep(self, field, value):
+        return field.get_db_prep_save(value, connection)
+
+
+@functools.cache
+def _table(model, vendor: str) -> _Table:
+    return _Table(model)
+
+
+def _t(model) -> _Table:
+    return _table(model, connection.vendor)
+
+
+def _decimal(value, places: int = 3) -> Decimal:
+    """A number the database summed: exact on PostgreSQL, a float on SQLite (rounded as the
+    ORM rounds it there)."""
+    if value is None:
+        return Decimal(0)
+    if not isinstance(value, Decimal):
+        value = Decimal(str(value))
+    return value.quantize(Decimal(1).scaleb(-places))
+
+
+def _rate_cards_and_budget(workspace_id, user_id, capability: str, model_id: str):
+    """({model id: (unit, credits per unit)} of the workspace's rate cards for this model and
+    the catch-all, the member's budget in credits or None), in one statement."""
+    cards, budgets = _t(RateCard), _t(Budget)
+    c, b = cards.columns, budgets.columns
+    sql = (
+        f"SELECT 0, {c['model_id']}, {c['unit']}, {c['credits_per_unit']} FROM {cards.name}"  # noqa: S608 (names from _meta; values are parameters)
+        f" WHERE {c['workspace_id']} = %s AND {c['capability']} = %s"
+        f" AND {c['model_id']} IN (%s, %s)"
+        f" UNION ALL SELECT 1, '', '', {b['limit_credits']} FROM {budgets.name}"
+        f" WHERE {b['workspace_id']} = %s AND {b['user_id']} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [workspace_id, capability, model_id, "", workspace_id, user_id])
+        rows = cursor.fetchall()
+    overrides, budget = {}, None
+    for kind, row_model_id, unit, amount in rows:
+        if kind == 0:
+            overrides[row_model_id] = (unit, _decimal(amount, 6))
+        else:
+            budget = _decimal(amount, 3)
+    return overrides, budget
+
+
+def _plan_row_locked(workspace_id) -> Plan | None:
+    """The plan row of the workspace, locked until the transaction ends; None when missing."""
+    plans = _t(Plan)
+    where = plans.columns["workspace_id"]
+    sql = f"SELECT {plans.select} FROM {plans.name} WHERE {where} = %s"  # noqa: S608 (names from _meta; values are parameters)
+    if connection.features.has_select_for_update:
+        sql += " FOR UPDATE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [workspace_id])
+        row = cursor.fetchone()
+    return None if row is None else plans.load(row)
+
+
+@functools.cache
+def _usage_sums_sql(kinds: tuple[str, ...], vendor: str) -> str:
+    events = _t(UsageEvent)
+    c = events.columns
+    charge = (
+        f"CASE WHEN {c['status']} = '{UsageStatus.SETTLED.value}' THEN {c['credits']}"
+        f" WHEN {c['status']} = '{UsageStatus.RESERVED.value}' THEN {c['estimated_credits']}"
+        " ELSE 0 END"
+    )
+    where = {
+        "member": f"{c['created_at']} >= %s AND {c['user_id']} = %s",
+        "key": f"{c['created_at']} >= %s AND {c['api_key_id']} = %s",
+        "workspace": f"{c['created_at']} >= %s",
+        "plan": f"{c['created_at']} >= %s AND {c['engine']} = 'elevenlabs'",
+    }
+    sums = ", ".join(f"SUM(CASE WHEN {where[kind]} THEN {charge} END)" for kind in kinds)
+    return (
+        f"SELECT {sums} FROM {events.name}"  # noqa: S608 (names from _meta; values are parameters)
+        f" WHERE {c['workspace_id']} = %s AND {c['created_at']} >= %s"
+    )
+
+
+def _usage_sums(kinds, *, workspace_id, user_id, api_key_id, start, since) -> dict:
+    """What each limit in ``kinds`` has used (member, key, workspace, plan), in one aggregate."""
+    adapt = connection.ops.adapt_datetimefield_value
+    start_db, since_db = adapt(start), adapt(since)
+    params = {
+        "member": [start_db, user_id],
+        "key": [start_db, api_key_id],
+        "workspace": [start_db],
+        "plan": [since_db],
+    }
+    args = [value for kind in kinds for value in params[kind]]
+    args += [workspace_id, adapt(min(start, since))]
+    with connection.cursor() as cursor:
+        cursor.execute(_usage_sums_sql(kinds, connection.vendor), args)
+        row = cursor.fetchone()
+    return {kind: _decimal(value) for kind, value in zip(kinds, row, strict=True)}
+
+
+def _event_insert(*, workspace, user, **values) -> UsageEvent:
+    """``UsageEvent.objects.create(...)`` in one INSERT, without the ORM's query building.
+
+    UsageEvent has no save signals; every field not given takes its default, as ``create``
+    gives it.
+    """
+    events = _t(UsageEvent)
+    values["workspace_id"] = workspace.pk
+    values["user_id"] = getattr(user, "pk", None)
+    values["created_at"] = timezone.now()  # auto_now_add
+    row = {}
+    for field in events.insert_fields:
+        row[field.attname] = (
+            values[field.attname] if field.attname in values else field.get_default()
+        )
+    columns = ", ".join(events.columns[name] for name in row)
+    marks = ", ".join(["%s"] * len(row))
+    sql = f"INSERT INTO {events.name} ({columns}) VALUES ({marks})"  # noqa: S608 (names from _meta; values are parameters)
+    returning = connection.features.can_return_columns_from_insert
+    if returning:
+        sql += f" RETURNING {events.pk}"
+    args = [events.prep(field, row[field.attname]) for field in events.insert_fields]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, args)
+        pk = cursor.fetchone()[0] if returning else cursor.lastrowid
+    row[UsageEvent._meta.pk.attname] = pk
+    event = UsageEvent.from_db(connection.alias, events.attnames, [row[n] for n in events.attnames])
+    event.workspace = workspace  # the caller's instances, as ``create`` keeps them
+    event.user = user
+    return event
+
+
+def _event_update_reserved(pk, changes: dict) -> int:
+    """``UsageEvent.objects.filter(pk=pk, status=RESERVED).update(**changes)``, in one UPDATE
+    (1 when the row was still reserved, else 0)."""
+    events = _t(UsageEvent)
+    fields = {f.name: f for f in events.fields}
+    sets = ", ".join(f"{events.columns[fields[name].attname]} = %s" for name in changes)
+    args = [events.prep(fields[name], value) for name, value in changes.items()]
+    sql = (
+        f"UPDATE {events.name} SET {sets}"  # noqa: S608 (names from _meta; values are parameters)
+        f" WHERE {events.pk} = %s AND {events.columns['status']} = %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*args, pk, UsageStatus.RESERVED.value])
+        return cursor.rowcount
 
 
 # --- Soft thresholds --------------------------------------------------------------------
