@@ -20,13 +20,28 @@ Here the same Daphne runs with a request class that:
   then the connection is closed;
 - keeps the body where Twisted spools it (a temporary file beyond 100 kB) and hands it to the
   application in ``BODY_CHUNK`` pieces as the application asks for them.
+
+Several processes on one port (``--processes N``, or ``CHORUS_WEB_PROCESSES``; ``auto`` is one
+per CPU this process may use): one Daphne process runs Python on one core at a time, so a
+busy server needs one per core. The parent binds the address once, one listening socket per
+child with ``SO_REUSEPORT`` where the kernel spreads connections over them (Linux), else one
+socket they all accept on, and starts the children with their socket as ``--fd``. It serves
+nothing itself: it passes SIGTERM/SIGINT on to the children, restarts one that dies (after
+it had started), and stops with the first child that fails to start. The children die with
+it, even when it is killed outright (``PR_SET_PDEATHSIG`` on Linux).
 """
 
+import argparse
 import io
 import json
 import logging
+import os
 import re
+import signal
+import socket
+import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from functools import lru_cache
@@ -325,13 +340,34 @@ def streamed_bodies(application):
     return app
 
 
+ADOPTED = "chorus-adopted:"  # an endpoint: a listening socket handed down by the parent
+
+
+def _server_endpoint(reactor, description: str):
+    """Twisted's ``serverFromString``, plus ``chorus-adopted:fileno=N:family=F``.
+
+    (Daphne's own ``--fd`` takes IPv4 sockets only: its plugin passes the family on as text.)
+    """
+    if description.startswith(ADOPTED):
+        from twisted.internet.endpoints import AdoptedStreamServerEndpoint
+
+        fields = dict(part.split("=", 1) for part in description[len(ADOPTED) :].split(":"))
+        family = int(fields.get("family", socket.AF_INET))
+        return AdoptedStreamServerEndpoint(reactor, int(fields["fileno"]), family)
+    return _twisted_server_from_string(reactor, description)
+
+
+_twisted_server_from_string = daphne_server.serverFromString
+
+
 class ChorusServer(daphne_server.Server):
     def __init__(self, application, **kwargs):
         super().__init__(streamed_bodies(application), **kwargs)
 
     def run(self):
-        # ``Server.run`` builds its HTTP factory by this module-level name.
+        # ``Server.run`` builds its HTTP factory and its endpoints by these module-level names.
         daphne_server.HTTPFactory = ChorusHTTPFactory
+        daphne_server.serverFromString = _server_endpoint
         super().run()
 
     def create_application(self, protocol, scope):
@@ -345,8 +381,184 @@ class ChorusCommandLine(CommandLineInterface):
     server_class = ChorusServer
 
 
+# --- Several processes on one port ------------------------------------------------------------
+
+PROCESSES_ENV = "CHORUS_WEB_PROCESSES"
+LISTEN_BACKLOG = 1024
+START_SECONDS = 15  # a child that exits sooner failed to start: the parent gives up
+STOP_SECONDS = 30  # then SIGKILL (Daphne gives an application 10 s to close)
+
+
+def process_count(value: str | None) -> int:
+    """``--processes`` / ``CHORUS_WEB_PROCESSES``: a count, or ``auto`` (the CPUs this process
+    may run on); unset: 1."""
+    value = (value or "").strip().lower()
+    if not value:
+        return 1
+    if value == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return max(1, os.cpu_count() or 1)
+    try:
+        count = int(value)
+    except ValueError:
+        raise SystemExit(
+            f"{PROCESSES_ENV} / --processes: a number or auto, not {value!r}"
+        ) from None
+    if count < 1:
+        raise SystemExit(f"{PROCESSES_ENV} / --processes: at least 1, not {count}")
+    return count
+
+
+def _split_args(argv: list[str]):
+    """(processes, the rest of the arguments) from the command line."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--processes", default=None)
+    known, rest = parser.parse_known_args(argv)
+    value = known.processes if known.processes is not None else os.environ.get(PROCESSES_ENV)
+    return process_count(value), rest
+
+
+def _address_args(argv: list[str]):
+    """(host, port, the other Daphne arguments) for the children of ``--processes``."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("-b", "--bind", dest="host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=8000)
+    known, rest = parser.parse_known_args(argv)
+    for arg in rest:
+        if arg.split("=", 1)[0] in ("-u", "--unix-socket", "--fd", "-e", "--endpoint"):
+            raise SystemExit("--processes serves one TCP address (-b and -p), not " + arg)
+    return known.host, known.port, rest
+
+
+def _listening_sockets(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` sockets listening on ``host:port`` with SO_REUSEPORT (the kernel spreads new
+    connections over them), or one socket shared by every child where there is none."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    reuse_port = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+    sockets = []
+    try:
+        for _ in range(count if reuse_port else 1):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+            if port == 0:  # the first one chose a free port: the others take the same
+                port = sock.getsockname()[1]
+                address = (address[0], port, *address[2:])
+            sock.listen(LISTEN_BACKLOG)
+            sock.set_inheritable(True)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _die_with_parent() -> None:  # runs in the child, between fork and exec
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: SIGTERM when the parent dies
+    if os.getppid() == 1:  # the parent died before that took effect
+        os._exit(1)
+
+
+class Supervisor:
+    """The parent of ``processes`` Daphne children sharing one address (see the module doc)."""
+
+    def __init__(self, processes: int, host: str, port: int, daphne_args: list[str]):
+        self.processes = processes
+        self.host, self.port = host, port
+        self.daphne_args = daphne_args
+        self.children: list[subprocess.Popen | None] = [None] * processes
+        self.started: list[float] = [0.0] * processes
+        self.stopping = False
+        self.sockets: list[socket.socket] = []
+
+    def _spawn(self, index: int) -> None:
+        sock = self.sockets[index % len(self.sockets)]
+        endpoint = f"{ADOPTED}fileno={sock.fileno()}:family={int(sock.family)}"
+        env = {**os.environ, PROCESSES_ENV: "1"}
+        args = [sys.executable, "-m", "studio_site.server", "-e", endpoint, *self.daphne_args]
+        self.children[index] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            args,
+            env=env,
+            pass_fds=(sock.fileno(),),
+            preexec_fn=_die_with_parent,  # noqa: PLW1509 - this parent runs no threads
+            process_group=0,  # signals to the parent's group reach the parent only
+        )
+        self.started[index] = time.monotonic()
+
+    def _stop(self, signum=None, _frame=None) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        try:
+            self.sockets = _listening_sockets(self.host, self.port, self.processes)
+        except OSError as exc:
+            log.error("cannot listen on %s:%s: %s", self.host, self.port, exc)
+            return 1
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop)
+        bound = self.sockets[0].getsockname()
+        print(
+            f"Chorus web server: {self.processes} Daphne processes on {bound[0]}:{bound[1]}"
+            f" ({'SO_REUSEPORT' if len(self.sockets) > 1 else 'one shared socket'})",
+            file=sys.stderr,
+            flush=True,
+        )
+        status = 0
+        try:
+            for index in range(self.processes):
+                self._spawn(index)
+            while not self.stopping:
+                time.sleep(0.2)
+                for index, child in enumerate(self.children):
+                    code = child.poll()
+                    if code is None or self.stopping:
+                        continue
+                    if time.monotonic() - self.started[index] < START_SECONDS:
+                        log.error("a web process exited with %s as it started: stopping", code)
+                        status = code or 1
+                        self.stopping = True
+                        break
+                    log.warning("web process %s exited with %s: restarting it", child.pid, code)
+                    self._spawn(index)
+        finally:
+            self._stop_children()
+            for sock in self.sockets:
+                sock.close()
+        return status
+
+    def _stop_children(self) -> None:
+        alive = [c for c in self.children if c is not None and c.poll() is None]
+        for child in alive:
+            child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        for child in alive:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+
 def main(argv=None):
-    ChorusCommandLine().run(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    processes, rest = _split_args(argv)
+    if processes == 1:
+        ChorusCommandLine().run(rest)
+        return
+    host, port, daphne_args = _address_args(rest)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)-15s %(levelname)-8s %(message)s")
+    sys.exit(Supervisor(processes, host, port, daphne_args).run())
 
 
 if __name__ == "__main__":
