@@ -205,6 +205,35 @@ def meter_reserve(
         if existing is not None:
             return Reservation(event=existing, replayed=True)
     default = rates.default_rate(capability, model_id)
+    event_values = {
+        "api_key_id": api_key_id,
+        "source": source,
+        "capability": capability,
+        "engine": engine,
+        "model_id": model_id,
+        "voice_id": voice_id,
+        "estimated_units": Decimal(str(units)),
+        "request_id": uuid.uuid4().hex,
+        "idempotency_key": idempotency_key or uuid.uuid4().hex,
+        "purpose_type": purpose[0] if purpose else "",
+        "purpose_id": str(purpose[1]) if purpose else "",
+    }
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        try:
+            return _reserve_in_two_trips(
+                workspace=workspace,
+                user=user,
+                default=default,
+                units=units,
+                api_key_cap=api_key_cap,
+                values=event_values,
+            )
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            return Reservation(
+                event=UsageEvent.objects.get(idempotency_key=idempotency_key), replayed=True
+            )
     budget_limit = None
     if engine == "local":
         rate = rates.Rate(capability, model_id, default.unit, Decimal(0), "local engine: free")
@@ -232,19 +261,9 @@ def meter_reserve(
             event = _event_insert(
                 workspace=workspace,
                 user=user,
-                api_key_id=api_key_id,
-                source=source,
-                capability=capability,
-                engine=engine,
-                model_id=model_id,
-                voice_id=voice_id,
                 unit=rate.unit,
-                estimated_units=Decimal(str(units)),
                 estimated_credits=credits,
-                request_id=uuid.uuid4().hex,
-                idempotency_key=idempotency_key or uuid.uuid4().hex,
-                purpose_type=purpose[0] if purpose else "",
-                purpose_id=str(purpose[1]) if purpose else "",
+                **event_values,
             )
     except IntegrityError:
         if idempotency_key is None:
@@ -302,7 +321,22 @@ def _limits(
                 .values_list("limit_credits", flat=True)
                 .first()
             )
-    since = plan.synced_at or start
+    kinds = _limit_kinds(plan, budget, api_key_id, api_key_cap)
+    if not kinds:
+        return []
+    used = _usage_sums(
+        kinds,
+        workspace_id=workspace.pk,
+        user_id=getattr(user, "pk", None),
+        api_key_id=api_key_id,
+        start=start,
+        since=plan.synced_at or start,
+    )
+    return _limits_from(used, plan, user, budget, api_key_cap)
+
+
+def _limit_kinds(plan, budget, api_key_id, api_key_cap) -> tuple[str, ...]:
+    """Which limits apply: member (a budget), key (a capped key), workspace (a cap), plan."""
     kinds = []
     if budget is not None:
         kinds.append("member")
@@ -312,18 +346,13 @@ def _limits(
         kinds.append("workspace")
     if plan.credit_limit:
         kinds.append("plan")
-    if not kinds:
-        return []
-    used = _usage_sums(
-        tuple(kinds),
-        workspace_id=workspace.pk,
-        user_id=getattr(user, "pk", None),
-        api_key_id=api_key_id,
-        start=start,
-        since=since,
-    )
+    return tuple(kinds)
+
+
+def _limits_from(used: dict, plan, user, budget, api_key_cap) -> list[Limit]:
+    """The limits of ``used`` (what each one has used), as ``_limits`` returns them."""
     limits = []
-    if budget is not None:
+    if "member" in used:
         name = f"{user.display_name}'s budget of {budget:,.0f} credits"
         limits.append(Limit("member", name, budget - used["member"], used["member"], budget))
     if "key" in used:
@@ -637,9 +666,7 @@ def _decimal(value, places: int = 3) -> Decimal:
     return value.quantize(Decimal(1).scaleb(-places))
 
 
-def _rate_cards_and_budget(workspace_id, user_id, capability: str, model_id: str):
-    """({model id: (unit, credits per unit)} of the workspace's rate cards for this model and
-    the catch-all, the member's budget in credits or None), in one statement."""
+def _rate_cards_and_budget_query(workspace_id, user_id, capability: str, model_id: str):
     cards, budgets = _t(RateCard), _t(Budget)
     c, b = cards.columns, budgets.columns
     sql = (
@@ -649,9 +676,10 @@ def _rate_cards_and_budget(workspace_id, user_id, capability: str, model_id: str
         f" UNION ALL SELECT 1, '', '', {b['limit_credits']} FROM {budgets.name}"
         f" WHERE {b['workspace_id']} = %s AND {b['user_id']} = %s"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [workspace_id, capability, model_id, "", workspace_id, user_id])
-        rows = cursor.fetchall()
+    return sql, [workspace_id, capability, model_id, "", workspace_id, user_id]
+
+
+def _rate_cards_and_budget_rows(rows):
     overrides, budget = {}, None
     for kind, row_model_id, unit, amount in rows:
         if kind == 0:
@@ -659,6 +687,15 @@ def _rate_cards_and_budget(workspace_id, user_id, capability: str, model_id: str
         else:
             budget = _decimal(amount, 3)
     return overrides, budget
+
+
+def _rate_cards_and_budget(workspace_id, user_id, capability: str, model_id: str):
+    """({model id: (unit, credits per unit)} of the workspace's rate cards for this model and
+    the catch-all, the member's budget in credits or None), in one statement."""
+    sql, args = _rate_cards_and_budget_query(workspace_id, user_id, capability, model_id)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, args)
+        return _rate_cards_and_budget_rows(cursor.fetchall())
 
 
 def _plan_row_locked(workspace_id) -> Plan | None:
@@ -689,15 +726,17 @@ def _usage_sums_sql(kinds: tuple[str, ...], vendor: str) -> str:
         "workspace": f"{c['created_at']} >= %s",
         "plan": f"{c['created_at']} >= %s AND {c['engine']} = 'elevenlabs'",
     }
-    sums = ", ".join(f"SUM(CASE WHEN {where[kind]} THEN {charge} END)" for kind in kinds)
+    sums = ", ".join(
+        f"SUM(CASE WHEN {where[kind]} THEN {charge} END) AS u{index}"
+        for index, kind in enumerate(kinds)
+    )
     return (
         f"SELECT {sums} FROM {events.name}"  # noqa: S608 (names from _meta; values are parameters)
         f" WHERE {c['workspace_id']} = %s AND {c['created_at']} >= %s"
     )
 
 
-def _usage_sums(kinds, *, workspace_id, user_id, api_key_id, start, since) -> dict:
-    """What each limit in ``kinds`` has used (member, key, workspace, plan), in one aggregate."""
+def _usage_sums_query(kinds, *, workspace_id, user_id, api_key_id, start, since):
     adapt = connection.ops.adapt_datetimefield_value
     start_db, since_db = adapt(start), adapt(since)
     params = {
@@ -708,8 +747,14 @@ def _usage_sums(kinds, *, workspace_id, user_id, api_key_id, start, since) -> di
     }
     args = [value for kind in kinds for value in params[kind]]
     args += [workspace_id, adapt(min(start, since))]
+    return _usage_sums_sql(kinds, connection.vendor), args
+
+
+def _usage_sums(kinds, **query) -> dict:
+    """What each limit in ``kinds`` has used (member, key, workspace, plan), in one aggregate."""
+    sql, args = _usage_sums_query(kinds, **query)
     with connection.cursor() as cursor:
-        cursor.execute(_usage_sums_sql(kinds, connection.vendor), args)
+        cursor.execute(sql, args)
         row = cursor.fetchone()
     return {kind: _decimal(value) for kind, value in zip(kinds, row, strict=True)}
 
@@ -721,14 +766,7 @@ def _event_insert(*, workspace, user, **values) -> UsageEvent:
     gives it.
     """
     events = _t(UsageEvent)
-    values["workspace_id"] = workspace.pk
-    values["user_id"] = getattr(user, "pk", None)
-    values["created_at"] = timezone.now()  # auto_now_add
-    row = {}
-    for field in events.insert_fields:
-        row[field.attname] = (
-            values[field.attname] if field.attname in values else field.get_default()
-        )
+    row = _event_row(workspace, user, values)
     columns = ", ".join(events.columns[name] for name in row)
     marks = ", ".join(["%s"] * len(row))
     sql = f"INSERT INTO {events.name} ({columns}) VALUES ({marks})"  # noqa: S608 (names from _meta; values are parameters)
@@ -739,11 +777,7 @@ def _event_insert(*, workspace, user, **values) -> UsageEvent:
     with connection.cursor() as cursor:
         cursor.execute(sql, args)
         pk = cursor.fetchone()[0] if returning else cursor.lastrowid
-    row[UsageEvent._meta.pk.attname] = pk
-    event = UsageEvent.from_db(connection.alias, events.attnames, [row[n] for n in events.attnames])
-    event.workspace = workspace  # the caller's instances, as ``create`` keeps them
-    event.user = user
-    return event
+    return _event_loaded(workspace, user, row, pk)
 
 
 def _event_update_reserved(pk, changes: dict) -> int:
@@ -760,6 +794,147 @@ def _event_update_reserved(pk, changes: dict) -> int:
     with connection.cursor() as cursor:
         cursor.execute(sql, [*args, pk, UsageStatus.RESERVED.value])
         return cursor.rowcount
+
+
+def _event_row(workspace, user, values: dict) -> dict:
+    """Every column of a new UsageEvent (by attname): ``values``, else the field's default."""
+    values = {
+        **values,
+        "workspace_id": workspace.pk,
+        "user_id": getattr(user, "pk", None),
+        "created_at": timezone.now(),  # auto_now_add
+    }
+    return {
+        field.attname: values[field.attname] if field.attname in values else field.get_default()
+        for field in _t(UsageEvent).insert_fields
+    }
+
+
+def _event_loaded(workspace, user, row: dict, pk) -> UsageEvent:
+    events = _t(UsageEvent)
+    row = {**row, UsageEvent._meta.pk.attname: pk}
+    event = UsageEvent.from_db(connection.alias, events.attnames, [row[n] for n in events.attnames])
+    event.workspace = workspace  # the caller's instances, as ``create`` keeps them
+    event.user = user
+    return event
+
+
+def _reserve_in_two_trips(*, workspace, user, default, units, api_key_cap, values) -> Reservation:
+    """``meter_reserve`` on PostgreSQL outside a transaction, in two round trips.
+
+    1. The plan, the rate cards and the member's budget (two statements, one message).
+    2. One message, one implicit transaction: lock the plan row; then one statement that sums
+       what every limit has used and inserts the reservation only if none is exceeded
+       (returning the sums either way). Each statement of a message reads what was committed
+       when it began (READ COMMITTED), so the sums see every reservation made before the lock
+       was granted, and the lock is held for the server's work only — not for a round trip
+       per statement, each waiting for this process's GIL between them, which had made the
+       lock (not the database) the pace of a busy workspace.
+    The plan's settings (period, caps) are those read in the first trip: a change made in
+    between applies from the next call, as if made after this one.
+    """
+    user_id = getattr(user, "pk", None)
+    capability, model_id = values["capability"], values["model_id"]
+    plan, overrides, budget = _plan_rates_budget(
+        workspace.pk, user_id, capability, model_id, local=values["engine"] == "local"
+    )
+    if plan is None:
+        plan_for(workspace)  # the first call of a workspace: its plan row is made
+        plan, overrides, budget = _plan_rates_budget(
+            workspace.pk, user_id, capability, model_id, local=values["engine"] == "local"
+        )
+    if values["engine"] == "local":
+        rate = rates.Rate(capability, model_id, default.unit, Decimal(0), "local engine: free")
+    else:
+        rate = _rate_chosen(default, capability, model_id, overrides)
+    credits = credits_for(rate, units)
+    kinds = _limit_kinds(plan, budget, values["api_key_id"], api_key_cap) if credits > 0 else ()
+    row = _event_row(workspace, user, {**values, "unit": rate.unit, "estimated_credits": credits})
+    events = _t(UsageEvent)
+    columns = ", ".join(events.columns[name] for name in row)
+    args = [events.prep(field, row[field.attname]) for field in events.insert_fields]
+    if not kinds:  # nothing to check: no lock
+        marks = ", ".join(["%s"] * len(row))
+        sql = f"INSERT INTO {events.name} ({columns}) VALUES ({marks}) RETURNING {events.pk}"  # noqa: S608 (names from _meta; values are parameters)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, args)
+            pk = cursor.fetchone()[0]
+        return Reservation(event=_event_loaded(workspace, user, row, pk), replayed=False, plan=plan)
+    start = period_start(plan)
+    since = plan.synced_at or start
+    sums_sql, sums_args = _usage_sums_query(
+        kinds,
+        workspace_id=workspace.pk,
+        user_id=user_id,
+        api_key_id=values["api_key_id"],
+        start=start,
+        since=since,
+    )
+    # Within every limit: credits <= limit - used (the plan's: credit_limit - credits_used - used).
+    allowed = {
+        "member": (budget, Decimal(0)),
+        "key": (api_key_cap, Decimal(0)),
+        "workspace": (plan.workspace_cap, Decimal(0)),
+        "plan": (Decimal(plan.credit_limit), Decimal(plan.credits_used)),
+    }
+    check_args = [value for kind in kinds for value in (credits, *allowed[kind])]
+    sql = _reserve_sql(kinds, sums_sql, connection.vendor)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [workspace.pk, *sums_args, *args, *check_args])
+        cursor.nextset()
+        *sums, pk = cursor.fetchone()
+    used = {kind: _decimal(value) for kind, value in zip(kinds, sums, strict=True)}
+    limits = _limits_from(used, plan, user, budget, api_key_cap)
+    if pk is None:
+        refusal = next(limit for limit in limits if credits > limit.left)
+        raise BudgetExceeded(refusal.name, needed=credits, left=refusal.left)
+    member = next((limit for limit in limits if limit.kind == "member"), None)
+    return Reservation(
+        event=_event_loaded(workspace, user, row, pk),
+        replayed=False,
+        plan=plan,
+        member_used=(member.used + credits) if member else None,
+        member_limit=member.limit if member else None,
+    )
+
+
+@functools.cache
+def _reserve_sql(kinds: tuple[str, ...], sums_sql: str, vendor: str) -> str:
+    """The second trip of ``_reserve_in_two_trips`` (PostgreSQL)."""
+    events, plans = _t(UsageEvent), _t(Plan)
+    columns = ", ".join(events.columns[field.attname] for field in events.insert_fields)
+    casts = ", ".join(f"CAST(%s AS {f.db_type(connection)})" for f in events.insert_fields)
+    checks = " AND ".join(
+        f"%s <= %s - %s - COALESCE(used.u{index}, 0)" for index in range(len(kinds))
+    )
+    return (
+        f"SELECT 1 FROM {plans.name} WHERE {plans.columns['workspace_id']} = %s FOR UPDATE; "  # noqa: S608 (names from _meta; values are parameters)
+        f"WITH used AS ({sums_sql}),"
+        f" made AS (INSERT INTO {events.name} ({columns}) SELECT {casts} FROM used"
+        f" WHERE {checks} RETURNING {events.pk})"
+        f" SELECT used.*, (SELECT {events.pk} FROM made) FROM used"
+    )
+
+
+def _plan_rates_budget(workspace_id, user_id, capability, model_id, *, local: bool):
+    """(the plan or None, the rate cards, the member's budget) in one message (PostgreSQL)."""
+    plans = _t(Plan)
+    where = plans.columns["workspace_id"]
+    sql = f"SELECT {plans.select} FROM {plans.name} WHERE {where} = %s"  # noqa: S608 (names from _meta; values are parameters)
+    args = [workspace_id]
+    if not local:
+        cards_sql, cards_args = _rate_cards_and_budget_query(
+            workspace_id, user_id, capability, model_id
+        )
+        sql += "; " + cards_sql
+        args += cards_args
+    with connection.cursor() as cursor:
+        cursor.execute(sql, args)
+        row = cursor.fetchone()
+        rows = cursor.fetchall() if not local and cursor.nextset() else []
+    plan = None if row is None else plans.load(row)
+    overrides, budget = _rate_cards_and_budget_rows(rows)
+    return plan, overrides, budget
 
 
 # --- Soft thresholds --------------------------------------------------------------------
