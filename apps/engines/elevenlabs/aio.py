@@ -42,6 +42,8 @@ from .client import (
 from .egress import AsyncGuardedTransport, EgressPolicy
 from .retry import RetryPolicy, judge, retryable_exception
 
+URL_CACHE_SIZE = 1024  # stream URLs kept parsed (one per voice and output format)
+
 
 async def _audio_chunks(response: httpx.Response) -> AsyncIterator[TTSChunk]:
     async for piece in response.aiter_bytes():
@@ -170,6 +172,7 @@ class AsyncElevenLabsClient:
         self._policy = RetryPolicy(
             max_retries=max_retries, rng=rng, max_server_delay=max_server_delay
         )
+        self._urls: dict[tuple[str, str], httpx.URL] = {}
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"xi-api-key": api_key, "User-Agent": user_agent()},
@@ -180,6 +183,20 @@ class AsyncElevenLabsClient:
 
     def __repr__(self) -> str:  # never show the key
         return f"<AsyncElevenLabsClient {self.base_url} workspace={self.workspace!r}>"
+
+    def _url(self, path: str, output_format: str) -> httpx.URL:
+        """The stream's absolute URL, parsed once per voice and format (httpx parses a URL
+        again for the base URL, the path and the query: a good share of a request's CPU)."""
+        key = (path, output_format)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= URL_CACHE_SIZE:
+                self._urls.clear()
+            base = self._client.base_url
+            url = base.copy_with(raw_path=base.raw_path.rstrip(b"/") + path.encode("ascii"))
+            url = url.copy_merge_params({"output_format": output_format})
+            self._urls[key] = url
+        return url
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -226,7 +243,7 @@ class AsyncElevenLabsClient:
             response = None
             try:
                 built = self._client.build_request(
-                    call.method, call.path, params=call.query(), json=call.json
+                    call.method, self._url(call.path, fmt.name), json=call.json
                 )
                 response = await self._client.send(built, stream=True)
                 if response.is_success:

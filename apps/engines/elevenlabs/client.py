@@ -105,8 +105,13 @@ def log_call(
 ) -> None:
     """The one log line of a call. Never give it headers, bodies or full URLs.
 
-    INFO, or WARNING when the call failed (``error``); ``level`` overrides that.
+    INFO, or WARNING when the call failed (``error``); ``level`` overrides that. Nothing is
+    built when the logger would drop the line (a server logging warnings only).
     """
+    if level is None:
+        level = logging.WARNING if error is not None else logging.INFO
+    if not logger.isEnabledFor(level):
+        return
     fields: dict[str, Any] = {
         "workspace": workspace,
         "capability": capability,
@@ -121,8 +126,6 @@ def log_call(
         fields["error"] = error.code
     fields.update(more)
     text = " ".join(f"{key}={value}" for key, value in fields.items())
-    if level is None:
-        level = logging.WARNING if error is not None else logging.INFO
     logger.log(
         level,
         "elevenlabs call %s",

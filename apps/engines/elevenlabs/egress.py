@@ -7,17 +7,22 @@ read the answers back (SSRF). ``EgressPolicy`` is the guard:
 - at save time (``url_problem``) the URL must name an allowed host over ``https`` (plain
   ``http`` only for this machine, and only when loopback is allowed), with no user name or
   password in it;
-- at connect time, for every request and every realtime socket, the host is resolved
+- at connect time, for every new connection and every realtime socket, the host is resolved
   (``getaddrinfo``) and *every* address it resolves to is checked (``address_problem``):
   loopback, private, shared, link-local, multicast, reserved and unspecified addresses, and
   IPv4-mapped, 6to4 and NAT64 forms of them, are refused unless the policy allows them. The
   connection is then made to the checked address, so a name that resolves elsewhere a moment
   later (DNS rebinding) cannot slip past.
 
-``GuardedTransport`` / ``AsyncGuardedTransport`` do the connect-time part for httpx: they pin
-the request to the checked address (the ``Host`` header stays, and the ``sni_hostname``
-extension keeps TLS verifying the certificate against the host name). ``checked_socket`` does
-it for the realtime websocket.
+``GuardedTransport`` / ``AsyncGuardedTransport`` do the connect-time part for httpx: their
+connection pool opens its connections through ``GuardedNetworkBackend`` /
+``AsyncGuardedNetworkBackend``, which resolve, check and connect to a checked address (the
+URL, the ``Host`` header and TLS's server name stay the host's). A request on a kept-alive
+connection, already made to a checked address, costs no lookup and no check. Given an inner
+transport of its own (tests inject one: it is the whole network, with no connect step to
+guard), a transport resolves, checks and pins each request to the checked address instead
+(the ``sni_hostname`` extension keeps TLS verifying the certificate against the host name).
+``checked_socket`` does it for the realtime websocket.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 from apps.engines.base import EngineError
@@ -250,19 +256,118 @@ def _pinned(request: httpx.Request, address: str) -> httpx.Request:
     return request
 
 
-class GuardedTransport(httpx.BaseTransport):
-    """httpx transport that resolves, checks and pins every request (see the module doc).
+# Connections kept open to the upstream: httpx keeps 20, so a process streaming more at once
+# opened (and closed) a connection for every request past the 20th.
+UPSTREAM_LIMITS = httpx.Limits(
+    max_connections=512, max_keepalive_connections=256, keepalive_expiry=30.0
+)
+
+
+class GuardedNetworkBackend(httpcore.NetworkBackend):
+    """httpcore's network for a connection pool: a TCP connection to a checked address only."""
+
+    def __init__(self, policy: EgressPolicy, inner: httpcore.NetworkBackend | None = None):
+        self.policy = policy
+        self._inner = inner or httpcore.SyncBackend()
+
+    def connect_tcp(
+        self, host, port, timeout=None, local_address=None, socket_options=None
+    ) -> httpcore.NetworkStream:
+        try:
+            addresses = self.policy.resolve(host, port)
+        except httpx.ConnectError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        for index, address in enumerate(addresses):
+            try:
+                return self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                if index == len(addresses) - 1:
+                    raise  # otherwise try the host's next address
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        raise httpcore.ConnectError("The engine is reached over TCP only.")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class AsyncGuardedNetworkBackend(httpcore.AsyncNetworkBackend):
+    """``GuardedNetworkBackend`` for async connection pools (the lookup runs off the loop)."""
+
+    def __init__(self, policy: EgressPolicy, inner: httpcore.AsyncNetworkBackend | None = None):
+        self.policy = policy
+        self._inner = inner or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self, host, port, timeout=None, local_address=None, socket_options=None
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = await self.policy.aresolve(host, port)
+        except httpx.ConnectError as exc:
+            raise httpcore.ConnectError(str(exc)) from exc
+        for index, address in enumerate(addresses):
+            try:
+                return await self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout):
+                if index == len(addresses) - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        raise httpcore.ConnectError("The engine is reached over TCP only.")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _pool_options(limits: httpx.Limits) -> dict:
+    # As httpx.HTTPTransport builds its pool, without proxies (their resolving is unchecked).
+    return {
+        "ssl_context": httpx.create_ssl_context(trust_env=False),
+        "max_connections": limits.max_connections,
+        "max_keepalive_connections": limits.max_keepalive_connections,
+        "keepalive_expiry": limits.keepalive_expiry,
+    }
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx's transport over a pool whose connections go to checked addresses only.
 
     It ignores proxy environment variables: a proxy would do its own resolving, unchecked.
+    With an ``inner`` transport (tests), each request is resolved, checked and pinned.
     """
 
-    def __init__(self, policy: EgressPolicy, inner: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        inner: httpx.BaseTransport | None = None,
+        *,
+        limits: httpx.Limits = UPSTREAM_LIMITS,
+    ):
+        # (httpx.HTTPTransport.__init__ only builds ``_pool``: built here with the backend.)
         self.policy = policy
-        self._inner = inner or httpx.HTTPTransport(trust_env=False)
+        self._inner = inner
+        self._pool = httpcore.ConnectionPool(
+            network_backend=GuardedNetworkBackend(policy), **_pool_options(limits)
+        )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
-        addresses = self.policy.resolve(host, _port(request.url))
+        if self._inner is None:
+            return super().handle_request(request)
+        addresses = self.policy.resolve(request.url.host, _port(request.url))
         url = request.url
         for index, address in enumerate(addresses):
             try:
@@ -275,19 +380,31 @@ class GuardedTransport(httpx.BaseTransport):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def close(self) -> None:
-        self._inner.close()
+        if self._inner is not None:
+            self._inner.close()
+        super().close()
 
 
-class AsyncGuardedTransport(httpx.AsyncBaseTransport):
+class AsyncGuardedTransport(httpx.AsyncHTTPTransport):
     """``GuardedTransport`` for ``httpx.AsyncClient``."""
 
-    def __init__(self, policy: EgressPolicy, inner: httpx.AsyncBaseTransport | None = None):
+    def __init__(
+        self,
+        policy: EgressPolicy,
+        inner: httpx.AsyncBaseTransport | None = None,
+        *,
+        limits: httpx.Limits = UPSTREAM_LIMITS,
+    ):
         self.policy = policy
-        self._inner = inner or httpx.AsyncHTTPTransport(trust_env=False)
+        self._inner = inner
+        self._pool = httpcore.AsyncConnectionPool(
+            network_backend=AsyncGuardedNetworkBackend(policy), **_pool_options(limits)
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
-        addresses = await self.policy.aresolve(host, _port(request.url))
+        if self._inner is None:
+            return await super().handle_async_request(request)
+        addresses = await self.policy.aresolve(request.url.host, _port(request.url))
         url = request.url
         for index, address in enumerate(addresses):
             try:
@@ -300,7 +417,9 @@ class AsyncGuardedTransport(httpx.AsyncBaseTransport):
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        if self._inner is not None:
+            await self._inner.aclose()
+        await super().aclose()
 
 
 def checked_socket(
