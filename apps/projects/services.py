@@ -13,13 +13,11 @@ import logging
 import os
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import reduce
 from operator import or_
 
-from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Q
@@ -28,30 +26,24 @@ from django.utils import timezone
 from apps.billing.models import UsageEvent, UsageSource, UsageStatus
 from apps.billing.rates import units_for
 from apps.billing.services import (
-    BudgetExceeded,
-    meter_charge_late,
     meter_refund,
     meter_reserve,
-    metered,
     rate_for,
 )
 from apps.engines.base import (
     DEFAULT_OUTPUT_FORMAT,
     DubbingRequest,
-    EngineError,
     InvalidRequest,
     MusicRequest,
-    RateLimited,
-    UpstreamUnavailable,
 )
+from apps.generation.caller import Caller
 from apps.generation.engine import engine_for
+from apps.generation.jobs import errors_recorded, job_metered
+from apps.generation.music import MUSIC_DEFAULT_MS, compose
 from apps.history.models import Generation, GenerationKind, new_history_id
 from apps.history.services import generation_save, kept_together
 from apps.jobs.models import Job, JobStatus
 from apps.jobs.services import (
-    TRANSIENT_ERRORS,
-    JobSuperseded,
-    TransientJobError,
     job_cancel,
     job_start,
 )
@@ -60,141 +52,9 @@ from .models import Dubbing, DubbingStatus
 
 log = logging.getLogger(__name__)
 
-MUSIC_DEFAULT_MS = 30_000  # reserved when no length is asked for (the engine then chooses)
 DUBBING_POLL_SECONDS = 5.0  # how often a job asks an engine that dubs remotely how far it is
 DUBBING_SECONDS_PER_SECOND = 0.5  # expected_duration_sec per second of media (local engine)
 DUBBING_MAX_WAIT_SECONDS = 3 * 3600.0  # a remote dub still unfinished after this has failed
-
-
-# --- Errors a job hands to whoever waits for it ---------------------------------------------
-
-
-def _error_record(exc: BaseException) -> dict | None:
-    """A JSON description of a failure, enough to rebuild it (see ``job_error``)."""
-    if isinstance(exc, BudgetExceeded):
-        return {"type": "BudgetExceeded", "message": str(exc)}
-    if isinstance(exc, EngineError):
-        return {
-            "type": type(exc).__name__,
-            "message": exc.message,
-            "fields": getattr(exc, "fields", None) or {},
-            "status_code": exc.status_code,
-            "code": exc.code,
-            "retry_after": getattr(exc, "retry_after", None),
-        }
-    return None
-
-
-def job_error(job: Job) -> dict | None:
-    """How a failed music or dubbing job failed, as ``_error_record`` wrote it (or None)."""
-    return (job.result or {}).get("error")
-
-
-@contextmanager
-def errors_recorded(job: Job):
-    """Keep the reason of a failure on the job row, and retry what is temporary upstream.
-
-    ``jobs`` fails a job with the exception's text only; the API needs its kind (a budget is
-    429, bad input 400…), so it is written into ``job.result`` first.
-    """
-    try:
-        yield
-    except (RateLimited, UpstreamUnavailable) as exc:
-        _record(job, exc)
-        raise TransientJobError(exc.message) from exc
-    except (BudgetExceeded, EngineError) as exc:
-        _record(job, exc)
-        raise
-
-
-def _record(job: Job, exc: BaseException) -> None:
-    record = _error_record(exc)
-    if record is not None:
-        Job.objects.filter(pk=job.pk, attempt=job.attempt).update(result={"error": record})
-
-
-# --- Metering that survives retries --------------------------------------------------------
-
-
-def _ledger_key(key: str, purpose: tuple[str, str]) -> str:
-    """The idempotency key this run meters under: the job's open or paid row if it has one.
-
-    A row still ``reserved`` belongs to a run that died (or to the request that started the
-    job): this run takes it over and settles it. A ``settled`` row means the work was paid:
-    this run redoes what was lost and charges nothing more. Only when every earlier row was
-    refunded or released (nothing charged) does a retry reserve afresh, as ``key:<n>``.
-    """
-    rows = list(
-        UsageEvent.objects.filter(purpose_type=purpose[0], purpose_id=str(purpose[1]))
-        .order_by("id")
-        .values_list("idempotency_key", "status")
-    )
-    for existing, status in reversed(rows):
-        if status in (UsageStatus.RESERVED, UsageStatus.SETTLED):
-            return existing
-    return key if not rows else f"{key}:{len(rows) + 1}"
-
-
-def _will_be_retried(job: Job, exc: BaseException) -> bool:
-    if isinstance(exc, JobSuperseded):
-        return True  # another run of this job owns the reservation now
-    transient = isinstance(exc, (*TRANSIENT_ERRORS, RateLimited, UpstreamUnavailable))
-    return transient and job.retries < settings.CHORUS_JOB_MAX_RETRIES
-
-
-class _JobMeter:
-    """The ``Meter`` of a job's call, whose ``settle`` also covers a reservation released
-    while the job ran (see ``settle``)."""
-
-    def __init__(self, meter, *, reserve: dict):
-        self.meter, self.reserve = meter, reserve
-
-    @property
-    def event(self) -> UsageEvent:
-        return self.meter.event
-
-    @property
-    def replayed(self) -> bool:
-        return self.meter.replayed
-
-    @property
-    def settled(self) -> bool:
-        return self.meter.settled
-
-    def settle(self, *, units, info=None) -> UsageEvent:
-        """Settle the reservation; when the reservation sweeper released it first (a job
-        that ran longer than ``CHORUS_RESERVATION_TTL_SECONDS``), the call did happen, so it
-        is charged on a row of its own (``…:late``). A budget spent meanwhile refuses that
-        charge: the clip is kept all the same, and the released row stays flagged."""
-        event = self.meter.settle(units=units, info=info)
-        if event.status == UsageStatus.SETTLED:
-            return event
-        late = meter_charge_late(
-            event=event,
-            units=units,
-            api_key_cap=self.reserve.get("api_key_cap"),
-            upstream_credits=getattr(info, "character_cost", None),
-            upstream_request_id=getattr(info, "request_id", None),
-        )
-        return late or event
-
-
-@contextmanager
-def job_metered(*, job: Job, key: str, purpose: tuple[str, str], **reserve):
-    """``billing.metered`` for a job's billable call, exact across the job's retries.
-
-    ``metered`` itself refunds only reservations it made in this run; a row taken over
-    from an earlier run (``replayed``) is refunded here when the call fails for good, and
-    kept open when the job will be retried (the retry settles it).
-    """
-    idempotency_key = _ledger_key(key, purpose)
-    with metered(idempotency_key=idempotency_key, purpose=purpose, **reserve) as meter:
-        try:
-            yield _JobMeter(meter, reserve=reserve)
-        except BaseException as exc:
-            if meter.replayed and not meter.settled and not _will_be_retried(job, exc):
-                meter_refund(event=meter.event, note=f"{exc.__class__.__name__}: {exc}"[:300])
-            raise
 
 
 def _source(job: Job) -> str:
@@ -294,66 +154,22 @@ def music_run(*, job: Job, progress) -> dict:
     )
     progress(5, "Composing")
     with errors_recorded(job):
-        engine = engine_for(workspace)
-        with job_metered(
-            job=job,
-            key=music_ledger_key(job),
-            purpose=("job", str(job.pk)),
+        caller = Caller(
             workspace=workspace,
             user=job.created_by,
-            capability="music",
-            engine=engine.name,
-            model_id=request.model_id,
-            units=units_for(
-                rate_for(workspace, "music", request.model_id, engine.name).unit,
-                seconds=(request.music_length_ms or MUSIC_DEFAULT_MS) / 1000,
-                characters=len(request.prompt),
-            ),
             source=_source(job),
-            api_key_id=params.get("api_key_id"),
-            api_key_cap=_cap(params.get("api_key_cap")),
-        ) as meter:
-            result = engine.music(request)
-            seconds = result.duration_secs or (request.music_length_ms or MUSIC_DEFAULT_MS) / 1000
-            recipe = {
-                "prompt": request.prompt,
-                "music_length_ms": request.music_length_ms,
-                "model_id": request.model_id,
-                "seed": request.seed,
-                "force_instrumental": request.force_instrumental,
-                "output_format": result.output_format,
-                "requested_output_format": requested_format,
-                "engine": result.extra,
-                "job_id": job.pk,
-            }
-            # Stored and settled together: never a kept clip without its charge, or the reverse.
-            with kept_together() as saved:
-                generation = generation_save(
-                    workspace=workspace,
-                    user=job.created_by,
-                    kind=GenerationKind.MUSIC,
-                    engine=engine.name,
-                    audio=result.audio,
-                    content_type=result.content_type,
-                    recipe=recipe,
-                    source=_source(job),
-                    api_key_id=params.get("api_key_id"),
-                    model_id=request.model_id,
-                    text=request.prompt,
-                    duration_seconds=seconds,
-                    usage_event=meter.event,
-                    history_item_id=history_item_id,
-                )
-                saved.append(generation)
-                event = meter.settle(
-                    units=units_for(
-                        meter.event.unit, seconds=seconds, characters=len(request.prompt)
-                    ),
-                    info=result.info,
-                )
-                if event.pk != generation.usage_event_id:  # charged late, on a row of its own
-                    generation.usage_event, generation.request_id = event, event.request_id
-                    generation.save(update_fields=["usage_event", "request_id"])
+            key_id=params.get("api_key_id"),
+            key_cap=_cap(params.get("api_key_cap")),
+            purpose=("job", str(job.pk)),
+        )
+        generation, event = compose(
+            caller=caller,
+            job=job,
+            request=request,
+            ledger_key=music_ledger_key(job),
+            history_item_id=history_item_id,
+            requested_format=requested_format,
+        )
     return {"history_item_id": generation.history_item_id, "request_id": event.request_id}
 
 

@@ -28,6 +28,7 @@ from apps.engines.base import (
 )
 from apps.generation.caller import Caller
 from apps.generation.errors import ApiRefused, engine_errors_as_api
+from apps.generation.jobs import job_error
 from apps.history.models import Generation
 from apps.jobs.models import Job, JobStatus
 
@@ -55,7 +56,7 @@ def job_wait(job: Job, *, timeout: float) -> Job:
 
 
 def _rebuilt(record: dict) -> Exception:
-    """The failure a job recorded (``projects.job_error``), as the exception it was."""
+    """The failure a job recorded (``generation.jobs.job_error``), as the exception it was."""
     message = record.get("message") or "The engine failed."
     if record.get("type") == "BudgetExceeded":
         return ApiRefused(429, "quota_exceeded", message, kind="rate_limit_error")
@@ -89,7 +90,7 @@ def raise_job_failure(job: Job, *, request_id: str | None) -> None:
             f"Job {job.pk} was cancelled before it finished; nothing was charged for it.",
             request_id=request_id,
         )
-    record = projects.job_error(job)
+    record = job_error(job)
     if record is None:
         raise ApiRefused(
             500,

@@ -24,6 +24,7 @@ from apps.billing.rates import units_for
 from apps.billing.services import BudgetExceeded, meter_reserve, rate_for, usage_estimate
 from apps.engines.base import STTRequest
 from apps.generation.engine import engine_for
+from apps.generation.jobs import errors_recorded, job_metered
 from apps.generation.uploads import (  # noqa: F401  (the upload check is the core's)
     MAX_LENGTH_SHOWN,
     MAX_SECONDS,
@@ -45,7 +46,6 @@ from apps.generation.uploads import (  # noqa: F401  (the upload check is the co
     upload_check,
 )
 from apps.jobs.services import TransientJobError, job_cancel, job_start
-from apps.projects.services import errors_recorded, job_metered
 from apps.workspaces.services import ActionRefused
 
 from . import document
