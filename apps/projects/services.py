@@ -8,11 +8,9 @@ idempotency key derived from the job (music) or the dub (dubbing), stores the au
 never kept unpaid, and a paid clip is never lost.
 """
 
-import json
 import logging
 import os
 import re
-import time
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import reduce
@@ -32,16 +30,14 @@ from apps.billing.services import (
 )
 from apps.engines.base import (
     DEFAULT_OUTPUT_FORMAT,
-    DubbingRequest,
-    InvalidRequest,
     MusicRequest,
 )
 from apps.generation.caller import Caller
+from apps.generation.dubbing import DubOrder, dub
 from apps.generation.engine import engine_for
-from apps.generation.jobs import errors_recorded, job_metered
+from apps.generation.jobs import errors_recorded
 from apps.generation.music import MUSIC_DEFAULT_MS, compose
-from apps.history.models import Generation, GenerationKind, new_history_id
-from apps.history.services import generation_save, kept_together
+from apps.history.models import Generation, new_history_id
 from apps.jobs.models import Job, JobStatus
 from apps.jobs.services import (
     job_cancel,
@@ -52,9 +48,7 @@ from .models import Dubbing, DubbingStatus
 
 log = logging.getLogger(__name__)
 
-DUBBING_POLL_SECONDS = 5.0  # how often a job asks an engine that dubs remotely how far it is
 DUBBING_SECONDS_PER_SECOND = 0.5  # expected_duration_sec per second of media (local engine)
-DUBBING_MAX_WAIT_SECONDS = 3 * 3600.0  # a remote dub still unfinished after this has failed
 
 
 def _source(job: Job) -> str:
@@ -180,10 +174,6 @@ def dubbing_ledger_key(dubbing: Dubbing) -> str:
     return f"dubbing:{dubbing.dubbing_id}"
 
 
-class DubbingFailed(Exception):
-    """The engine finished the dub as failed; the message says why."""
-
-
 def _clean_filename(filename: str) -> str:
     name = os.path.basename((filename or "").replace("\\", "/")) or "upload"
     return name[-100:]
@@ -269,51 +259,6 @@ def dubbing_expected_seconds(dubbing: Dubbing) -> float:
     return round(5 + dubbing.source_duration_seconds * DUBBING_SECONDS_PER_SECOND, 1)
 
 
-def _engine_dub(engine, dubbing: Dubbing, progress):
-    """The engine's finished dub: resumed when the engine still has it, else started.
-
-    Returns ``(status, info of the call that started it or None)``.
-    """
-    status = None
-    if dubbing.engine_dubbing_id and dubbing.engine == engine.name:
-        try:
-            status = engine.dubbing_status(dubbing.engine_dubbing_id)
-        except InvalidRequest:  # unknown there (the local engine forgets dubs on restart)
-            status = None
-        if status is not None and status.status == DubbingStatus.FAILED:
-            status = None  # a retry of a failed dub starts it again
-    started_info = None
-    if status is None:
-        progress(10, "Dubbing")
-        with dubbing.source_file.open("rb") as handle:
-            media = handle.read()
-        status = engine.dubbing_start(
-            DubbingRequest(
-                audio=media,
-                filename=dubbing.source_filename or "upload",
-                target_lang=dubbing.target_lang,
-                source_lang=dubbing.source_lang or "auto",
-                num_speakers=dubbing.num_speakers,
-                name=dubbing.name,
-            )
-        )
-        started_info = status.info
-        Dubbing.objects.filter(pk=dubbing.pk).update(
-            engine_dubbing_id=status.dubbing_id[:120], engine=engine.name
-        )
-    waited = 0.0
-    while status.status not in (DubbingStatus.DUBBED, DubbingStatus.FAILED):
-        if waited > DUBBING_MAX_WAIT_SECONDS:
-            raise DubbingFailed("The engine did not finish the dub in time.")
-        progress(min(85, 15 + int(waited / 10)), f"Dubbing ({status.status or 'in progress'})")
-        time.sleep(DUBBING_POLL_SECONDS)
-        waited += DUBBING_POLL_SECONDS
-        status = engine.dubbing_status(status.dubbing_id)
-    if status.status == DubbingStatus.FAILED:
-        raise DubbingFailed(status.error or "The engine could not dub this file.")
-    return status, started_info
-
-
 _SRT_TIME = re.compile(r"(\d+):(\d\d):(\d\d)[,.](\d{3})")
 
 
@@ -335,32 +280,47 @@ def dubbing_run(*, job: Job, progress) -> dict:
         return {"dubbing_id": dubbing.dubbing_id, "history_item_id": dubbing.history_item_id}
     workspace = dubbing.workspace
     progress(5, "Reading the media")
+
+    def media() -> bytes:
+        with dubbing.source_file.open("rb") as handle:
+            return handle.read()
+
+    def started(engine_dubbing_id: str) -> None:
+        Dubbing.objects.filter(pk=dubbing.pk).update(
+            engine_dubbing_id=engine_dubbing_id[:120], engine=engine_name
+        )
+
+    def kept(result, generation) -> None:
+        Dubbing.objects.filter(pk=dubbing.pk).update(
+            generation=generation,
+            transcript_srt=result.srt,
+            transcript_webvtt=result.webvtt,
+            source_language=result.source_language,
+            dubbed_at=timezone.now(),
+        )
+
     with errors_recorded(job):
-        engine = engine_for(workspace)
-        with job_metered(
-            job=job,
-            key=dubbing_ledger_key(dubbing),
-            purpose=("dubbing", dubbing.dubbing_id),
+        engine_name = engine_for(workspace).name
+        caller = Caller(
             workspace=workspace,
             user=dubbing.user,
-            capability="dubbing",
-            engine=engine.name,
-            units=units_for(
-                rate_for(workspace, "dubbing", "", engine.name).unit,
-                seconds=dubbing.source_duration_seconds,
-            ),
             source=dubbing.source or _source(job),
-            api_key_id=dubbing.api_key_id,
-            api_key_cap=_cap(job.params.get("api_key_cap")),
-        ) as meter:
-            status, started_info = _engine_dub(engine, dubbing, progress)
-            dubbed = engine.dubbing_audio(status.dubbing_id, dubbing.target_lang)
-            srt = _subtitles(engine.dubbing_transcript(status.dubbing_id, dubbing.target_lang))
-            webvtt = _subtitles(
-                engine.dubbing_transcript(status.dubbing_id, dubbing.target_lang, "webvtt")
-            )
-            duration = _duration_of(dubbed.audio) or dubbing.source_duration_seconds
-            recipe = {
+            key_id=dubbing.api_key_id,
+            key_cap=_cap(job.params.get("api_key_cap")),
+            purpose=("dubbing", dubbing.dubbing_id),
+        )
+        order = DubOrder(
+            media=media,
+            filename=dubbing.source_filename,
+            target_lang=dubbing.target_lang,
+            source_lang=dubbing.source_lang,
+            num_speakers=dubbing.num_speakers,
+            name=dubbing.name,
+            seconds=dubbing.source_duration_seconds,
+            history_item_id=dubbing.history_item_id,
+            resume_id=(dubbing.engine_dubbing_id if dubbing.engine == engine_name else ""),
+            started=started,
+            recipe={
                 "dubbing_id": dubbing.dubbing_id,
                 "name": dubbing.name,
                 "source_lang": dubbing.source_lang,
@@ -368,68 +328,18 @@ def dubbing_run(*, job: Job, progress) -> dict:
                 "num_speakers": dubbing.num_speakers,
                 "source_file": dubbing.source_file.name,
                 "source_duration_seconds": dubbing.source_duration_seconds,
-                "engine_dubbing_id": status.dubbing_id,
-                "output_format": dubbed.output_format,
-                "voices": dubbed.extra.get("voices"),
-                "job_id": job.pk,
-            }
-            with kept_together() as saved:
-                generation = generation_save(
-                    workspace=workspace,
-                    user=dubbing.user,
-                    kind=GenerationKind.DUB,
-                    engine=engine.name,
-                    audio=dubbed.audio,
-                    content_type=dubbed.content_type,
-                    recipe=recipe,
-                    source=dubbing.source,
-                    api_key_id=dubbing.api_key_id,
-                    text=_spoken_text(srt),
-                    duration_seconds=duration,
-                    usage_event=meter.event,
-                    history_item_id=dubbing.history_item_id,
-                )
-                saved.append(generation)
-                Dubbing.objects.filter(pk=dubbing.pk).update(
-                    generation=generation,
-                    transcript_srt=srt,
-                    transcript_webvtt=webvtt,
-                    source_language=(status.source_language or "")[:16],
-                    dubbed_at=timezone.now(),
-                )
-                event = meter.settle(
-                    units=units_for(meter.event.unit, seconds=dubbing.source_duration_seconds),
-                    info=started_info or dubbed.info,
-                )
-                if event.pk != generation.usage_event_id:  # charged late, on a row of its own
-                    generation.usage_event, generation.request_id = event, event.request_id
-                    generation.save(update_fields=["usage_event", "request_id"])
+            },
+            kept=kept,
+        )
+        generation, _event = dub(
+            caller=caller,
+            job=job,
+            order=order,
+            ledger_key=dubbing_ledger_key(dubbing),
+            spoken_text=_spoken_text,
+            progress=progress,
+        )
     return {"dubbing_id": dubbing.dubbing_id, "history_item_id": generation.history_item_id}
-
-
-def _subtitles(text: str) -> str:
-    """SRT or WebVTT text; a JSON string body (how the API and the SDK carry it) is decoded.
-
-    An SRT file starts with a cue number and WebVTT with ``WEBVTT``: neither is ever a JSON
-    string, so only a quoted body is changed.
-    """
-    if text.startswith('"'):
-        try:
-            decoded = json.loads(text)
-        except ValueError:
-            return text
-        if isinstance(decoded, str):
-            return decoded
-    return text
-
-
-def _duration_of(media: bytes) -> float | None:
-    from apps.engines import audio as codecs
-
-    try:
-        return codecs.probe_duration(media)
-    except InvalidRequest:
-        return None
 
 
 # --- Reading and deleting dubs ---------------------------------------------------------------
