@@ -499,3 +499,38 @@ def clone(
     except BudgetExceeded as exc:
         raise budget_refused(exc) from exc
     return voice
+
+
+def transcribe_in_job(
+    *, caller: Caller, job, request: STTRequest, seconds: float, ledger_key: str, keep, progress
+):
+    """Transcribe an upload in ``job`` (the batch transcripts), metered by its length under
+    ``ledger_key`` exactly across the job's retries: the reservation made with the upload is
+    taken over and settled on the length the engine heard, in the transaction in which
+    ``keep(result, engine_name, event)`` keeps the words. Returns ``(result, heard)``."""
+    from django.db import transaction
+
+    from .jobs import job_metered
+
+    engine = _engine(caller)
+    unit = unit_of(caller, engine, "stt", request.model_id)
+    with job_metered(
+        job=job,
+        key=ledger_key,
+        purpose=caller.purpose,
+        workspace=caller.workspace,
+        user=caller.user,
+        capability="stt",
+        engine=engine.name,
+        model_id=request.model_id,
+        units=units_for(unit, seconds=seconds),
+        source=caller.source,
+    ) as meter:
+        progress(10, "Transcribing")
+        result = engine.stt(request)
+        progress(92, "Keeping the transcript")
+        heard = result.audio_duration_secs or seconds
+        with transaction.atomic():
+            keep(result, engine.name, meter.event)
+            meter.settle(units=units_for(unit, seconds=heard), info=result.info)
+    return result, heard

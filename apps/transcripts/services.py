@@ -23,8 +23,10 @@ from apps.billing.models import UsageEvent, UsageSource, UsageStatus
 from apps.billing.rates import units_for
 from apps.billing.services import BudgetExceeded, meter_reserve, rate_for, usage_estimate
 from apps.engines.base import STTRequest
+from apps.generation.caller import Caller
 from apps.generation.engine import engine_for
-from apps.generation.jobs import errors_recorded, job_metered
+from apps.generation.jobs import errors_recorded
+from apps.generation.media import transcribe_in_job
 from apps.generation.uploads import (  # noqa: F401  (the upload check is the core's)
     MAX_LENGTH_SHOWN,
     MAX_SECONDS,
@@ -183,47 +185,46 @@ def transcribe_run(*, job, progress) -> dict:
         request.progress = lambda share: progress(
             10 + int(80 * min(max(share, 0.0), 1.0)), f"Transcribing ({int(share * 100)} %)"
         )
+        words = []
+
+        def keep(result, engine_name, event) -> None:
+            words[:] = document.paragraphed(document.clean_words(result.words))
+            Transcript.objects.filter(pk=transcript.pk).update(
+                status=TranscriptStatus.READY,
+                engine=engine_name,
+                language_code=result.language_code or "",
+                language_probability=result.language_probability,
+                words=words,
+                text=document.full_text(words),
+                entities=[
+                    {
+                        "text": e.text,
+                        "entity_type": e.entity_type,
+                        "start_char": e.start_char,
+                        "end_char": e.end_char,
+                    }
+                    for e in result.entities
+                ],  # fmt: skip
+                request_id=event.request_id,
+                error="",
+            )
+
         with errors_recorded(job):
-            engine = engine_for(workspace)
-            unit = rate_for(workspace, "stt", MODEL_ID, engine.name).unit
-            with job_metered(
-                job=job,
-                key=ledger_key(transcript),
-                purpose=("transcript", transcript.uid),
+            caller = Caller(
                 workspace=workspace,
                 user=transcript.created_by,
-                capability="stt",
-                engine=engine.name,
-                model_id=MODEL_ID,
-                units=units_for(unit, seconds=transcript.duration_seconds),
                 source=UsageSource.UI,
-            ) as meter:
-                progress(10, "Transcribing")
-                result = engine.stt(request)
-                progress(92, "Keeping the transcript")
-                words = document.paragraphed(document.clean_words(result.words))
-                heard = result.audio_duration_secs or transcript.duration_seconds
-                with transaction.atomic():
-                    Transcript.objects.filter(pk=transcript.pk).update(
-                        status=TranscriptStatus.READY,
-                        engine=engine.name,
-                        language_code=result.language_code or "",
-                        language_probability=result.language_probability,
-                        words=words,
-                        text=document.full_text(words),
-                        entities=[
-                            {
-                                "text": e.text,
-                                "entity_type": e.entity_type,
-                                "start_char": e.start_char,
-                                "end_char": e.end_char,
-                            }
-                            for e in result.entities
-                        ],  # fmt: skip
-                        request_id=meter.event.request_id,
-                        error="",
-                    )
-                    meter.settle(units=units_for(unit, seconds=heard), info=result.info)
+                purpose=("transcript", transcript.uid),
+            )
+            _result, heard = transcribe_in_job(
+                caller=caller,
+                job=job,
+                request=request,
+                seconds=transcript.duration_seconds,
+                ledger_key=ledger_key(transcript),
+                keep=keep,
+                progress=progress,
+            )
     except TransientJobError as exc:
         if job.retries < settings.CHORUS_JOB_MAX_RETRIES:  # the job is tried again
             Transcript.objects.filter(pk=transcript.pk).update(
