@@ -35,19 +35,9 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from apps.billing.models import UsageSource
-from apps.billing.rates import units_for
-from apps.billing.services import (
-    BudgetExceeded,
-    meter_charge_late,
-    meter_progress,
-    meter_refund,
-    meter_reserve,
-    meter_settle,
-    rate_for,
-    usage_estimate,
-)
+from apps.billing.services import BudgetExceeded
 from apps.engines.base import EngineError
+from apps.generation.live import RESERVED_SECONDS, LiveMeter, live_open
 from studio_site.sockets import (
     CLOSE_BAD_REQUEST,
     CLOSE_ENGINE,
@@ -58,7 +48,7 @@ from studio_site.sockets import (
     refusal_code,
 )
 
-from .services import ApiRefused, api_key_check, key_engine
+from .services import ApiRefused, api_key_check, caller_of, key_engine
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +65,6 @@ AUDIO_FORMATS = {
 RATE = 16000
 PIECE_BYTES = RATE * 2  # the engine gets at most one second at a time
 MAX_CHUNK_SECONDS = 10.0
-RESERVED_SECONDS = 60.0
 PROGRESS_BYTES = 5 * RATE * 2  # the seconds received are recorded every 5 s of audio
 
 
@@ -199,7 +188,7 @@ class RealtimeTranscriptionConsumer(SocketEnding, AsyncWebsocketConsumer):
 
     api_key = None
     engine_session = None
-    reservation = None
+    meter = None
     received_bytes = 0
     recorded_bytes = 0  # the seconds received, as last recorded on the reservation
     allowed_bytes = int(RESERVED_SECONDS * RATE * 2)  # what the first reservation covers
@@ -211,8 +200,8 @@ class RealtimeTranscriptionConsumer(SocketEnding, AsyncWebsocketConsumer):
             self.config = session_config(self.scope.get("query_string", b"").decode("latin-1"))
             raw = self._key()
             self.api_key = await database_sync_to_async(api_key_check)(raw=raw, scope="stt")
-            self.engine = await database_sync_to_async(key_engine)(self.api_key)
-            self.reservation = await database_sync_to_async(self._reserve)()
+            self.meter = await database_sync_to_async(self._meter)()
+            await database_sync_to_async(self.meter.reserve)()
             self.engine_session = await sync_to_async(self._open, thread_sensitive=False)()
         except SessionRefused as exc:
             await self._fail(exc.kind, exc.message, CLOSE_BAD_REQUEST)
@@ -239,27 +228,16 @@ class RealtimeTranscriptionConsumer(SocketEnding, AsyncWebsocketConsumer):
         token = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("token")
         return token[-1] if token else None
 
-    def _reserve(self, *, units=None, key: str | None = None):
-        if not hasattr(self, "unit"):
-            self.unit = rate_for(
-                self.api_key.workspace, "stt_realtime", self.config["model_id"], self.engine.name
-            ).unit
-        return meter_reserve(
-            workspace=self.api_key.workspace,
-            user=self.api_key.user,
-            capability="stt_realtime",
-            engine=self.engine.name,
-            model_id=self.config["model_id"],
-            units=units_for(self.unit, seconds=RESERVED_SECONDS) if units is None else units,
-            source=UsageSource.API,
-            idempotency_key=key,
-            api_key_id=self.api_key.pk,
-            api_key_cap=self.api_key.monthly_cap,
+    def _meter(self) -> LiveMeter:
+        engine = key_engine(self.api_key)
+        return LiveMeter(
+            caller=caller_of(self.api_key), engine=engine, model_id=self.config["model_id"]
         )
 
     def _open(self):
         config = self.config
-        return self.engine.stt_realtime(
+        return live_open(
+            meter=self.meter,
             language_code=config["language_code"],
             commit_strategy=config["commit_strategy"],
             vad_silence_threshold_secs=config["vad_silence_threshold_secs"],
@@ -269,7 +247,6 @@ class RealtimeTranscriptionConsumer(SocketEnding, AsyncWebsocketConsumer):
             keyterms=config["keyterms"] or None,
             no_verbatim=config["no_verbatim"],
             sample_rate=RATE,
-            model_id=config["model_id"],
         )
 
     async def ending(self):
@@ -280,49 +257,15 @@ class RealtimeTranscriptionConsumer(SocketEnding, AsyncWebsocketConsumer):
                 await sync_to_async(session.close, thread_sensitive=False)()
             except Exception:  # the session is gone either way
                 log.warning("closing a realtime session failed", exc_info=True)
-        if self.reservation is not None:
-            await database_sync_to_async(self._settle)()
+        if self.meter is not None:
+            await database_sync_to_async(self.meter.settle)(self.received_bytes / (RATE * 2))
 
     async def failed(self, exc):
         await self._fail("error", "The session failed in Chorus; start a new one.", CLOSE_FAILED)
 
-    def _next_minute_refusal(self, received_bytes: int) -> str | None:
-        """Why another minute would exceed the member's budget or the key's cap, or None.
-
-        The reservation made at the start covers the first minute; a longer session is
-        checked minute by minute, so it cannot run past a budget by more than a minute.
-        """
-        estimate = usage_estimate(
-            workspace=self.api_key.workspace,
-            user=self.api_key.user,
-            capability="stt_realtime",
-            engine=self.engine.name,
-            model_id=self.config["model_id"],
-            # The open reservation already counts the first minute: this adds the rest.
-            units=units_for(self.unit, seconds=received_bytes / (RATE * 2)),
-        )
-        if estimate.blocked_by:
-            return f"The session stopped: another minute would exceed {estimate.blocked_by}."
-        return None
-
-    def _settle(self):
-        """Charge the seconds received. A session the sweeper took for dead (no audio for
-        the reservation's TTL) finds its row failed, or settled on the seconds it had
-        recorded: the rest was transcribed all the same, so it is charged on a row of its
-        own (``…:late``), unless the member's budget is spent by then."""
-        reservation, self.reservation = self.reservation, None
-        seconds = self.received_bytes / (RATE * 2)
-        if seconds <= 0:
-            meter_refund(event=reservation.event, note="no audio was sent")
-            return
-        units = units_for(self.unit, seconds=seconds)
-        event = meter_settle(event=reservation.event, units=units, plan=reservation.plan)
-        meter_charge_late(event=event, units=units, api_key_cap=self.api_key.monthly_cap)
-
     async def _release(self, *, note: str):
-        if self.reservation is not None:
-            reservation, self.reservation = self.reservation, None
-            await database_sync_to_async(meter_refund)(event=reservation.event, note=note[:300])
+        if self.meter is not None:
+            await database_sync_to_async(self.meter.release)(note=note)
 
     async def receive(self, text_data=None, bytes_data=None):
         if self.engine_session is None:
@@ -338,7 +281,9 @@ class RealtimeTranscriptionConsumer(SocketEnding, AsyncWebsocketConsumer):
             return
         received = self.received_bytes + len(pcm)
         if received > self.allowed_bytes:  # each new minute: budget for it?
-            refusal = await database_sync_to_async(self._next_minute_refusal)(received)
+            refusal = await database_sync_to_async(self.meter.next_minute_refusal)(
+                received / (RATE * 2)
+            )
             if refusal:  # this chunk is not transcribed, so not charged
                 await self._fail("quota_exceeded", refusal, CLOSE_QUOTA)
                 return
@@ -347,10 +292,7 @@ class RealtimeTranscriptionConsumer(SocketEnding, AsyncWebsocketConsumer):
         self.received_bytes = received
         if received - self.recorded_bytes >= PROGRESS_BYTES:
             self.recorded_bytes = received
-            await database_sync_to_async(meter_progress)(
-                event=self.reservation.event,
-                units=units_for(self.unit, seconds=received / (RATE * 2)),
-            )
+            await database_sync_to_async(self.meter.progress)(received / (RATE * 2))
         for start in range(0, len(pcm), PIECE_BYTES):
             events = await sync_to_async(self.engine_session.send_audio, thread_sensitive=False)(
                 pcm[start : start + PIECE_BYTES]
