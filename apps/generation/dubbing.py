@@ -15,7 +15,7 @@ from apps.history.services import generation_save, kept_together
 
 from .caller import Caller
 from .engine import engine_of
-from .jobs import job_metered
+from .jobs import job_metered, settled_with
 
 POLL_SECONDS = 5.0  # how often a job asks an engine that dubs remotely how far it is
 MAX_WAIT_SECONDS = 3 * 3600.0  # a remote dub still unfinished after this has failed
@@ -200,11 +200,10 @@ def dub(
             )
             saved.append(generation)
             order.kept(result, generation)
-            event = meter.settle(
+            event = settled_with(
+                meter,
+                generation,
                 units=units_for(meter.event.unit, seconds=order.seconds),
                 info=started_info or dubbed.info,
             )
-            if event.pk != generation.usage_event_id:  # charged late, on a row of its own
-                generation.usage_event, generation.request_id = event, event.request_id
-                generation.save(update_fields=["usage_event", "request_id"])
     return generation, event

@@ -5,7 +5,6 @@
 and configuration. The settings pages' connection check and the plan sync ask it here.
 """
 
-import hashlib
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,12 +25,33 @@ from apps.workspaces.services import engine_egress, engine_settings_for
 
 from .caller import Caller
 
-# One ElevenLabs engine (and HTTP connection pool) per workspace and configuration.
+# One ElevenLabs engine (and HTTP connection pool) per workspace and configuration: by
+# workspace id, (its configuration as stored, the engine).
 _engine_cache: dict[int, tuple[tuple, object]] = {}
 _engine_lock = threading.Lock()
+# The egress policy, built once per process and the settings it is built from.
+_egress: tuple[tuple, object] | None = None
 
 
 _LOOK_UP = object()
+
+
+def _egress_policy():
+    """``workspaces.services.engine_egress()``, built again only when a setting it reads
+    changed (tests change them; a server's never do)."""
+    global _egress
+    key = (
+        settings.CHORUS_ELEVENLABS_BASE_URL,
+        tuple(settings.CHORUS_ENGINE_ALLOWED_HOSTS),
+        settings.CHORUS_ENGINE_ALLOW_LOOPBACK,
+        settings.CHORUS_ENGINE_ALLOW_PRIVATE,
+    )
+    known = _egress
+    if known is not None and known[0] == key:
+        return known[1]
+    policy = engine_egress()
+    _egress = (key, policy)
+    return policy
 
 
 @sensitive_variables("key")
@@ -40,21 +60,35 @@ def engine_for(workspace: Workspace, *, row=_LOOK_UP):
 
     ``row``: the workspace's ``EngineSettings`` when the caller already has it (``None`` for
     none: the local engine), saving the lookup.
+
+    The ElevenLabs engine kept for the workspace is used while its configuration is the one
+    stored: the encrypted key, the base URL, the egress settings and the secrets the key is
+    decrypted with are compared (nothing is decrypted or hashed for that), so a changed key
+    or base URL takes effect at the next call.
     """
     if row is _LOOK_UP:
         row = engine_settings_for(workspace)
     elif row is None:
         row = EngineSettings(workspace=workspace, kind=EngineKind.LOCAL)
     if row.kind == EngineKind.ELEVENLABS:
+        base_url = row.base_url or settings.CHORUS_ELEVENLABS_BASE_URL
+        egress = _egress_policy()
+        fingerprint = (
+            row.api_key_encrypted,
+            base_url,
+            egress,
+            settings.SECRET_KEY,
+            settings.CHORUS_ENCRYPTION_KEY,
+        )
+        cached = _engine_cache.get(workspace.pk)
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
         from apps.engines.base import AuthenticationFailed
 
         try:
             key = crypto.decrypt(row.api_key_encrypted)
         except crypto.SecretUnreadable as exc:
             raise AuthenticationFailed(str(exc)) from exc
-        base_url = row.base_url or settings.CHORUS_ELEVENLABS_BASE_URL
-        egress = engine_egress()
-        fingerprint = (hashlib.sha256(key.encode()).hexdigest(), base_url, egress)
         with _engine_lock:
             cached = _engine_cache.get(workspace.pk)
             if cached is not None and cached[0] == fingerprint:

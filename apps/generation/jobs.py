@@ -145,3 +145,13 @@ def job_metered(*, job: Job, key: str, purpose: tuple[str, str], **reserve):
             if meter.replayed and not meter.settled and not _will_be_retried(job, exc):
                 meter_refund(event=meter.event, note=f"{exc.__class__.__name__}: {exc}"[:300])
             raise
+
+
+def settled_with(meter, generation, *, units, info=None):
+    """Settle a job's ``meter`` for the clip it kept; a charge made late, on a row of its own
+    (``_JobMeter.settle``), becomes the clip's ledger row. Returns the charged row."""
+    event = meter.settle(units=units, info=info)
+    if event.pk != generation.usage_event_id:
+        generation.usage_event, generation.request_id = event, event.request_id
+        generation.save(update_fields=["usage_event", "request_id"])
+    return event

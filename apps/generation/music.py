@@ -9,7 +9,7 @@ from apps.history.services import generation_save, kept_together
 
 from .caller import Caller
 from .engine import engine_of
-from .jobs import job_metered
+from .jobs import job_metered, settled_with
 
 MUSIC_DEFAULT_MS = 30_000  # reserved when no length is asked for (the engine then chooses)
 
@@ -84,11 +84,10 @@ def compose(
                 history_item_id=history_item_id,
             )
             saved.append(generation)
-            event = meter.settle(
+            event = settled_with(
+                meter,
+                generation,
                 units=units_for(meter.event.unit, seconds=seconds, characters=len(request.prompt)),
                 info=result.info,
             )
-            if event.pk != generation.usage_event_id:  # charged late, on a row of its own
-                generation.usage_event, generation.request_id = event, event.request_id
-                generation.save(update_fields=["usage_event", "request_id"])
     return generation, event
