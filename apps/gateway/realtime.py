@@ -229,14 +229,17 @@ class RealtimeTranscriptionConsumer(SocketEnding, AsyncWebsocketConsumer):
         return token[-1] if token else None
 
     def _meter(self) -> LiveMeter:
-        engine = key_engine(self.api_key)
+        self.engine = key_engine(self.api_key)
         return LiveMeter(
-            caller=caller_of(self.api_key), engine=engine, model_id=self.config["model_id"]
+            caller=caller_of(self.api_key),
+            engine_name=self.engine.name,
+            model_id=self.config["model_id"],
         )
 
     def _open(self):
         config = self.config
         return live_open(
+            engine=self.engine,
             meter=self.meter,
             language_code=config["language_code"],
             commit_strategy=config["commit_strategy"],
@@ -281,10 +284,11 @@ class RealtimeTranscriptionConsumer(SocketEnding, AsyncWebsocketConsumer):
             return
         received = self.received_bytes + len(pcm)
         if received > self.allowed_bytes:  # each new minute: budget for it?
-            refusal = await database_sync_to_async(self.meter.next_minute_refusal)(
+            blocked_by = await database_sync_to_async(self.meter.next_minute_blocked_by)(
                 received / (RATE * 2)
             )
-            if refusal:  # this chunk is not transcribed, so not charged
+            if blocked_by:  # this chunk is not transcribed, so not charged
+                refusal = f"The session stopped: another minute would exceed {blocked_by}."
                 await self._fail("quota_exceeded", refusal, CLOSE_QUOTA)
                 return
             self.allowed_bytes = received + int(RESERVED_SECONDS * RATE * 2)

@@ -40,14 +40,14 @@ from apps.billing.services import (
     BudgetExceeded,
     meter_charge_late,
     meter_progress,
-    meter_reserve,
     metered,
     rate_for,
-    usage_estimate,
 )
 from apps.engines import audio
 from apps.engines.base import EngineError
+from apps.generation.caller import Caller
 from apps.generation.engine import engine_for
+from apps.generation.live import LiveMeter
 from apps.workspaces.services import ActionRefused
 
 from . import document
@@ -155,6 +155,21 @@ def usage_key(transcript: Transcript) -> str:
     return f"live:{transcript.uid}"
 
 
+def _meter(transcript: Transcript, *, engine_name: str | None = None) -> LiveMeter:
+    """The core's meter of the session: the member's own call (source ui), for the transcript."""
+    workspace = transcript.workspace
+    return LiveMeter(
+        caller=Caller(
+            workspace=workspace,
+            user=transcript.created_by,
+            source=UsageSource.UI,
+            purpose=("transcript", transcript.uid),
+        ),
+        engine_name=engine_name or engine_for(workspace).name,
+        model_id=MODEL_ID,
+    )
+
+
 def live_reservation(*, transcript: Transcript, engine_name: str | None = None) -> UsageEvent:
     """The session's usage row: the one reserved when it started, else (a session started
     before sessions reserved) a minute reserved now; ``ActionRefused`` when a budget has no
@@ -162,21 +177,9 @@ def live_reservation(*, transcript: Transcript, engine_name: str | None = None) 
     existing = UsageEvent.objects.filter(idempotency_key=usage_key(transcript)).first()
     if existing is not None:
         return existing
-    workspace = transcript.workspace
-    engine_name = engine_name or engine_for(workspace).name
-    unit = rate_for(workspace, "stt_realtime", MODEL_ID, engine_name).unit
+    meter = _meter(transcript, engine_name=engine_name)
     try:
-        reservation = meter_reserve(
-            workspace=workspace,
-            user=transcript.created_by,
-            capability="stt_realtime",
-            engine=engine_name,
-            model_id=MODEL_ID,
-            units=units_for(unit, seconds=ESTIMATE_SECONDS),
-            source=UsageSource.UI,
-            idempotency_key=usage_key(transcript),
-            purpose=("transcript", transcript.uid),
-        )
+        reservation = meter.reserve(idempotency_key=usage_key(transcript), seconds=ESTIMATE_SECONDS)
     except BudgetExceeded as exc:
         raise ActionRefused(f"A minute of live captions would exceed {exc.budget}.") from exc
     return reservation.event
@@ -207,20 +210,9 @@ def next_minute_refusal(transcript: Transcript) -> str | None:
     """Why another minute of captions would exceed a budget (the session then stops), or None.
 
     The session's open reservation counts that minute: the estimate adds what is recorded."""
-    engine = engine_for(transcript.workspace)
-    estimate = usage_estimate(
-        workspace=transcript.workspace,
-        user=transcript.created_by,
-        capability="stt_realtime",
-        engine=engine.name,
-        model_id=MODEL_ID,
-        units=units_for(
-            rate_for(transcript.workspace, "stt_realtime", MODEL_ID, engine.name).unit,
-            seconds=recorded_seconds(transcript),
-        ),
-    )
-    if estimate.blocked_by:
-        return f"Stopped and saved: another minute would exceed {estimate.blocked_by}."
+    blocked_by = _meter(transcript).next_minute_blocked_by(recorded_seconds(transcript))
+    if blocked_by:
+        return f"Stopped and saved: another minute would exceed {blocked_by}."
     return None
 
 
