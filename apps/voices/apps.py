@@ -11,11 +11,18 @@ class VoicesConfig(AppConfig):
 
         from apps.generation.voice_rules import voice_rules_install
         from apps.history.models import Generation
+        from apps.workspaces.models import Workspace
 
-        from .models import ApiVoice, LibraryVoice
+        from .models import (
+            ApiVoice,
+            LibraryFacets,
+            LibraryVoice,
+            VoiceConsent,
+            VoiceSettingsRecord,
+        )
         from .services import api_voice_deleted, api_voice_kept, facets_drop
-        from .services_made import speech_voice_apply
-        from .services_usage import generation_counted
+        from .services_made import speech_voice_apply, voice_facts_forget
+        from .services_usage import generation_counted, library_has_forget
 
         # The core applies the workspace's voice rows and rules to every speech call.
         voice_rules_install(speech_voice_apply)
@@ -27,3 +34,20 @@ class VoicesConfig(AppConfig):
         post_delete.connect(api_voice_deleted, sender=ApiVoice, dispatch_uid="voices-api-gone")
         # Each clip made with a voice is a use of it (the library's most/recently used).
         post_save.connect(generation_counted, sender=Generation, dispatch_uid="voices-used")
+
+        # What speech remembers of a voice (services_made.voice_facts) and whether the library
+        # has a row for it (services_usage.generation_counted) are forgotten on any change in
+        # this process to the rows they come from. (A library sync adds voices in bulk, which
+        # sends no signal; it then saves the library's facets, which does.)
+        for model in (ApiVoice, VoiceSettingsRecord, LibraryVoice, VoiceConsent, Workspace):
+            name = model.__name__
+            post_save.connect(voice_facts_forget, sender=model, dispatch_uid=f"voice-facts-{name}")
+            post_delete.connect(
+                voice_facts_forget, sender=model, dispatch_uid=f"voice-facts-del-{name}"
+            )
+        for model in (LibraryVoice, LibraryFacets, Workspace):
+            name = model.__name__
+            post_save.connect(library_has_forget, sender=model, dispatch_uid=f"library-has-{name}")
+            post_delete.connect(
+                library_has_forget, sender=model, dispatch_uid=f"library-has-del-{name}"
+            )

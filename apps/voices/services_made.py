@@ -7,9 +7,12 @@ the voice lives upstream and the row records who made it. ``speech_voice_apply``
 the core applies to every speech call (installed in ``VoicesConfig.ready``).
 """
 
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from apps.engines.base import (
     CloneRequest,
@@ -319,6 +322,90 @@ def voice_settings_update(*, caller: Caller, voice_id: str, values: dict) -> Voi
     return VoiceSettings(**merged)
 
 
+# What speech needs to know of a voice, per process: (workspace id, engine, voice id) ->
+# (valid until, on time.monotonic(); its facts). See ``speech_voice_apply``.
+_voice_facts: dict[tuple[int, str, str], tuple[float, "VoiceFacts"]] = {}
+_VOICE_FACTS_MAX = 10_000
+
+
+@dataclass(frozen=True)
+class VoiceFacts:
+    """The rows speech reads for a voice: whether the workspace made it (``made``) and, if
+    so, its recipe and category; for a clone, its consent's speaker and expiry (the expiry is
+    compared with the time on every call); the stored settings' fields, if any."""
+
+    made: bool = False
+    recipe: dict | None = None
+    category: str = ""
+    consent: tuple[str, object] | None = None  # (speaker_name, expires_at)
+    settings: dict | None = None
+
+
+def voice_facts_forget(**_signal) -> None:
+    """Forget every remembered voice (a voice, its settings, consent, library row or the
+    workspace changed; signals, see ``apps.py``)."""
+    _voice_facts.clear()
+
+
+def _voice_facts_look_up(workspace_id: int, engine_name: str, voice_id: str) -> VoiceFacts:
+    from .models import VoiceConsent
+
+    made = (
+        ApiVoice.objects.filter(workspace_id=workspace_id, voice_id=voice_id, engine=engine_name)
+        .values_list("recipe", "category")
+        .first()
+    )
+    recipe, category, consent = None, "", None
+    if made is not None:
+        recipe, category = made
+        if category == "cloned":
+            consent = (
+                VoiceConsent.objects.filter(
+                    workspace_id=workspace_id, engine=engine_name, voice_id=voice_id
+                )
+                .values_list("speaker_name", "expires_at")
+                .first()
+            )
+    stored = (
+        VoiceSettingsRecord.objects.filter(workspace_id=workspace_id, voice_id=voice_id)
+        .values_list(*SETTINGS_FIELDS)
+        .first()
+    )
+    return VoiceFacts(
+        made=made is not None,
+        recipe=recipe,
+        category=category or "",
+        consent=consent,
+        settings=dict(zip(SETTINGS_FIELDS, stored, strict=True)) if stored else None,
+    )
+
+
+def voice_facts(workspace_id: int, engine_name: str, voice_id: str) -> VoiceFacts:
+    """The voice's facts, remembered for ``CHORUS_API_KEY_CACHE_SECONDS`` in this process."""
+    key = (workspace_id, engine_name, voice_id)
+    known = _voice_facts.get(key)
+    if known is not None and known[0] > time.monotonic():
+        return known[1]
+    facts = _voice_facts_look_up(workspace_id, engine_name, voice_id)
+    seconds = settings.CHORUS_API_KEY_CACHE_SECONDS
+    if seconds > 0:
+        if len(_voice_facts) >= _VOICE_FACTS_MAX:
+            _voice_facts.clear()
+        _voice_facts[key] = (time.monotonic() + seconds, facts)
+    return facts
+
+
+def _consent_expired_why(speaker_name: str, expires_at) -> str | None:
+    """``services_clone.consent_refusal``'s answer from the consent's remembered fields."""
+    if expires_at > timezone.now():
+        return None
+    return (
+        f"The consent of {speaker_name} for this cloned voice expired on "
+        f"{expires_at:%Y-%m-%d}: it cannot be used for generation until a manager "
+        "records a renewed consent."
+    )
+
+
 def speech_voice_apply(
     *, workspace, engine, request: TTSRequest, given: dict | None, final: bool = True
 ) -> None:
@@ -329,24 +416,24 @@ def speech_voice_apply(
     - A final render (everything but the studio's try-outs) in a workspace that uses approved
       voices only: refused with 403 unless a manager approved the voice.
     - Stored settings: the base that the call's own ``voice_settings`` fields override.
-    """
-    made = (
-        ApiVoice.objects.filter(workspace=workspace, voice_id=request.voice_id, engine=engine.name)
-        .values_list("recipe", "category")
-        .first()
-    )
-    if made is not None:
-        recipe, category = made
-        if category == "cloned":
-            from .services_clone import consent_refusal
 
-            why = consent_refusal(
-                workspace_id=workspace.pk, engine=engine.name, voice_id=request.voice_id
-            )
+    The rows it reads (the voice made through the API, its consent, its stored settings) are
+    remembered per process for ``CHORUS_API_KEY_CACHE_SECONDS`` (default 5; 0: read every
+    call), as the API keys are (``gateway.services.api_key_authenticate``), so a busy script's
+    calls cost no query here. Any change in this process to a voice made through the API,
+    stored settings, a consent, a library voice or a workspace forgets them all at once
+    (signals, see ``apps.py``); a change made in another process takes effect here within
+    that time. A consent's expiry is compared with the time on every call, and the
+    approved-voices rule reads the library on every call.
+    """
+    facts = voice_facts(workspace.pk, engine.name, request.voice_id)
+    if facts.made:
+        if facts.category == "cloned" and facts.consent is not None:
+            why = _consent_expired_why(*facts.consent)
             if why:
                 raise ApiRefused(403, "voice_consent_expired", why, param="voice_id")
-        if engine.name == "local" and request.voice_recipe is None and recipe:
-            request.voice_recipe = recipe
+        if engine.name == "local" and request.voice_recipe is None and facts.recipe:
+            request.voice_recipe = facts.recipe
     if final and workspace.require_approved_voices:
         from apps.workspaces.services import ActionRefused
 
@@ -356,11 +443,8 @@ def speech_voice_apply(
             voice_render_check(workspace=workspace, engine=engine.name, voice_id=request.voice_id)
         except ActionRefused as exc:
             raise ApiRefused(403, "voice_not_approved", str(exc), param="voice_id") from exc
-    record = VoiceSettingsRecord.objects.filter(
-        workspace=workspace, voice_id=request.voice_id
-    ).first()
-    if record is not None:
-        merged = {name: getattr(record, name) for name in SETTINGS_FIELDS}
+    if facts.settings is not None:
+        merged = dict(facts.settings)
         merged.update({k: v for k, v in (given or {}).items() if v is not None})
         request.voice_settings = VoiceSettings(**merged)
 

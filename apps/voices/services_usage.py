@@ -1,9 +1,11 @@
 """Using a library voice: the try-it box, what a voice has been used for and by whom, the
 "approved voices only" rule for final renders, and the voices' part of a workspace export."""
 
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 
+from django.conf import settings
 from django.db.models import Count, F, Max, Sum
 from django.utils import timezone
 
@@ -71,13 +73,41 @@ def voice_try(*, voice: LibraryVoice, user, text: str) -> Generation:
     )
 
 
+# Whether the library has a row for a voice, per process: (workspace id, engine, voice id) ->
+# (valid until, on time.monotonic(); has a row). See ``generation_counted``.
+_library_has: dict[tuple[int, str, str], tuple[float, bool]] = {}
+_LIBRARY_HAS_MAX = 10_000
+
+
+def library_has_forget(**_signal) -> None:
+    """Forget what is remembered of the library (a library voice, the library's facets, which
+    a sync rewrites after adding voices in bulk, or a workspace changed; see ``apps.py``)."""
+    _library_has.clear()
+
+
 def generation_counted(*, sender=None, instance=None, created=False, **_signal) -> None:
-    """Each clip made with a voice counts as a use of it in the library (most/recently used)."""
+    """Each clip made with a voice counts as a use of it in the library (most/recently used).
+
+    Whether the library has a row for the voice is remembered per process for
+    ``CHORUS_API_KEY_CACHE_SECONDS`` (as the API keys are): a clip of a voice it has none for
+    (an engine's voice never synced) costs no query then. A library voice saved, deleted or
+    synced in this process forgets it at once; one added in another process counts the uses
+    made here from at most that long after.
+    """
     if not created or not instance.voice_id or instance.kind != GenerationKind.TTS:
         return
-    LibraryVoice.objects.filter(
+    key = (instance.workspace_id, instance.engine, instance.voice_id)
+    known = _library_has.get(key)
+    if known is not None and known[0] > time.monotonic() and not known[1]:
+        return
+    counted = LibraryVoice.objects.filter(
         workspace_id=instance.workspace_id, engine=instance.engine, voice_id=instance.voice_id
     ).update(use_count=F("use_count") + 1, last_used_at=timezone.now())
+    seconds = settings.CHORUS_API_KEY_CACHE_SECONDS
+    if seconds > 0:
+        if len(_library_has) >= _LIBRARY_HAS_MAX:
+            _library_has.clear()
+        _library_has[key] = (time.monotonic() + seconds, bool(counted))
 
 
 @dataclass(frozen=True)
