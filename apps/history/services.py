@@ -1,11 +1,13 @@
 """Keep generated audio: one ``Generation`` per clip, written before the client gets it."""
 
 import logging
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.core.files.base import ContentFile
+from django.core.files.storage import FileSystemStorage
 from django.db import transaction
 from django.db.models import Q
 
@@ -75,14 +77,70 @@ def generation_save(
     if history_item_id:
         generation.history_item_id = history_item_id
     extension = EXTENSIONS.get(content_type.split(";")[0].strip(), "bin")
-    generation.file.save(f"{kind}.{extension}", ContentFile(audio), save=False)
+    if not _file_write(generation, f"{kind}.{extension}", audio):
+        generation.file.save(f"{kind}.{extension}", ContentFile(audio), save=False)
+    connection = transaction.get_connection()
+    if connection.in_atomic_block:  # the caller's transaction (``kept_together``)
+        try:
+            with transaction.atomic():
+                generation.save()
+        except Exception:
+            generation.file.delete(save=False)
+            raise
+        return generation
+    # Outside a transaction (a stream's clip, kept after its settlement) the row is one INSERT
+    # in autocommit, without the two round trips of a transaction around it; should a
+    # ``post_save`` receiver then fail, the row is deleted again before the file.
     try:
-        with transaction.atomic():
-            generation.save()
+        generation.save()
     except Exception:
+        if generation.pk is not None and not generation._state.adding:
+            try:
+                Generation.objects.filter(pk=generation.pk).delete()
+            except Exception:  # the row stays, so its file does too
+                log.exception("removing generation %s after a failed save failed", generation.pk)
+                raise
         generation.file.delete(save=False)
         raise
     return generation
+
+
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+def _file_write(generation: Generation, filename: str, audio: bytes) -> bool:
+    """Write a clip's file straight to the default file system storage, under the name the
+    field would give it (a new folder per clip: ``generations/<workspace>/<item id>/``):
+    what ``FieldFile.save`` does, without its name checks and file lock, which a new file
+    in a new folder does not need. False (nothing written) when the storage is another or
+    the name is taken (a clip stored again under an id chosen in advance): then the field
+    saves it."""
+    field = generation.file
+    storage = field.storage
+    # (``__class__``: the default storage is a lazy object standing for the real one.)
+    if storage.__class__ is not FileSystemStorage or storage.directory_permissions_mode is not None:
+        return False
+    name = field.field.generate_filename(generation, filename)
+    full_path = storage.path(name)
+    os.makedirs(os.path.dirname(full_path), exist_ok=True)
+    try:
+        fd = os.open(full_path, _OPEN_FLAGS, 0o666)
+    except FileExistsError:
+        return False
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(audio)
+    except BaseException:
+        os.unlink(full_path)
+        raise
+    if storage.file_permissions_mode is not None:
+        os.chmod(full_path, storage.file_permissions_mode)
+    same_group = getattr(storage, "_ensure_location_group_id", None)  # as the storage does
+    if same_group is not None:
+        same_group(full_path)
+    field.name = name
+    field._committed = True
+    return True
 
 
 @contextmanager
