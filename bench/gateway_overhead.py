@@ -112,9 +112,9 @@ def spawn(args, *, cwd=ROOT, env=None):
     return proc
 
 
-def stderr_of(proc) -> str:
+def stderr_of(proc, most: int = 2000) -> str:
     proc.log.seek(0)
-    return proc.log.read().decode(errors="replace")[-2000:]
+    return proc.log.read().decode(errors="replace")[-most:]
 
 
 def stop(proc) -> None:
@@ -433,6 +433,7 @@ def main():
     finally:
         for proc in reversed(procs):
             stop(proc)
+        web_log = stderr_of(procs[1], 6000) if len(procs) > 1 else ""
         Workspace.objects.filter(pk=workspace.pk).delete()
         user.delete()
 
@@ -440,6 +441,8 @@ def main():
     layer = settings.CHANNEL_LAYERS["default"]["BACKEND"].rsplit(".", 1)[-1]
     cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
     report(levels, db, layer, cache, upstream_server, processes)
+    if any(lv["result"].get("targets", {}).get("chorus", {}).get("errors") for lv in levels):
+        print("\nChorus's log, last lines (it answered with errors):\n" + web_log)
 
 
 if __name__ == "__main__":
