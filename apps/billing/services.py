@@ -26,7 +26,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, models, transaction
 from django.db.models import Case, DecimalField, F, Q, Sum, Value, When
 from django.utils import timezone
 
@@ -634,6 +634,9 @@ class _Table:
             if found:
                 self.converters.append((index, found, col))
         self.insert_fields = [f for f in self.fields if not f.primary_key]
+        # By attname, the one type of value a field hands to the database unchanged (its
+        # ``get_db_prep_save`` returns it as it is): ``prep`` skips the field for those.
+        self.plain = {f.attname: _PLAIN.get(type(_target(f))) for f in self.fields}
 
     def load(self, row):
         """A model instance from a row of ``self.select``."""
@@ -644,7 +647,29 @@ class _Table:
         return self.model.from_db(connection.alias, self.attnames, values)
 
     def prep(self, field, value):
+        if value is None or type(value) is self.plain[field.attname]:
+            return value  # what get_db_prep_save would give (a str, int or bool as it is)
         return field.get_db_prep_save(value, connection)
+
+
+# Django's own field classes (exactly these: a subclass may convert) whose database value is
+# the value itself when it already has this type (None stays None for every field).
+_PLAIN = {
+    models.CharField: str,
+    models.TextField: str,
+    models.BooleanField: bool,
+    models.IntegerField: int,
+    models.BigIntegerField: int,
+    models.PositiveIntegerField: int,
+    models.PositiveBigIntegerField: int,
+    models.AutoField: int,
+    models.BigAutoField: int,
+}
+
+
+def _target(field):
+    """The field whose values a foreign key holds (itself for other fields)."""
+    return field.target_field if field.is_relation and field.many_to_one else field
 
 
 @functools.cache
