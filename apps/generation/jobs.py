@@ -155,3 +155,24 @@ def settled_with(meter, generation, *, units, info=None):
         generation.usage_event, generation.request_id = event, event.request_id
         generation.save(update_fields=["usage_event", "request_id"])
     return event
+
+
+def job_reserve(*, caller, engine_name: str, capability: str, units, key: str, model_id=""):
+    """Reserve a job's estimated units as the caller's, under the idempotency ``key`` the job
+    will meter with (``job_metered`` takes the reservation over when the job runs). Made in
+    the transaction that creates the job: ``BudgetExceeded`` refuses the job whole."""
+    from apps.billing.services import meter_reserve
+
+    return meter_reserve(
+        workspace=caller.workspace,
+        user=caller.user,
+        capability=capability,
+        engine=engine_name,
+        model_id=model_id,
+        units=units,
+        source=caller.source,
+        idempotency_key=key,
+        api_key_id=caller.key_id,
+        api_key_cap=caller.key_cap,
+        purpose=caller.purpose,
+    )

@@ -25,7 +25,6 @@ from apps.billing.models import UsageEvent, UsageSource, UsageStatus
 from apps.billing.rates import units_for
 from apps.billing.services import (
     meter_refund,
-    meter_reserve,
     rate_for,
 )
 from apps.engines.base import (
@@ -35,7 +34,7 @@ from apps.engines.base import (
 from apps.generation.caller import Caller
 from apps.generation.dubbing import DubOrder, dub
 from apps.generation.engine import engine_for
-from apps.generation.jobs import errors_recorded
+from apps.generation.jobs import errors_recorded, job_reserve
 from apps.generation.music import MUSIC_DEFAULT_MS, compose
 from apps.history.models import Generation, new_history_id
 from apps.jobs.models import Job, JobStatus
@@ -111,18 +110,20 @@ def music_start(
             subject_type="generation",
             subject_id=params["history_item_id"],
         )
-        meter_reserve(
-            workspace=workspace,
-            user=user,
+        job_reserve(
+            caller=Caller(
+                workspace=workspace,
+                user=user,
+                source=source,
+                key_id=api_key_id,
+                key_cap=api_key_cap,
+                purpose=("job", str(job.pk)),
+            ),
+            engine_name=engine.name,
             capability="music",
-            engine=engine.name,
             model_id=model_id,
             units=units_for(unit, seconds=seconds, characters=len(prompt)),
-            source=source,
-            idempotency_key=music_ledger_key(job),
-            api_key_id=api_key_id,
-            api_key_cap=api_key_cap,
-            purpose=("job", str(job.pk)),
+            key=music_ledger_key(job),
         )
     return job
 
@@ -237,17 +238,19 @@ def dubbing_create(
                 subject_id=dubbing.dubbing_id,
             )
             dubbing.save(update_fields=["job"])
-            meter_reserve(
-                workspace=workspace,
-                user=user,
+            job_reserve(
+                caller=Caller(
+                    workspace=workspace,
+                    user=user,
+                    source=source,
+                    key_id=api_key_id,
+                    key_cap=api_key_cap,
+                    purpose=("dubbing", dubbing.dubbing_id),
+                ),
+                engine_name=engine.name,
                 capability="dubbing",
-                engine=engine.name,
                 units=units_for(unit, seconds=duration),
-                source=source,
-                idempotency_key=dubbing_ledger_key(dubbing),
-                api_key_id=api_key_id,
-                api_key_cap=api_key_cap,
-                purpose=("dubbing", dubbing.dubbing_id),
+                key=dubbing_ledger_key(dubbing),
             )
     except BaseException:
         dubbing.source_file.delete(save=False)

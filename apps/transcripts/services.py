@@ -21,11 +21,11 @@ from django.utils import timezone
 
 from apps.billing.models import UsageEvent, UsageSource, UsageStatus
 from apps.billing.rates import units_for
-from apps.billing.services import BudgetExceeded, meter_reserve, rate_for, usage_estimate
+from apps.billing.services import BudgetExceeded, rate_for, usage_estimate
 from apps.engines.base import STTRequest
 from apps.generation.caller import Caller
 from apps.generation.engine import engine_for
-from apps.generation.jobs import errors_recorded
+from apps.generation.jobs import errors_recorded, job_reserve
 from apps.generation.media import transcribe_in_job
 from apps.generation.uploads import (  # noqa: F401  (the upload check is the core's)
     MAX_LENGTH_SHOWN,
@@ -119,16 +119,18 @@ def transcript_start(*, workspace, user, upload, title: str, options: Options) -
                 subject_id=transcript.pk,
                 message="Waiting for a worker to transcribe",
             )
-            meter_reserve(
-                workspace=workspace,
-                user=user,
+            job_reserve(
+                caller=Caller(
+                    workspace=workspace,
+                    user=user,
+                    source=UsageSource.UI,
+                    purpose=("transcript", transcript.uid),
+                ),
+                engine_name=engine.name,
                 capability="stt",
-                engine=engine.name,
                 model_id=MODEL_ID,
                 units=units_for(unit, seconds=seconds),
-                source=UsageSource.UI,
-                idempotency_key=ledger_key(transcript),
-                purpose=("transcript", transcript.uid),
+                key=ledger_key(transcript),
             )
             transcript.job = job
             transcript.save(update_fields=["job"])
