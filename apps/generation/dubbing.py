@@ -11,11 +11,12 @@ from apps.billing.rates import units_for
 from apps.billing.services import rate_for
 from apps.engines.base import DubbingRequest, InvalidRequest
 from apps.history.models import GenerationKind
-from apps.history.services import generation_save, kept_together
+from apps.history.services import kept_together
 
 from .caller import Caller
 from .engine import engine_of
 from .jobs import job_metered, settled_with
+from .metering import clip_keep
 
 POLL_SECONDS = 5.0  # how often a job asks an engine that dubs remotely how far it is
 MAX_WAIT_SECONDS = 3 * 3600.0  # a remote dub still unfinished after this has failed
@@ -183,16 +184,13 @@ def dub(
             source_language=(status.source_language or "")[:16],
         )
         with kept_together() as saved:
-            generation = generation_save(
-                workspace=workspace,
-                user=caller.user,
+            generation = clip_keep(
+                caller,
                 kind=GenerationKind.DUB,
                 engine=engine.name,
                 audio=dubbed.audio,
                 content_type=dubbed.content_type,
                 recipe=recipe,
-                source=caller.source,
-                api_key_id=caller.key_id,
                 text=spoken_text(srt),
                 duration_seconds=duration,
                 usage_event=meter.event,

@@ -28,12 +28,12 @@ from apps.engines.base import (
     Voice,
 )
 from apps.history.models import Generation, GenerationKind
-from apps.history.services import generation_save, kept_together
+from apps.history.services import kept_together
 
 from .caller import Caller
 from .engine import engine_of as _engine
 from .errors import ApiInvalid, ApiRefused, budget_refused, engine_errors_as_api
-from .metering import metered_for, unit_of
+from .metering import clip_keep, metered_for, unit_of
 from .uploads import Options, UploadRefused, UploadTooLong, upload_check
 
 log = logging.getLogger(__name__)
@@ -186,16 +186,13 @@ def sound(*, caller: Caller, request: SoundRequest) -> Clip:
             }
             seconds = result.duration_secs or request.duration_seconds or 0.0
             with kept_together() as saved:
-                generation = generation_save(
-                    workspace=caller.workspace,
-                    user=caller.user,
+                generation = clip_keep(
+                    caller,
                     kind=GenerationKind.SOUND,
                     engine=engine.name,
                     audio=result.audio,
                     content_type=result.content_type or fmt.content_type,
                     recipe=recipe,
-                    source=caller.source,
-                    api_key_id=caller.key_id,
                     model_id=request.model_id,
                     text=request.text,
                     duration_seconds=result.duration_secs,
@@ -311,16 +308,13 @@ def design(*, caller: Caller, design: DesignInput) -> Design:
                         "engine": engine.name,
                         "engine_recipe": engine_recipe,
                     }
-                    generation = generation_save(
-                        workspace=caller.workspace,
-                        user=caller.user,
+                    generation = clip_keep(
+                        caller,
                         kind=GenerationKind.DESIGN_PREVIEW,
                         engine=engine.name,
                         audio=preview.audio,
                         content_type=preview.media_type or fmt.content_type,
                         recipe=recipe,
-                        source=caller.source,
-                        api_key_id=caller.key_id,
                         model_id=request.model_id,
                         voice_id=preview.generated_voice_id,
                         text=result.text,

@@ -1,6 +1,7 @@
 """Metering a core call: ``billing.metered`` as the caller's, with its key, cap and purpose."""
 
 from apps.billing.services import metered
+from apps.history.services import generation_save
 
 from .caller import Caller
 
@@ -32,3 +33,16 @@ def unit_of(caller: Caller, engine, capability: str, model_id: str) -> str:
     from apps.billing.services import rate_for
 
     return rate_for(caller.workspace, capability, model_id, engine.name).unit
+
+
+def clip_keep(caller: Caller, *, usage_event, **clip):
+    """Keep a clip the caller paid for as a ``Generation``: its member, source and key, and
+    the ledger row of the call (``clip``: ``history.services.generation_save``'s fields)."""
+    return generation_save(
+        workspace=caller.workspace,
+        user=caller.user,
+        source=caller.source,
+        api_key_id=caller.key_id,
+        usage_event=usage_event,
+        **clip,
+    )

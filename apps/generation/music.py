@@ -5,11 +5,12 @@ from apps.billing.rates import units_for
 from apps.billing.services import rate_for
 from apps.engines.base import MusicRequest
 from apps.history.models import GenerationKind
-from apps.history.services import generation_save, kept_together
+from apps.history.services import kept_together
 
 from .caller import Caller
 from .engine import engine_of
 from .jobs import job_metered, settled_with
+from .metering import clip_keep
 
 MUSIC_DEFAULT_MS = 30_000  # reserved when no length is asked for (the engine then chooses)
 
@@ -67,16 +68,13 @@ def compose(
             "job_id": job.pk,
         }
         with kept_together() as saved:
-            generation = generation_save(
-                workspace=workspace,
-                user=caller.user,
+            generation = clip_keep(
+                caller,
                 kind=GenerationKind.MUSIC,
                 engine=engine.name,
                 audio=result.audio,
                 content_type=result.content_type,
                 recipe=recipe,
-                source=caller.source,
-                api_key_id=caller.key_id,
                 model_id=request.model_id,
                 text=request.prompt,
                 duration_seconds=seconds,

@@ -17,12 +17,12 @@ from asgiref.sync import async_to_sync
 
 from apps.billing.services import BudgetExceeded
 from apps.engines.base import EngineError, OutputFormat, TTSRequest, VoiceSettings
-from apps.history.services import generation_save, kept_together
+from apps.history.services import kept_together
 
 from .caller import Caller
 from .engine import engine_of
 from .errors import ApiRefused, budget_refused, engine_errors_as_api
-from .metering import metered_for
+from .metering import clip_keep, metered_for
 from .threads import thread_hop
 from .voice_rules import voice_apply
 
@@ -139,16 +139,13 @@ def speak(*, caller: Caller, speech: SpeechInput, with_timestamps: bool = False)
             # loses nothing it paid for.
             with kept_together() as saved:
                 saved.append(
-                    generation_save(
-                        workspace=caller.workspace,
-                        user=caller.user,
+                    clip_keep(
+                        caller,
                         kind="tts",
                         engine=engine.name,
                         audio=result.audio,
                         content_type=result.content_type or fmt.content_type,
                         recipe=speech_recipe(request, streamed=False),
-                        source=caller.source,
-                        api_key_id=caller.key_id,
                         model_id=request.model_id,
                         voice_id=request.voice_id,
                         text=request.text,
@@ -287,16 +284,13 @@ def speech_keep(pending, audio: bytes, *, complete: bool, event) -> None:
         return
     request = pending.request
     try:
-        generation_save(
-            workspace=pending.caller.workspace,
-            user=pending.caller.user,
+        clip_keep(
+            pending.caller,
             kind="tts",
             engine=pending.engine.name,
             audio=audio,
             content_type=pending.fmt.content_type,
             recipe=speech_recipe(request, streamed=True),
-            source=pending.caller.source,
-            api_key_id=pending.caller.key_id,
             model_id=request.model_id,
             voice_id=request.voice_id,
             text=request.text,

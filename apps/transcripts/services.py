@@ -27,23 +27,13 @@ from apps.generation.caller import Caller
 from apps.generation.engine import engine_for
 from apps.generation.jobs import errors_recorded, job_reserve
 from apps.generation.media import transcribe_in_job
-from apps.generation.uploads import (  # noqa: F401  (the upload check is the core's)
+from apps.generation.uploads import (  # noqa: F401  (MAX_LENGTH_SHOWN, language_checked: read here)
     MAX_LENGTH_SHOWN,
-    MAX_SECONDS,
-    MEDIA_CONTENT_TYPES,
     MEDIA_TYPES,
-    MIN_SECONDS,
     MODEL_ID,
-    PCM_BYTES_PER_SECOND,
-    SILENCE_CHECK_SECONDS,
-    CheckedUpload,
     Options,
     UploadRefused,
-    UploadTooLong,
-    _file_message,
-    _silent,
     language_checked,
-    max_upload_bytes,
     media_content_type,
     upload_check,
 )

@@ -20,6 +20,7 @@ from apps.engines.local import design as local_design
 from apps.engines.local import tts as local_tts
 from apps.gateway import services
 from apps.generation import media as services_media
+from apps.generation import metering
 from apps.history.models import Generation, GenerationKind
 from apps.voices.models import ApiVoice, VoiceSettingsRecord
 from apps.workspaces.services import engine_settings_update
@@ -398,7 +399,7 @@ def test_a_clip_that_cannot_be_kept_is_refunded_and_leaves_no_file(api, media, m
 
 
 def test_a_design_whose_third_preview_cannot_be_kept_keeps_none(api, media, monkeypatch):
-    real = services_media.generation_save
+    real = metering.generation_save
     calls = []
 
     def third_fails(**kwargs):
@@ -407,7 +408,7 @@ def test_a_design_whose_third_preview_cannot_be_kept_keeps_none(api, media, monk
             raise OSError("disk full")
         return real(**kwargs)
 
-    monkeypatch.setattr(services_media, "generation_save", third_fails)
+    monkeypatch.setattr(metering, "generation_save", third_fails)
     response = post_json(api, "/v1/text-to-voice/design", {"voice_description": DESCRIPTION})
     assert response.status_code == 500
     assert len(calls) == 3
