@@ -218,6 +218,8 @@ TEMPLATES = [
                 "apps.workspaces.context_processors.workspace",
                 "apps.billing.context_processors.notifications",
             ],
+            # {{ x|label }}, {{ x|when }}, {{ x|duration }}, {{ n|count:"unit" }}, {{ x|language }}
+            "builtins": ["studio_site.format"],
         },
     }
 ]

@@ -1,0 +1,54 @@
+"""The one place values are worded for pages (studio_site.format)."""
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from django.template import Context, Template
+from django.utils import timezone
+
+from studio_site.format import count_of, duration_of, label_of, language_of, when_of
+
+
+def test_labels_are_words_not_codes():
+    assert label_of("stt_realtime") == "Live transcription"
+    assert label_of("middle_aged") == "Middle-aged"
+    assert label_of("use_case") == "Use case"
+    assert label_of("some_new_code") == "Some new code"
+    assert label_of(None) == ""
+
+
+def test_counts_take_plural_forms():
+    assert count_of(25, "character") == "25 characters"
+    assert count_of(1, "character") == "1 character"
+    assert count_of(Decimal("1.500"), "minute") == "1.5 minutes"
+    assert count_of(1250, "credit") == "1,250 credits"
+    assert count_of(0, "entry") == "0 entries"
+
+
+def test_one_duration_format():
+    assert duration_of(3.879770) == "0:04"
+    assert duration_of(timedelta(seconds=3.87977)) == "0:04"
+    assert duration_of(9.0) == "0:09"
+    assert duration_of(3725) == "1:02:05"
+    assert duration_of(None) == ""
+
+
+def test_dates_in_the_active_time_zone():
+    moment = datetime(2026, 12, 7, 13, 5, tzinfo=ZoneInfo("UTC"))
+    with timezone.override(ZoneInfo("Europe/Berlin")):
+        assert when_of(moment) == "7 Dec 2026, 14:05"
+    assert when_of(moment, with_time=False) == "7 Dec 2026"
+
+
+def test_languages_by_name():
+    assert language_of("en") == "English"
+    assert language_of("pt-BR") == "Brazilian Portuguese"
+    assert language_of("xx") == "XX"
+
+
+def test_filters_need_no_load_tag():
+    out = Template('{{ c|label }} · {{ n|count:"character" }} · {{ s|duration }} · {{ l|language }}').render(
+        Context({"c": "tts", "n": 25, "s": 8.6, "l": "de"})
+    )
+    assert out == "Text to speech · 25 characters · 0:09 · German"
