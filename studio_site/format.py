@@ -108,7 +108,7 @@ def number_of(amount) -> str:
 
 
 def count_of(amount, word: str) -> str:
-    """``count_of(25, "character")`` → ``"25 characters"``; ``count_of(1, "credit")`` → ``"1 credit"``."""
+    """``count_of(25, "character")`` → ``"25 characters"``; ``(1, "credit")`` → ``"1 credit"``."""
     return f"{number_of(amount)} {plural_of(LABELS.get(str(word), str(word)), amount)}"
 
 
