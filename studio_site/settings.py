@@ -182,6 +182,7 @@ INSTALLED_APPS = [
     "apps.gateway",
     "apps.history",
     "apps.voices",
+    "apps.speech",
     "apps.transcripts",
     "apps.projects",
 ]

@@ -43,6 +43,7 @@ urlpatterns = [
     path("transcripts/", include("apps.transcripts.urls")),
     path("admin/", admin.site.urls),
     path("settings/api-keys/", include("apps.gateway.urls")),
+    path("speech/", include("apps.speech.urls")),
     path("", include((workspace_pages, "workspaces"))),
     path("", include(api_urls.fallback_patterns)),
 ]

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class SpeechConfig(AppConfig):
+    name = "apps.speech"
+    label = "speech"
+    verbose_name = "Speech"
