@@ -31,8 +31,10 @@ run: install
 	$(PY) manage.py chorus_setup
 	exec $(PY) manage.py chorus_serve
 
-## test: the whole suite, on whatever DATABASE_URL / REDIS_URL say (embedded otherwise)
+## test: the whole suite, on whatever DATABASE_URL / REDIS_URL say (embedded otherwise);
+## first the Debian packages it needs (.ci/system-packages installs them or says how)
 test: install-dev
+	.ci/system-packages
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 ## lint: ruff, the import contracts between the apps (pyproject.toml), migrations
