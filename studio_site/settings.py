@@ -200,6 +200,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "apps.workspaces.middleware.WorkspaceMiddleware",
+    # The member's time zone (the tz cookie static/js/chorus.js sets) for every date shown.
+    "studio_site.timezones.TimezoneMiddleware",
 ]
 
 ROOT_URLCONF = "studio_site.urls"
@@ -218,6 +220,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "apps.workspaces.context_processors.workspace",
                 "apps.billing.context_processors.notifications",
+                "studio_site.navigation.navigation",
             ],
             # {{ x|label }}, {{ x|when }}, {{ x|duration }}, {{ n|count:"unit" }}, {{ x|language }}
             "builtins": ["studio_site.format"],
