@@ -71,6 +71,11 @@ def workspace_settings(request):
 @require_POST
 def workspace_export(request):
     """Start a ZIP export of the workspace as a background job."""
-    job = job_start(workspace=request.workspace, kind="workspace_export", created_by=request.user)
+    job = job_start(
+        workspace=request.workspace,
+        kind="workspace_export",
+        created_by=request.user,
+        subject=f"Export of {request.workspace.name}",
+    )
     messages.info(request, "Export started. It keeps running if you leave this page.")
     return _redirect(request, reverse("jobs:detail", args=[job.pk]))

@@ -2,6 +2,8 @@
 
 from django.conf import settings
 from django.db import models
+from django.urls import NoReverseMatch, reverse
+from django.utils.http import urlencode
 
 
 class JobStatus(models.TextChoices):
@@ -16,7 +18,23 @@ FINISHED = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
 
 KIND_LABELS = {
     "workspace_export": "Workspace export",
+    "transcribe": "Transcription",
+    "music": "Music",
+    "dubbing": "Dub",
+    "voices_sync": "Voice library sync",
 }
+
+# What the link to a finished job's result says, by kind (default: "Open the result").
+RESULT_LABELS = {
+    "transcribe": "Open the transcript",
+    "music": "Listen to the music",
+    "dubbing": "Listen to the dub",
+    "voices_sync": "Open the voice library",
+}
+
+# Where a kind's result is when whoever started the job named no page (URL names only: the
+# jobs app sits below the apps whose pages these are, and imports none of them).
+RESULT_PAGES = {"voices_sync": "voices:library"}
 
 
 class Job(models.Model):
@@ -44,6 +62,12 @@ class Job(models.Model):
     # What the job is about, e.g. ("transcript", "42"); empty for workspace-wide jobs.
     subject_type = models.CharField(max_length=64, blank=True)
     subject_id = models.CharField(max_length=64, blank=True)
+    # What the job is about in people's words ("Interview with Ana"), what it was given
+    # (``{"file": name, "seconds": 12.5, "language": "en", "target_language": "fr"}``) and
+    # the page of what it makes, all said by whoever starts it.
+    subject = models.CharField(max_length=200, blank=True)
+    inputs = models.JSONField(default=dict, blank=True)
+    result_url = models.CharField(max_length=300, blank=True)
     celery_task_id = models.CharField(max_length=64, blank=True)
     attempt = models.PositiveIntegerField(default=1)
     retries = models.PositiveIntegerField(default=0)  # automatic retries of this attempt
@@ -63,6 +87,33 @@ class Job(models.Model):
     @property
     def kind_label(self) -> str:
         return KIND_LABELS.get(self.kind, self.kind.replace("_", " ").capitalize())
+
+    @property
+    def title(self) -> str:
+        """The job as people name it: its subject, else what kind of work it is."""
+        return self.subject or self.kind_label
+
+    @property
+    def result_link(self) -> tuple[str, str] | None:
+        """``(url, words)`` of what a succeeded job made; None before that or if nothing."""
+        if self.status != JobStatus.SUCCEEDED:
+            return None
+        result = self.result or {}
+        if result.get("file"):
+            name = result.get("filename") or "the file"
+            return reverse("jobs:download", args=[self.pk]), f"Download {name}"
+        words = RESULT_LABELS.get(self.kind, "Open the result")
+        if self.result_url:
+            return self.result_url, words
+        if result.get("history_item_id"):  # a clip it kept: shown in History
+            query = urlencode({"item": result["history_item_id"]})
+            return f"{reverse('history:list')}?{query}", words
+        if self.kind in RESULT_PAGES:
+            try:
+                return reverse(RESULT_PAGES[self.kind]), words
+            except NoReverseMatch:
+                return None
+        return None
 
     @property
     def is_finished(self) -> bool:

@@ -84,10 +84,22 @@ def job_start(
     subject_type: str = "",
     subject_id: str = "",
     message: str = "Waiting for a worker",
+    subject: str = "",
+    inputs: dict | None = None,
+    result_url: str = "",
 ) -> Job:
-    """Create the job row and enqueue it once the surrounding transaction commits."""
+    """Create the job row and enqueue it once the surrounding transaction commits.
+
+    ``subject`` names what the job is about in people's words ("Interview with Ana"),
+    ``inputs`` what it was given (``file``, ``seconds``, ``language``, ``target_language``,
+    ``prompt``) and ``result_url`` the page where what it makes will be: the Jobs pages and
+    Home show jobs by them, and link a finished job to its result.
+    """
     job_runner(kind)  # unknown kinds fail here, in the request, not later in a worker
     job = Job.objects.create(
+        subject=" ".join((subject or "").split())[:200],
+        inputs={k: v for k, v in (inputs or {}).items() if v not in (None, "")},
+        result_url=result_url[:300],
         workspace=workspace,
         created_by=created_by,
         kind=kind,

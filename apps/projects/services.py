@@ -20,6 +20,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.text import Truncator
 
 from apps.billing.models import UsageEvent, UsageSource, UsageStatus
 from apps.billing.rates import units_for
@@ -109,6 +110,8 @@ def music_start(
             params=params,
             subject_type="generation",
             subject_id=params["history_item_id"],
+            subject=Truncator(" ".join(prompt.split())).chars(80),
+            inputs={"prompt": prompt, "seconds": seconds},
         )
         job_reserve(
             caller=Caller(
@@ -236,6 +239,13 @@ def dubbing_create(
                 },
                 subject_type="dubbing",
                 subject_id=dubbing.dubbing_id,
+                subject=dubbing.name,
+                inputs={
+                    "file": dubbing.source_filename,
+                    "seconds": dubbing.source_duration_seconds,
+                    "language": "" if dubbing.source_lang == "auto" else dubbing.source_lang,
+                    "target_language": dubbing.target_lang,
+                },
             )
             dubbing.save(update_fields=["job"])
             job_reserve(

@@ -17,6 +17,7 @@ import uuid
 
 from django.conf import settings
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.billing.models import UsageEvent, UsageSource, UsageStatus
@@ -108,6 +109,13 @@ def transcript_start(*, workspace, user, upload, title: str, options: Options) -
                 subject_type="transcript",
                 subject_id=transcript.pk,
                 message="Waiting for a worker to transcribe",
+                subject=transcript.title,
+                inputs={
+                    "file": transcript.filename,
+                    "seconds": transcript.duration_seconds,
+                    "language": transcript.options.get("language_code"),
+                },
+                result_url=reverse("transcripts:detail", args=[transcript.pk]),
             )
             job_reserve(
                 caller=Caller(

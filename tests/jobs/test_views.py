@@ -22,7 +22,10 @@ def test_the_list_filters_by_status_and_htmx_gets_the_table(client_as, viewer, w
     client = client_as(viewer, **HTMX)
     body = client.get(reverse("jobs:list"), {"status": "running"}).content.decode()
     assert "<html" not in body
-    assert f"Workspace export #{running.pk}" in body
+    assert (
+        f'href="{reverse("jobs:detail", args=[running.pk])}" data-job-title>Workspace export<'
+        in body
+    )
     assert "Failed" not in body
     assert 'value="42"' in body
     assert f'data-job-socket="/ws/jobs/{running.pk}/"' in body
