@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip --disable-pip-version-check
+# make test runs the suite on every core (pytest-xdist); PYTEST_WORKERS=0 runs it in one process
+PYTEST_WORKERS ?= auto
 HOST ?= 127.0.0.1
 PORT ?= 8000
 export HOST PORT
@@ -35,7 +37,7 @@ run: install
 ## first the Debian packages it needs (.ci/system-packages installs them or says how)
 test: install-dev
 	.ci/system-packages
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 ## lint: ruff, the import contracts between the apps (pyproject.toml), migrations
 lint: install-dev

@@ -10,7 +10,20 @@ import uuid
 
 # One queue, broker folder and channel prefix per test run, shared with the subprocesses the
 # tests start (they inherit os.environ), so parallel runs and a running studio never mix.
-_run = os.environ.setdefault("CHORUS_TEST_RUN", uuid.uuid4().hex[:10])
+# Each pytest-xdist worker is a run of its own: it inherits the controller's values, so it
+# drops them once (the servers and workers it starts inherit its own, and keep them).
+_xdist_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+if os.environ.get("CHORUS_TEST_WORKER", "") != _xdist_worker:
+    for _name in (
+        "CHORUS_TEST_RUN",
+        "CHORUS_QUEUE",
+        "CHORUS_CHANNEL_PREFIX",
+        "CHORUS_CACHE_PREFIX",
+        "CHORUS_BROKER_DIR",
+    ):
+        os.environ.pop(_name, None)
+    os.environ["CHORUS_TEST_WORKER"] = _xdist_worker
+_run = os.environ.setdefault("CHORUS_TEST_RUN", uuid.uuid4().hex[:10] + _xdist_worker)
 os.environ.setdefault("CHORUS_QUEUE", f"chorus-test-{_run}")
 os.environ.setdefault("CHORUS_CHANNEL_PREFIX", f"chorus-test-{_run}")
 os.environ.setdefault("CHORUS_CACHE_PREFIX", f"chorus-test-{_run}")
