@@ -12,6 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from apps.workspaces.access import get_scoped, scoped, workspace_view
 from apps.workspaces.models import Role
 from apps.workspaces.services import ActionRefused, client_ip
+from studio_site.format import label_of
 
 from . import services
 from .forms import ApiKeyForm
@@ -42,9 +43,7 @@ def _keys_context(request, *, form=None, issued=None):
     rows = list(_visible_keys(request))
     for api_key in rows:
         api_key.state = _state(api_key, now)
-        api_key.scope_labels = [SCOPES.get(s, s) for s in api_key.scopes]
-        if api_key.monthly_cap is not None:  # 1000.500 → "1000.5", 1000.000 → "1000"
-            api_key.cap_text = format(api_key.monthly_cap.normalize(), "f")
+        api_key.scope_labels = [SCOPES.get(s) or label_of(s) for s in api_key.scopes]
     return {
         "form": form or ApiKeyForm(),
         "keys": rows,
@@ -55,9 +54,15 @@ def _keys_context(request, *, form=None, issued=None):
 
 
 @never_cache  # the create response carries the new key: no cache may keep it
-@workspace_view(Role.MEMBER)
+@workspace_view(Role.VIEWER)
 @require_http_methods(["GET", "POST"])
 def keys(request):
+    if not request.membership.can_create:
+        # The 403 page shows this sentence: what a viewer may do instead.
+        raise PermissionDenied(
+            "Viewers cannot use API keys. Ask a manager or owner of "
+            f"{request.workspace.name} to make you a member, then create your key here."
+        )
     form = ApiKeyForm(request.POST if request.method == "POST" else None)
     issued = None
     status = 200

@@ -217,7 +217,7 @@ def test_a_new_key_takes_the_chosen_scopes_cap_and_expiry(client_as, member, wor
     assert key.allows("tts") and not key.allows("music")
     row = response.content.decode().split(f'id="key-{key.pk}"')[1].split("</tr>")[0]
     assert SCOPES["tts"] in row and SCOPES["voices"] in row and SCOPES["music"] not in row
-    assert "1000.5 credits" in row
+    assert "1,000.5 credits" in row
 
 
 def test_a_key_without_scopes_may_do_everything(client_as, member, workspace):
