@@ -11,7 +11,7 @@ class VoicesConfig(AppConfig):
 
         from apps.generation.voice_rules import voice_rules_install
         from apps.history.models import Generation
-        from apps.workspaces.models import Workspace
+        from apps.workspaces.models import EngineSettings, Workspace
 
         from .models import (
             ApiVoice,
@@ -22,6 +22,7 @@ class VoicesConfig(AppConfig):
         )
         from .services import api_voice_deleted, api_voice_kept, facets_drop
         from .services_made import speech_voice_apply, voice_facts_forget
+        from .services_sync import engine_settings_saved, workspace_set_up
         from .services_usage import generation_counted, library_has_forget
 
         # The core applies the workspace's voice rows and rules to every speech call.
@@ -32,6 +33,12 @@ class VoicesConfig(AppConfig):
         # Voices made through /v1 join the library as they are made; deleted, withdrawn.
         post_save.connect(api_voice_kept, sender=ApiVoice, dispatch_uid="voices-api-kept")
         post_delete.connect(api_voice_deleted, sender=ApiVoice, dispatch_uid="voices-api-gone")
+        # A new workspace, and a change of engine, fill the library from the engine (on
+        # commit; over the network in a job), so nobody has to find the Sync button first.
+        post_save.connect(workspace_set_up, sender=Workspace, dispatch_uid="voices-setup")
+        post_save.connect(
+            engine_settings_saved, sender=EngineSettings, dispatch_uid="voices-engine-changed"
+        )
         # Each clip made with a voice is a use of it (the library's most/recently used).
         post_save.connect(generation_counted, sender=Generation, dispatch_uid="voices-used")
 

@@ -185,6 +185,28 @@ class LibraryFacets(models.Model):
         return f"facets of workspace {self.workspace_id}"
 
 
+class LibrarySync(models.Model):
+    """When the library was last brought in step with the workspace's engine, and with which.
+
+    ``config`` is a fingerprint of the engine settings the last sync read (engine, base URL,
+    stored key: hashed, never the key): when the settings change, the library is stale until
+    the next sync. ``requested_config`` is the configuration a sync was last started for on
+    its own (workspace set-up, engine change), so one change starts one sync.
+    """
+
+    workspace = models.OneToOneField(
+        "workspaces.Workspace", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    engine = models.CharField(max_length=20, blank=True)
+    config = models.CharField(max_length=64, blank=True)
+    synced_at = models.DateTimeField(null=True, blank=True)
+    requested_config = models.CharField(max_length=64, blank=True)
+    requested_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"library sync of workspace {self.workspace_id}"
+
+
 class Favourite(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="favourite_voices"

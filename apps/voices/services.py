@@ -27,6 +27,7 @@ from .models import (
     VoiceNote,
     VoiceSource,
 )
+from .services_preview import preview_available
 
 PAGE_SIZE = 24
 SYNC_PAGE_SIZE = 100
@@ -192,6 +193,11 @@ def library_sync(*, workspace, progress=None) -> SyncResult:
     lists are flagged withdrawn — kept, with what uses them — never deleted; one that comes
     back is unflagged.
     """
+    from apps.workspaces.services import engine_settings_for
+
+    from .services_sync import engine_config, library_synced
+
+    config = engine_config(engine_settings_for(workspace))  # what this sync reads
     engine = engine_for(workspace)
     listed = engine_voices(engine, progress) + workspace_made_voices(workspace, engine)
     if progress is not None:
@@ -240,6 +246,7 @@ def library_sync(*, workspace, progress=None) -> SyncResult:
             row.withdrawn_at = now
         LibraryVoice.objects.bulk_update(gone, ["withdrawn_at"], batch_size=500)
         facets_refresh(workspace)
+        library_synced(workspace=workspace, engine=engine.name, config=config)
     result.added, result.updated = len(new_rows), len(changed)
     result.withdrawn = sorted(row.name for row in gone)
     if progress is not None:
@@ -418,6 +425,18 @@ class _LibraryPaginator(Paginator):
         return self._get_page(self.object_list.filter(pk__in=ids), number, self)
 
 
+def label_text(labels: dict) -> str:
+    """A voice's labels in words, in the library's order: "Female · Middle-aged · British"."""
+    from studio_site.format import label_of, language_of
+
+    words = []
+    for name in LABELS:
+        value = str((labels or {}).get(name) or "")
+        if value:
+            words.append(language_of(value) if name == "language" else label_of(value))
+    return " · ".join(words)
+
+
 @dataclass
 class LibraryPage:
     page: Page
@@ -451,7 +470,8 @@ def library_page(*, workspace, user, filters: LibraryFilters, page_number) -> Li
                 tagged.setdefault(voice_id, []).append(position[tag_id])
     for voice in page.object_list:  # evaluated here, not in the template
         voice.tag_list = [tag for _, tag in sorted(tagged.get(voice.pk, ()))]
-        voice.label_text = " · ".join(v for k, v in voice.labels.items() if v and k in LABELS)
+        voice.label_text = label_text(voice.labels)
+        voice.has_preview = preview_available(voice)
     ordered = library_facets(workspace)
     engines = ordered.pop("engine", [])
     return LibraryPage(

@@ -112,8 +112,12 @@ def generation_counted(*, sender=None, instance=None, created=False, **_signal) 
 
 @dataclass(frozen=True)
 class VoiceUsage:
+    """A voice's uses, all counted the same way: settled calls of the ledger made with it
+    (each one a use, whatever it cost; the local engine's cost 0 credits)."""
+
     credits: Decimal
     calls: int
+    last: object  # when the last of those calls was made (None: never)
     by_member: list[dict]  # {"name", "credits", "calls"}
     by_kind: list[dict]  # {"kind", "label", "clips", "last"}
     recent: list[Generation]
@@ -129,7 +133,7 @@ def voice_usage(voice: LibraryVoice) -> VoiceUsage:
     )
     rows = list(
         events.values("user__email", "user__name")
-        .annotate(credits=Sum("credits"), calls=Count("pk"))
+        .annotate(credits=Sum("credits"), calls=Count("pk"), last=Max("created_at"))
         .order_by("-credits")
     )
     by_member = [
@@ -151,6 +155,7 @@ def voice_usage(voice: LibraryVoice) -> VoiceUsage:
     return VoiceUsage(
         credits=sum((m["credits"] for m in by_member), Decimal(0)),
         calls=sum(m["calls"] for m in by_member),
+        last=max((r["last"] for r in rows if r["last"]), default=None),
         by_member=by_member,
         by_kind=by_kind,
         recent=list(clips.select_related("user").order_by("-created_at", "-pk")[:5]),

@@ -9,6 +9,7 @@ urlpatterns = [
     path("sync/", views.library_sync, name="sync"),
     path("<int:pk>/favourite/", views.favourite, name="favourite"),
     path("<int:pk>/", views.voice_detail, name="detail"),
+    path("<int:pk>/preview/", views.voice_preview, name="preview"),
     path("<int:pk>/propose/", views.voice_propose, name="propose"),
     path("<int:pk>/review/", views.voice_review, name="review"),
     path("<int:pk>/notes/", views.note_add, name="note_add"),

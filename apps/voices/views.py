@@ -3,7 +3,7 @@
 import re
 
 from django.contrib import messages
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import urlencode
@@ -14,9 +14,17 @@ from apps.jobs.services import job_start
 from apps.workspaces.access import get_scoped, scoped, workspace_view
 from apps.workspaces.models import Role
 from apps.workspaces.services import ActionRefused
+from studio_site.format import label_of, language_of
 
 from . import services
 from .models import Approval, Collection, LibraryVoice, Tag
+from .services_preview import preview_available
+
+
+def _facet_text(name: str, value: str) -> str:
+    """What a filter menu shows for a label value: "middle_aged" → "Middle-aged", "en" →
+    "English" (the value sent stays the code)."""
+    return language_of(value) if name == "language" else label_of(value)
 
 
 @workspace_view()
@@ -33,13 +41,22 @@ def library(request):
     facet_menus = [
         (
             name,
-            "Any use case" if name == "use_case" else f"Any {name}",
-            [(value, value.lower() == getattr(filters, name).lower()) for value in values],
+            f"Any {label_of(name).lower()}",
+            [
+                (value, _facet_text(name, value), value.lower() == getattr(filters, name).lower())
+                for value in values
+            ],
         )
         for name, values in found.facets.items()
         if values
     ]
+    staleness = None
+    if request.membership.can_manage and not request.htmx:
+        from .services_sync import library_staleness
+
+        staleness = library_staleness(request.workspace)
     context = {
+        "staleness": staleness,
         "found": found,
         "facet_menus": facet_menus,
         "page": found.page,
@@ -118,6 +135,7 @@ def _detail(
     context = {
         "voice": voice,
         "usage": services_usage.voice_usage(voice),
+        "has_preview": preview_available(voice),
         "consent": scoped(request, VoiceConsent)
         .filter(engine=voice.engine, voice_id=voice.voice_id)
         .first(),
@@ -138,6 +156,34 @@ def _detail(
         "note_max": services.NOTE_MAX,
     }
     return render(request, "voices/detail.html", context, status=status)
+
+
+@workspace_view()
+@require_GET
+def voice_preview(request, pk: int):
+    """The voice's preview: made once for the local engine's voices, the studio's own for a
+    designed or cloned voice, the upstream recording for an ElevenLabs one (see
+    ``services_preview``). Anyone in the workspace may listen; another workspace gets 404."""
+    from django.core.files.storage import default_storage
+
+    from apps.history.views import stored_audio_response
+
+    from . import services_preview
+
+    voice = _voice(request, pk)
+    try:
+        preview = services_preview.voice_preview(voice)
+    except ActionRefused as exc:
+        raise Http404(str(exc)) from exc
+    if preview.url:
+        return HttpResponseRedirect(preview.url)
+    return stored_audio_response(
+        request,
+        storage=default_storage,
+        name=preview.name,
+        content_type=preview.content_type,
+        filename=f"{voice.name} preview.mp3",
+    )
 
 
 @workspace_view()

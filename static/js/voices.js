@@ -1,5 +1,6 @@
-// Voice pages: live character counters on the design form, and recording clone samples in
-// the browser (added to the samples file input, so the form posts them like uploads).
+// Voice pages: live character counters and sliders on the design form, recording clone samples
+// in the browser (added to the samples file input, so the form posts them like uploads), and
+// the library cards' preview buttons.
 (function () {
   "use strict";
 
@@ -86,11 +87,86 @@
     stop.addEventListener("click", () => { if (recorder && recorder.state !== "inactive") recorder.stop(); });
   }
 
+  // The library's cards: each preview link plays in the page's one <audio>, and says so.
+  // (Without this script the link opens the recording itself.)
+  let playing = null; // the card link whose preview the audio holds
+
+  function previewState(link, state) {
+    if (!link) return;
+    const icon = link.querySelector("[data-voice-preview-icon]");
+    const text = link.querySelector("[data-voice-preview-text]");
+    link.classList.toggle("is-loading", state === "loading");
+    link.setAttribute("aria-pressed", state === "off" ? "false" : "true");
+    if (icon) icon.textContent = state === "off" ? "▶" : "■";
+    if (text) text.textContent = state === "loading" ? "Loading…" : state === "off" ? "Preview" : "Stop";
+  }
+
+  function announce(message) {
+    const status = document.getElementById("voice-preview-status");
+    if (status) status.textContent = message;
+  }
+
+  function bindPreviewAudio(audio) {
+    if (audio.dataset.bound) return;
+    audio.dataset.bound = "1";
+    audio.addEventListener("playing", () => previewState(playing, "on"));
+    audio.addEventListener("pause", () => previewState(playing, "off"));
+    audio.addEventListener("ended", () => previewState(playing, "off"));
+    audio.addEventListener("error", () => {
+      if (!playing) return;
+      previewState(playing, "off");
+      announce("The preview could not be played.");
+    });
+  }
+
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest("[data-voice-preview]");
+    const audio = document.getElementById("voice-preview-audio");
+    if (!link || !audio) return;
+    event.preventDefault();
+    bindPreviewAudio(audio);
+    if (playing === link && !audio.paused) {
+      audio.pause();
+      return;
+    }
+    if (playing && playing !== link) previewState(playing, "off");
+    playing = link;
+    if (audio.getAttribute("src") !== link.getAttribute("href")) audio.src = link.getAttribute("href");
+    previewState(link, "loading");
+    announce("Playing " + (link.getAttribute("aria-label") || "the preview").replace(/^Play /, ""));
+    const started = audio.play();
+    if (started && started.catch) {
+      started.catch((err) => {
+        // Another card was clicked before this one started: not a failure.
+        if (err && err.name === "AbortError") return;
+        previewState(link, "off");
+        announce("The preview could not be played.");
+      });
+    }
+  });
+
+  // Sliders show their value beside them (<output for=...>).
+  function bindSliders(root) {
+    root.querySelectorAll("input[type=range][data-slider-output]").forEach((range) => {
+      const output = document.getElementById(range.dataset.sliderOutput);
+      if (!output || range.dataset.bound) return;
+      range.dataset.bound = "1";
+      const show = () => { output.value = range.value; output.textContent = range.value; };
+      range.addEventListener("input", show);
+      show();
+    });
+  }
+
   function init(root) {
     bindCounters(root);
+    bindSliders(root);
     root.querySelectorAll("[data-recorder]").forEach(bindRecorder);
   }
 
   document.addEventListener("DOMContentLoaded", () => init(document));
-  document.addEventListener("htmx:load", (e) => bindCounters(e.detail.elt.ownerDocument || document));
+  document.addEventListener("htmx:load", (e) => {
+    const doc = e.detail.elt.ownerDocument || document;
+    bindCounters(doc);
+    bindSliders(doc);
+  });
 })();
