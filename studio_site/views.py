@@ -10,12 +10,50 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from apps.generation.engine import engine_status
+from apps.history.models import GenerationKind
+from apps.history.services import clip_links_install
 from apps.jobs.models import Job, JobStatus
 from apps.jobs.services import job_start
 from apps.workspaces.access import scoped, workspace_view
 from apps.workspaces.forms import WorkspaceForm
 from apps.workspaces.models import Membership, Role
 from apps.workspaces.services import client_ip, engine_settings_for, workspace_rename
+
+
+def history_clip_links(*, workspace, generations) -> dict[int, dict]:
+    """Where History links a clip: its voice's page when the voice is in this workspace's
+    library, a design preview's design (its page and description). History sits below the
+    voice library, so the library's rows are read here, where the apps are put together."""
+    from apps.voices.models import LibraryVoice, VoiceDesign
+
+    spoken = [g for g in generations if g.voice_id and g.kind != GenerationKind.DESIGN_PREVIEW]
+    previews = [g for g in generations if g.kind == GenerationKind.DESIGN_PREVIEW]
+    links: dict[int, dict] = {}
+    if spoken:
+        voices = LibraryVoice.objects.filter(
+            workspace=workspace, voice_id__in={g.voice_id for g in spoken}
+        ).values_list("engine", "voice_id", "pk")
+        pages = {(engine, voice_id): pk for engine, voice_id, pk in voices}
+        for generation in spoken:
+            pk = pages.get((generation.engine, generation.voice_id))
+            if pk is not None:
+                links[generation.pk] = {"voice_url": reverse("voices:detail", args=[pk])}
+    request_ids = {g.request_id for g in previews if g.request_id}
+    if request_ids:
+        designs = VoiceDesign.objects.filter(workspace=workspace, request_id__in=request_ids)
+        found = {d.request_id: d for d in designs.only("pk", "request_id", "description")}
+        for generation in previews:
+            design = found.get(generation.request_id)
+            if design is not None:
+                links[generation.pk] = {
+                    "design_url": reverse("voices:design", args=[design.pk]),
+                    "design_name": design.description,
+                }
+    return links
+
+
+# Installed when the URLs are loaded, so before any History page is drawn (see the docstring).
+clip_links_install(history_clip_links)
 
 
 def _redirect(request, url: str):

@@ -2,6 +2,9 @@
 
 import logging
 import os
+import shutil
+import zipfile
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,6 +13,8 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage
 from django.db import transaction
 from django.db.models import Q
+from django.utils import timezone
+from django.utils.text import slugify
 
 from .models import Generation, GenerationKind
 
@@ -180,6 +185,165 @@ def generation_can_delete(*, generation: Generation, user, membership) -> bool:
     if membership.can_manage:
         return True
     return membership.can_create and generation.user_id == user.pk
+
+
+# --- The History page ------------------------------------------------------------------------
+
+
+def history_search(
+    generations,
+    *,
+    q: str = "",
+    kind: str = "",
+    voice: str = "",
+    member: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    item: str = "",
+):
+    """``generations`` (a workspace's, already scoped) narrowed by the page's filters:
+    ``q`` in the text of the recipe or the voice's name, a kind, a voice id, a member, the
+    moments ``since`` (included) and ``until`` (excluded), one history item."""
+    if q:
+        generations = generations.filter(Q(text__icontains=q) | Q(voice_name__icontains=q))
+    if kind:
+        generations = generations.filter(kind=kind)
+    if voice:
+        generations = generations.filter(voice_id=voice)
+    if member is not None:
+        generations = generations.filter(user_id=member)
+    if since is not None:
+        generations = generations.filter(created_at__gte=since)
+    if until is not None:
+        generations = generations.filter(created_at__lt=until)
+    if item:
+        generations = generations.filter(history_item_id=item)
+    return generations
+
+
+def history_voices(*, workspace, limit: int = 300) -> list[tuple[str, str]]:
+    """The voices the workspace's clips were made with, as ``(voice_id, name)`` by name
+    (design previews' voices are not voices of the library yet, so they are left out)."""
+    rows = (
+        Generation.objects.filter(workspace=workspace)
+        .exclude(voice_id="")
+        .exclude(kind=GenerationKind.DESIGN_PREVIEW)
+        .order_by("voice_name", "voice_id")
+        .values_list("voice_id", "voice_name")
+        .distinct()[:limit]
+    )
+    seen, voices = set(), []
+    for voice_id, name in rows:
+        if voice_id not in seen:
+            seen.add(voice_id)
+            voices.append((voice_id, name or voice_id))
+    return voices
+
+
+# Where a clip's voice and design are shown: the apps above history (the voice library)
+# install a provider at start-up, ``(workspace, generations) -> {generation pk: links}``,
+# the links being any of ``voice_url``, ``design_url`` and ``design_name``.
+ClipLinks = Callable[..., dict[int, dict]]
+_clip_link_providers: list[ClipLinks] = []
+
+
+def clip_links_install(provider: ClipLinks) -> None:
+    """Add a provider of clip links (once, however often it is installed)."""
+    if provider not in _clip_link_providers:
+        _clip_link_providers.append(provider)
+
+
+def clip_links(*, workspace, generations: list[Generation]) -> dict[int, dict]:
+    """The links of each clip, by primary key, from every installed provider."""
+    links: dict[int, dict] = {}
+    for provider in _clip_link_providers:
+        for pk, found in (provider(workspace=workspace, generations=generations) or {}).items():
+            links.setdefault(pk, {}).update(found)
+    return links
+
+
+def design_group_key(generation: Generation) -> str:
+    """What the previews of one design share: the call that made them."""
+    if generation.request_id:
+        return f"request:{generation.request_id}"
+    if generation.usage_event_id:
+        return f"event:{generation.usage_event_id}"
+    return f"clip:{generation.pk}"
+
+
+def history_entries(generations: Iterable[Generation], links: dict[int, dict]) -> list[dict]:
+    """The page's rows: each clip alone, except a design's previews, which are one entry
+    (``{"design": ..., "previews": [...]}``) named after the design, in the order made."""
+    entries: list[dict] = []
+    groups: dict[str, dict] = {}
+    for generation in generations:
+        generation.links = links.get(generation.pk, {})
+        if generation.kind != GenerationKind.DESIGN_PREVIEW:
+            entries.append({"clip": generation})
+            continue
+        key = design_group_key(generation)
+        group = groups.get(key)
+        if group is None:
+            name = generation.links.get("design_name") or (generation.recipe or {}).get(
+                "voice_description"
+            )
+            group = {
+                "key": key,
+                "name": name or "Voice design",
+                "url": generation.links.get("design_url", ""),
+                "first": generation,
+                "previews": [],
+            }
+            groups[key] = group
+            entries.append(group)
+        group["previews"].append(generation)
+    for group in groups.values():
+        group["previews"].sort(key=lambda g: (g.recipe or {}).get("preview_index", 0))
+        for index, preview in enumerate(group["previews"]):
+            preview.letter = "ABCDEFGH"[index] if index < 8 else str(index + 1)
+    return entries
+
+
+def _arcname(generation: Generation, taken: set[str]) -> str:
+    """A clip's file name in a ZIP: when, kind, voice and its id, never the same twice."""
+    stamp = timezone.localtime(generation.created_at).strftime("%Y-%m-%d_%H%M%S")
+    extension = EXTENSIONS.get(generation.content_type.split(";")[0].strip(), "bin")
+    parts = [
+        stamp,
+        generation.kind,
+        slugify(generation.voice_name)[:40],
+        generation.history_item_id,
+    ]
+    name = "-".join(p for p in parts if p) + f".{extension}"
+    while name in taken:
+        name = f"{generation.pk}-{name}"
+    taken.add(name)
+    return name
+
+
+def generations_zip(*, generations: Iterable[Generation], out) -> list[Generation]:
+    """Write the clips' files into a ZIP on ``out`` (a file opened for writing), copied in
+    chunks, never a whole selection in memory; returns the clips whose file is missing (they
+    are named in ``missing.txt`` inside the ZIP instead)."""
+    missing, taken = [], set()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for generation in generations:
+            storage, name = generation.file.storage, generation.file.name
+            if not name or not storage.exists(name):
+                missing.append(generation)
+                continue
+            with (
+                storage.open(name, "rb") as source,
+                archive.open(_arcname(generation, taken), "w", force_zip64=True) as target,
+            ):
+                shutil.copyfileobj(source, target, 1024 * 1024)
+        if missing:
+            archive.writestr(
+                "missing.txt",
+                "These clips have no audio file any more:\n"
+                + "".join(f"{g.history_item_id}\n" for g in missing),
+            )
+    return missing
 
 
 # --- What /v1/history serves ---------------------------------------------------------------

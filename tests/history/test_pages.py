@@ -81,8 +81,10 @@ def test_the_kind_filter_and_htmx_return_only_the_table(client_as, member, works
     assert response.status_code == 200 and "<html" not in body
     assert body.lstrip().startswith('<div id="history-table">')
     assert rows(body) == 1 and "Dubbed" in body and "Spoken" not in body
-    full = client_as(member).get(reverse("history:list"), {"kind": "nonsense"}).content.decode()
-    assert "<html" in full and rows(full) == 2  # an unknown kind shows everything
+    bad = client_as(member).get(reverse("history:list"), {"kind": "nonsense"})
+    full = bad.content.decode()
+    assert bad.status_code == 400 and "Select a valid choice" in full  # said beside the menu
+    assert "<html" in full and rows(full) == 2  # an unknown kind filters nothing
 
 
 def test_long_histories_are_paged(client_as, member, workspace):
@@ -140,7 +142,7 @@ def test_a_member_cannot_delete_a_teammates_clip_but_a_manager_can(
     response = client_as(manager, **HTMX).post(url, {"kind": "tts", "page": "1"})
     body = response.content.decode()
     assert response.status_code == 200 and "<html" not in body and 'id="history-table"' in body
-    assert "No clips of this kind yet" in body
+    assert "No clips match these filters" in body
     assert not Generation.objects.filter(pk=generation.pk).exists()
 
 
