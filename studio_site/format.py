@@ -142,6 +142,24 @@ def when_of(value, *, with_time: bool = True) -> str:
     return str(value)
 
 
+# Languages Django's LANG_INFO lacks, and the ISO 639-3 codes engines answer with ("eng").
+LANGUAGE_NAMES: dict[str, str] = {
+    "zh": "Chinese", "zho": "Chinese", "cmn": "Mandarin Chinese", "yue": "Cantonese",
+    "fil": "Filipino", "tl": "Tagalog", "fa": "Persian",
+    "eng": "English", "deu": "German", "ger": "German", "fra": "French", "fre": "French",
+    "spa": "Spanish", "ita": "Italian", "por": "Portuguese", "nld": "Dutch", "dut": "Dutch",
+    "pol": "Polish", "rus": "Russian", "ukr": "Ukrainian", "jpn": "Japanese", "kor": "Korean",
+    "ara": "Arabic", "hin": "Hindi", "tur": "Turkish", "swe": "Swedish", "dan": "Danish",
+    "nor": "Norwegian", "fin": "Finnish", "ces": "Czech", "ell": "Greek", "heb": "Hebrew",
+    "hun": "Hungarian", "ron": "Romanian", "slk": "Slovak", "bul": "Bulgarian",
+    "hrv": "Croatian", "srp": "Serbian", "ind": "Indonesian", "msa": "Malay",
+    "vie": "Vietnamese", "tha": "Thai", "tam": "Tamil", "tel": "Telugu", "ben": "Bengali",
+    "urd": "Urdu", "fas": "Persian", "cat": "Catalan", "glg": "Galician", "eus": "Basque",
+    "cym": "Welsh", "gle": "Irish", "isl": "Icelandic", "est": "Estonian", "lav": "Latvian",
+    "lit": "Lithuanian", "slv": "Slovenian", "afr": "Afrikaans", "swa": "Swahili",
+}  # fmt: skip
+
+
 def language_of(code) -> str:
     """A language code as its English name (``"en"`` → ``"English"``, ``"pt-br"`` →
     ``"Brazilian Portuguese"``); an unknown code is shown as it is, upper-cased."""
@@ -150,13 +168,24 @@ def language_of(code) -> str:
     text = str(code).strip()
     key = text.lower().replace("_", "-")
     for candidate in (key, key.split("-")[0]):
+        if candidate in LANGUAGE_NAMES:
+            return LANGUAGE_NAMES[candidate]
         info = LANG_INFO.get(candidate)
         if info and "name" in info:
             return info["name"]
     return text.upper()
 
 
+def percent_of(fraction) -> str:
+    """A fraction as a whole percentage: ``0.974`` → ``"97%"`` (empty for no value)."""
+    if fraction in (None, ""):
+        return ""
+    value = Decimal(str(fraction)) * 100
+    return f"{int(value.quantize(Decimal(1), ROUND_HALF_UP))}%"
+
+
 register.filter("label", label_of)
+register.filter("percent", percent_of)
 register.filter("duration", duration_of)
 register.filter("language", language_of)
 register.filter("number", number_of)

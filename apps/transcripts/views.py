@@ -2,7 +2,6 @@
 
 import re
 
-from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
@@ -21,44 +20,10 @@ from apps.workspaces.models import ROLE_RANK, Role
 from apps.workspaces.services import ActionRefused
 
 from . import document, services
+from .forms import LiveForm, UploadForm
 from .models import Transcript, TranscriptStatus
 
 PAGE_SIZE = 25
-
-
-class UploadForm(forms.Form):
-    title = forms.CharField(required=False, max_length=200)
-    language_code = forms.CharField(
-        required=False, max_length=3, label="Language", help_text="Empty: detect it."
-    )
-    diarize = forms.BooleanField(required=False, label="Tell speakers apart")
-    num_speakers = forms.IntegerField(
-        required=False, min_value=1, max_value=32, label="Number of speakers",
-        help_text="Empty: find out.",
-    )  # fmt: skip
-    keyterms = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 2}),
-        label="Key terms",
-        help_text="Names and jargon to listen for: one per line or comma separated (up to 1,000).",
-    )
-    tag_audio_events = forms.BooleanField(required=False, initial=True, label="Tag audio events")
-    no_verbatim = forms.BooleanField(required=False, label="Remove filler words")
-    detect_entities = forms.BooleanField(required=False, label="Detect entities")
-    redact_pii = forms.BooleanField(required=False, label="Redact personal data (PII)")
-
-    def options(self) -> services.Options:
-        data = self.cleaned_data
-        return services.Options(
-            language_code=data.get("language_code") or None,
-            diarize=bool(data.get("diarize")),
-            num_speakers=data.get("num_speakers"),
-            keyterms=[t for t in re.split(r"[,\n]", data.get("keyterms") or "") if t.strip()],
-            tag_audio_events=bool(data.get("tag_audio_events")),
-            no_verbatim=bool(data.get("no_verbatim")),
-            detect_entities=bool(data.get("detect_entities")),
-            redact_pii=bool(data.get("redact_pii")),
-        )
 
 
 def _can(request, role: str) -> bool:
@@ -401,7 +366,7 @@ def transcript_export(request, pk: int, fmt: str):
 @require_GET
 def live_page(request):
     """Start/Stop, the level meter and the captions; the microphone streams over a socket."""
-    return render(request, "transcripts/live.html", {})
+    return render(request, "transcripts/live.html", {"form": LiveForm()})
 
 
 @workspace_view(Role.MEMBER)

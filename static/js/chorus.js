@@ -1,5 +1,5 @@
 // Small behaviours shared by every page: live job progress over websockets, copy buttons,
-// the workspace switcher and the mobile sidebar. Everything works without it (forms post,
+// slider values, character counters, menus, the member's time zone and the mobile sidebar. Everything works without it (forms post,
 // htmx polls); this only makes it nicer and faster.
 (function () {
   "use strict";
@@ -98,9 +98,98 @@
     });
   }
 
+  // --- Range inputs show their value ----------------------------------------------------
+  // A slider gets an <output> beside it (unless it has one: data-output="<id>" or an
+  // <output for="<its id>">) that follows it as it moves.
+  function initRanges(root) {
+    root.querySelectorAll('input[type="range"]').forEach((range) => {
+      if (range.dataset.rangeReady) return;
+      range.dataset.rangeReady = "1";
+      let output = range.dataset.output ? document.getElementById(range.dataset.output) : null;
+      if (!output && range.id) output = document.querySelector('output[for~="' + range.id + '"]');
+      if (!output) {
+        output = document.createElement("output");
+        output.className = "range-value";
+        if (range.id) output.htmlFor = range.id;
+        const row = document.createElement("span");
+        row.className = "range-row";
+        range.parentNode.insertBefore(row, range);
+        row.appendChild(range);
+        row.appendChild(output);
+      }
+      const show = () => { output.textContent = range.value; };
+      range.addEventListener("input", show);
+      range.addEventListener("change", show);
+      show();
+    });
+  }
+
+  // --- Character counters (templates/_field.html with counter=(min, max)) ---------------
+  function initCounters(root) {
+    root.querySelectorAll("[data-counter-for]").forEach((counter) => {
+      const box = document.getElementById(counter.dataset.counterFor);
+      if (!box || box.dataset.counterReady) return;
+      box.dataset.counterReady = "1";
+      const show = () => { counter.textContent = box.value.length + "/" + counter.dataset.max; };
+      box.addEventListener("input", show);
+    });
+  }
+
+  // --- Menus: <details class="dropdown" data-menu> ---------------------------------------
+  // The list floats over the page; Escape closes it (focus back on its button), so does a
+  // click outside or choosing an item (a download starts, the menu goes away). An open list
+  // that would leave the screen on the left opens to the right instead.
+  function initMenus(root) {
+    root.querySelectorAll("details[data-menu]").forEach((menu) => {
+      if (menu.dataset.menuReady) return;
+      menu.dataset.menuReady = "1";
+      menu.addEventListener("toggle", () => {
+        if (!menu.open) return;
+        menu.classList.remove("align-start");
+        const list = menu.querySelector(".dropdown-list, .menu");
+        if (list && list.getBoundingClientRect().left < 0) menu.classList.add("align-start");
+      });
+      menu.addEventListener("click", (e) => {
+        const item = e.target.closest("a[href], button");
+        if (item && menu.contains(item) && !item.closest("summary")) {
+          setTimeout(() => { menu.open = false; }, 0);
+        }
+      });
+    });
+  }
+
+  document.addEventListener("keydown", (e) => {
+    if (e.key !== "Escape") return;
+    document.querySelectorAll("details[data-menu][open]").forEach((menu) => {
+      menu.open = false;
+      const summary = menu.querySelector("summary");
+      if (summary && menu.contains(document.activeElement)) summary.focus();
+    });
+  });
+  document.addEventListener("click", (e) => {
+    document.querySelectorAll("details[data-menu][open]").forEach((menu) => {
+      if (!menu.contains(e.target)) menu.open = false;
+    });
+  });
+
+  // --- The member's time zone ------------------------------------------------------------
+  // The server shows dates in the zone of this cookie (studio_site/timezones.py).
+  try {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && /^[A-Za-z0-9_+\/-]{1,64}$/.test(zone)) {
+      const has = document.cookie.split("; ").some((c) => c === "tz=" + zone);
+      if (!has) document.cookie = "tz=" + zone + "; path=/; max-age=31536000; samesite=lax";
+    }
+  } catch (err) {
+    // no Intl: dates stay in UTC
+  }
+
   function init(root) {
     initJobs(root);
     initCopy(root);
+    initRanges(root);
+    initCounters(root);
+    initMenus(root);
   }
 
   document.addEventListener("DOMContentLoaded", () => {
