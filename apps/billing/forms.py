@@ -48,7 +48,7 @@ class RateForm(StudioForm):
     model_id = forms.CharField(
         label="Model id", max_length=80, required=False, help_text="Empty: every model."
     )
-    unit = forms.ChoiceField(label="Unit", choices=[(u, u) for u in UNITS])
+    unit = forms.ChoiceField(label="Unit", choices=[(u, f"per {u}") for u in UNITS])
     credits_per_unit = forms.DecimalField(
         label="Credits per unit", min_value=Decimal(0), max_value=Decimal(100000), decimal_places=6
     )

@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+import pytest
 from django.urls import reverse
 
 from apps.billing import services
@@ -100,3 +101,75 @@ def test_notifications_show_unread_and_can_be_marked_read(client_as, member, wor
     assert "You used 80%." in client.get(reverse("billing:notifications")).content.decode()
     client.post(reverse("billing:notifications"))
     assert not Notification.objects.filter(read_at__isnull=True).exists()
+
+
+# --- Human words (issue 14): plural units, capability names, one date format, empty states --
+
+
+def test_usage_rows_speak_human(client_as, member, workspace):
+    from datetime import UTC, datetime
+
+    from apps.billing.models import UsageEvent
+
+    _spend(workspace, member, 25)
+    _spend(workspace, member, 1)
+    UsageEvent.objects.filter(workspace=workspace).update(
+        created_at=datetime(2026, 3, 4, 9, 30, tzinfo=UTC)
+    )
+    page = client_as(member).get(reverse("billing:usage")).content.decode()
+    rows = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    assert "25 characters" in rows and "1 character<" in rows
+    assert "25 character<" not in rows
+    assert "Text to speech" in rows and ">tts<" not in rows and "tts " not in rows
+    assert "ElevenLabs" in rows and ">elevenlabs<" not in rows
+    assert "4 Mar 2026, 09:30" in rows
+
+
+def test_the_rate_card_names_capabilities_and_units(client_as, viewer, workspace):
+    page = client_as(viewer).get(reverse("billing:rates")).content.decode()
+    table = page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    assert "<td>Live transcription</td>" in table and "<td>stt_realtime</td>" not in table
+    assert "1,273 credits per hour" in table and "2 credits per character" in table
+    assert "Only an owner sets" in page
+
+
+def test_the_rate_form_uses_the_one_field_style(client_as, owner, workspace):
+    page = client_as(owner).get(reverse("billing:rates")).content.decode()
+    assert '<label for="id_credits_per_unit">Credits per unit</label>' in page
+    assert '<option value="hour">per hour</option>' in page
+    bad = client_as(owner).post(
+        reverse("billing:rates"), {"capability": "tts", "unit": "hour", "credits_per_unit": "-1"}
+    )
+    body = bad.content.decode()
+    assert bad.status_code == 400
+    assert 'aria-invalid="true"' in body and 'id="id_credits_per_unit_error"' in body
+
+
+def test_the_plan_shows_dates_and_counts_in_words(client_as, manager, workspace):
+    from datetime import UTC, datetime
+
+    plan = services.plan_for(workspace)
+    Plan.objects.filter(pk=plan.pk).update(
+        credit_limit=10000, credits_used=2500, synced_at=datetime(2026, 5, 1, 8, 0, tzinfo=UTC)
+    )
+    page = client_as(manager).get(reverse("billing:plan")).content.decode()
+    assert "2,500 used of 10,000 credits" in page
+    assert "1 May 2026, 08:00" in page
+    assert "Only an owner" in page
+
+
+@pytest.mark.parametrize(
+    "role, says, link",
+    [("member", "Every generation you make", "/voices/"), ("viewer", "As a viewer", None)],
+)
+def test_an_empty_usage_page_says_what_to_do_next_per_role(client_as, request, role, says, link):
+    page = client_as(request.getfixturevalue(role)).get(reverse("billing:usage")).content.decode()
+    empty = page.split('<div class="empty">', 1)[1].split("</div>", 1)[0]
+    assert says in empty
+    assert ('href="/voices/"' in empty) is (link is not None)
+
+
+def test_a_member_without_a_budget_reads_why(client_as, member, workspace):
+    page = client_as(member).get(reverse("billing:budgets")).content.decode()
+    assert "No budget: the workspace's plan applies" in page
+    assert ">none<" not in page
