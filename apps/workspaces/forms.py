@@ -62,8 +62,18 @@ class InvitationForm(StudioForm):
         self.fields["role"].choices = _role_choices(for_owner=for_owner)
 
 
-class RoleForm(StudioForm):
+class ConfirmForm(StudioForm):
+    """The second step of an action that asks first: ``confirm=1`` says the person agreed."""
+
+    confirm = forms.BooleanField(required=False)
+
+
+class RoleForm(ConfirmForm):
     role = forms.ChoiceField(label="Role", choices=Role.choices)
+
+
+class RoleUndoForm(StudioForm):
+    change = forms.IntegerField(min_value=1, max_value=2**62)
 
 
 class InvitationSignupForm(StudioForm):

@@ -7,6 +7,7 @@ import logging
 import secrets
 import zipfile
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.core import signing
@@ -22,6 +23,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from . import crypto
 from .models import (
+    ROLE_RANK,
     AuditEntry,
     EngineKind,
     EngineSettings,
@@ -149,30 +151,115 @@ def _check_can_touch(actor_membership: Membership, membership: Membership, new_r
         raise ActionRefused("Only an owner can grant or take away the owner role.")
 
 
-@transaction.atomic
-def membership_role_change(
-    *, membership: Membership, role: str, actor_membership: Membership, ip: str | None = None
-) -> Membership:
-    """Give a member another role; the last owner can never be demoted."""
+# A promotion to these roles asks the person making it to confirm first.
+CONFIRMED_ROLES = frozenset({Role.MANAGER, Role.OWNER})
+# How long after a role change its author may undo it from the Members page.
+ROLE_UNDO_WINDOW = timedelta(minutes=15)
+
+
+def role_change_needs_confirmation(*, membership: Membership, role: str) -> bool:
+    """True for a promotion to manager or owner (the members page asks before saving it)."""
     role = Role(role)
+    return role in CONFIRMED_ROLES and ROLE_RANK[role] > ROLE_RANK[Role(membership.role)]
+
+
+def membership_role_change_check(
+    *, membership: Membership, role: str, actor_membership: Membership
+) -> None:
+    """Raise ``ActionRefused`` when ``actor_membership`` may not give ``membership`` ``role``
+    (checked again, under the workspace lock, when the change is made)."""
+    role = Role(role)
+    _check_can_touch(actor_membership, membership, role)
+    if (
+        membership.role == Role.OWNER
+        and role != Role.OWNER
+        and _owner_count(membership.workspace) <= 1
+    ):
+        raise ActionRefused("This is the workspace's last owner. Make someone else an owner first.")
+
+
+def _role_set(membership, role, actor_membership, *, action, data, ip) -> AuditEntry | None:
     membership, actor_membership = _lock_workspace(membership, actor_membership)
     _check_can_touch(actor_membership, membership, role)
     if membership.role == role:
-        return membership
+        return None
     if membership.role == Role.OWNER and _owner_count(membership.workspace) <= 1:
         raise ActionRefused("This is the workspace's last owner. Make someone else an owner first.")
     old = membership.role
     membership.role = role
     membership.save(update_fields=["role"])
-    audit_record(
+    return audit_record(
         workspace=membership.workspace,
         actor=actor_membership.user,
-        action="member.role_changed",
+        action=action,
         target=membership.user.email,
-        data={"from": old, "to": role.value},
+        data={"from": old, "to": role.value, **data},
         ip=ip,
     )
-    return membership
+
+
+@transaction.atomic
+def membership_role_change(
+    *, membership: Membership, role: str, actor_membership: Membership, ip: str | None = None
+) -> AuditEntry | None:
+    """Give a member another role; the last owner can never be demoted.
+
+    Returns the audit entry of the change (what an undo refers to), None when the member
+    already had that role.
+    """
+    return _role_set(
+        membership, Role(role), actor_membership, action="member.role_changed", data={}, ip=ip
+    )
+
+
+def role_change_undoable(*, entry: AuditEntry | None, actor: User) -> bool:
+    """Whether ``actor`` may still undo the role change recorded in ``entry``."""
+    return (
+        entry is not None
+        and entry.action == "member.role_changed"
+        and entry.actor_id == actor.pk
+        and timezone.now() - entry.created_at <= ROLE_UNDO_WINDOW
+        and not AuditEntry.objects.filter(
+            workspace_id=entry.workspace_id, action="member.role_restored", data__undoes=entry.pk
+        ).exists()
+    )
+
+
+@transaction.atomic
+def membership_role_undo(
+    *,
+    membership: Membership,
+    entry: AuditEntry,
+    actor_membership: Membership,
+    ip: str | None = None,
+) -> AuditEntry:
+    """Give ``membership`` back the role it had before the change in ``entry``.
+
+    Only the change's author, within ``ROLE_UNDO_WINDOW``, once, and only while nobody has
+    changed the role since; the usual role rules apply (audited as ``member.role_restored``).
+    """
+    if (
+        entry.workspace_id != membership.workspace_id
+        or entry.target != membership.user.email
+        or not role_change_undoable(entry=entry, actor=actor_membership.user)
+    ):
+        raise ActionRefused("This change can no longer be undone: choose the role again instead.")
+    membership.refresh_from_db(fields=["role"])
+    if membership.role != entry.data.get("to"):
+        raise ActionRefused(
+            "The role was changed again since: choose the role again instead of undoing."
+        )
+    restored = _role_set(
+        membership,
+        Role(entry.data["from"]),
+        actor_membership,
+        action="member.role_restored",
+        data={"undoes": entry.pk},
+        ip=ip,
+    )
+    if restored is None:  # pragma: no cover - the role was checked just above
+        raise ActionRefused("Nothing to undo.")
+    return restored
 
 
 @transaction.atomic

@@ -11,6 +11,7 @@ urlpatterns = [
     path("members/", views.members, name="members"),
     path("members/invite/", views.invitation_create, name="invite"),
     path("members/<int:pk>/role/", views.member_role, name="member_role"),
+    path("members/<int:pk>/role/undo/", views.member_role_undo, name="member_role_undo"),
     path("members/<int:pk>/remove/", views.member_remove, name="member_remove"),
     path("invitations/<int:pk>/revoke/", views.invitation_revoke, name="invitation_revoke"),
     path("audit/", views.audit_log, name="audit"),

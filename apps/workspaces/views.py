@@ -17,9 +17,11 @@ from django_htmx.http import HttpResponseClientRedirect
 from . import services
 from .access import get_scoped, scoped, workspace_view
 from .forms import (
+    ConfirmForm,
     InvitationForm,
     InvitationSignupForm,
     RoleForm,
+    RoleUndoForm,
     SignInForm,
     WorkspaceForm,
 )
@@ -122,26 +124,60 @@ def workspace_switch(request):
 
 # --- Members ----------------------------------------------------------------------------
 
+UNDO_SESSION_KEY = "chorus.role_undo"
 
-def _members_context(request, *, invite_form=None, issued=None, issued_invitation=None):
+
+def _members_context(
+    request,
+    *,
+    invite_form=None,
+    issued=None,
+    issued_invitation=None,
+    confirm_role=None,
+    confirm_revoke=None,
+    undo=None,
+):
     membership = request.membership
     ctx = {
         "memberships": scoped(request, Membership).select_related("user").order_by("user__email"),
         "roles": [(r.value, r.label, ROLE_DESCRIPTIONS[r]) for r in Role],
         "owner_count": scoped(request, Membership).filter(role=Role.OWNER).count(),
+        "confirm_role": confirm_role,
+        "undo": undo,
     }
     if membership.can_manage:
         ctx["invite_form"] = invite_form or InvitationForm(for_owner=membership.is_owner)
         ctx["invitations"] = scoped(request, Invitation).select_related("invited_by")[:50]
         ctx["issued_link"] = issued
         ctx["issued_invitation"] = issued_invitation
+        ctx["confirm_revoke"] = confirm_revoke
     return ctx
+
+
+def _undo_offer(request, entry_id):
+    """The role change the person may still undo (an audit entry of theirs), or None."""
+    if not entry_id or not request.membership.can_manage:
+        return None
+    entry = scoped(request, AuditEntry).filter(pk=entry_id).first()
+    if not services.role_change_undoable(entry=entry, actor=request.user):
+        return None
+    target = scoped(request, Membership).filter(user__email=entry.target).first()
+    if target is None or target.role != entry.data.get("to"):
+        return None
+    return {
+        "entry": entry,
+        "membership": target,
+        "to": Role(entry.data["to"]).label.lower(),
+        "from": Role(entry.data["from"]).label.lower(),
+    }
 
 
 @workspace_view()
 @require_GET
 def members(request):
-    return render(request, "workspaces/members.html", _members_context(request))
+    undo = _undo_offer(request, request.session.pop(UNDO_SESSION_KEY, None))
+    template = "workspaces/members.html#member-table" if request.htmx else "workspaces/members.html"
+    return render(request, template, _members_context(request, undo=undo))
 
 
 @workspace_view(Role.MANAGER)
@@ -182,53 +218,117 @@ def invitation_create(request):
 @workspace_view(Role.MANAGER)
 @require_POST
 def invitation_revoke(request, pk: int):
+    """Withdraw a pending invitation: the first POST asks, the one with ``confirm`` does it."""
     invitation = get_scoped(request, Invitation, pk=pk)
-    try:
-        services.invitation_revoke(
-            invitation=invitation, actor_membership=request.membership, ip=client_ip(request)
-        )
-        messages.success(request, f"Invitation for {invitation.email} revoked.")
-    except services.ActionRefused as exc:
-        messages.error(request, str(exc))
-    return _redirect(request, reverse("workspaces:members"))
+    template = "workspaces/members.html#invite" if request.htmx else "workspaces/members.html"
+    confirmed = ConfirmForm(request.POST)
+    confirmed = confirmed.is_valid() and confirmed.cleaned_data["confirm"]
+    if not invitation.is_pending:
+        messages.error(request, f"This invitation is already {invitation.state}.")
+    elif not confirmed:
+        ctx = _members_context(request, confirm_revoke=invitation)
+        return render(request, template, ctx)
+    else:
+        try:
+            services.invitation_revoke(
+                invitation=invitation, actor_membership=request.membership, ip=client_ip(request)
+            )
+            messages.success(request, f"Invitation for {invitation.email} revoked.")
+        except services.ActionRefused as exc:
+            messages.error(request, str(exc))
+    if request.htmx:
+        return render(request, template, _members_context(request))
+    return HttpResponseRedirect(reverse("workspaces:members"), status=303)
 
 
-def _member_action_done(request, error: str | None):
+def _member_action_done(request, error: str | None, *, undo_entry=None):
     if error:
         messages.error(request, error)
     if request.htmx:
         response = render(
-            request, "workspaces/members.html#member-table", _members_context(request)
+            request,
+            "workspaces/members.html#member-table",
+            _members_context(request, undo=_undo_offer(request, undo_entry and undo_entry.pk)),
         )
         if error:
             response.status_code = 400
         return response
+    if undo_entry is not None:
+        request.session[UNDO_SESSION_KEY] = undo_entry.pk
     return HttpResponseRedirect(reverse("workspaces:members"), status=303)
 
 
 @workspace_view(Role.MANAGER)
 @require_POST
 def member_role(request, pk: int):
+    """Save a member's new role (an explicit Save). A promotion to manager or owner is asked
+    first: without ``confirm`` the page shows what it grants and a button that confirms."""
     membership = get_scoped(request, Membership.objects.select_related("user"), pk=pk)
     form = RoleForm(request.POST)
-    error = None
     if not form.is_valid():
-        error = "Choose one of the roles: owner, manager, member or viewer."
-    else:
-        try:
-            services.membership_role_change(
-                membership=membership,
-                role=form.cleaned_data["role"],
-                actor_membership=request.membership,
-                ip=client_ip(request),
-            )
-            messages.success(
-                request,
-                f"{membership.user.email} is now {Role(form.cleaned_data['role']).label.lower()}.",
-            )
-        except services.ActionRefused as exc:
-            error = str(exc)
-    return _member_action_done(request, error)
+        return _member_action_done(
+            request, "Choose one of the roles: owner, manager, member or viewer."
+        )
+    role = Role(form.cleaned_data["role"])
+    try:
+        services.membership_role_change_check(
+            membership=membership, role=role, actor_membership=request.membership
+        )
+    except services.ActionRefused as exc:
+        return _member_action_done(request, str(exc))
+    if not form.cleaned_data["confirm"] and services.role_change_needs_confirmation(
+        membership=membership, role=role
+    ):
+        ctx = _members_context(
+            request,
+            confirm_role={
+                "membership": membership,
+                "role": role.value,
+                "label": role.label.lower(),
+                "description": ROLE_DESCRIPTIONS[role],
+            },
+        )
+        template = (
+            "workspaces/members.html#member-table" if request.htmx else "workspaces/members.html"
+        )
+        return render(request, template, ctx)
+    try:
+        entry = services.membership_role_change(
+            membership=membership,
+            role=role,
+            actor_membership=request.membership,
+            ip=client_ip(request),
+        )
+    except services.ActionRefused as exc:
+        return _member_action_done(request, str(exc))
+    if entry is None:
+        messages.info(request, f"{membership.user.email} is already {role.label.lower()}.")
+    return _member_action_done(request, None, undo_entry=entry)
+
+
+@workspace_view(Role.MANAGER)
+@require_POST
+def member_role_undo(request, pk: int):
+    """Undo one's own recent role change (the Undo button after a change)."""
+    membership = get_scoped(request, Membership.objects.select_related("user"), pk=pk)
+    form = RoleUndoForm(request.POST)
+    if not form.is_valid():
+        return _member_action_done(request, "That change can no longer be undone.")
+    entry = get_scoped(request, AuditEntry, pk=form.cleaned_data["change"])
+    try:
+        services.membership_role_undo(
+            membership=membership,
+            entry=entry,
+            actor_membership=request.membership,
+            ip=client_ip(request),
+        )
+    except services.ActionRefused as exc:
+        return _member_action_done(request, str(exc))
+    messages.success(
+        request,
+        f"Undone: {membership.user.email} is {Role(entry.data['from']).label.lower()} again.",
+    )
+    return _member_action_done(request, None)
 
 
 @workspace_view(Role.MANAGER)

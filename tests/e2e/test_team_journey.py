@@ -144,3 +144,74 @@ def test_without_websockets_the_page_falls_back_to_polling(browser, daphne_serve
     expect(page.locator("[data-job-bar]")).to_have_attribute("value", "100")
     assert len(polls) >= 2 and all(url.endswith(f"/jobs/{job.pk}/") for url in polls)
     context.close()
+
+
+@pytest.mark.parametrize("size", [(1366, 860), (390, 844)], ids=["laptop", "phone"])
+def test_roles_change_only_on_save_with_a_confirmation_and_undo(browser, daphne_server, size):
+    """Arrowing through a member's role menu sends nothing; Save asks before a promotion; the
+    change can be undone; an invitation revoke asks too. No sideways scroll, no console error."""
+    from playwright.sync_api import expect
+
+    from apps.workspaces.models import Invitation, Membership, Role
+    from tests.factories import add_member
+
+    owner = make_user("lead@example.com", name="Lena Lead")
+    workspace = make_workspace("Acme audio", owner=owner)
+    mia = add_member(workspace, make_user("mia@example.com", name="Mia"), Role.MEMBER)
+    Invitation.objects.create(
+        workspace=workspace, email="new@example.com", role=Role.MEMBER, token_hash="x" * 64
+    )
+    width, height = size
+    context = browser.new_context(
+        base_url=daphne_server.url, viewport={"width": width, "height": height}
+    )
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, "lead@example.com")
+    page.goto("/members/")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+
+    posts = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    select = page.get_by_label("Role of mia@example.com")
+    select.focus()
+    for _ in range(3):
+        page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowUp")
+    page.wait_for_timeout(700)
+    assert posts == []
+    mia.refresh_from_db()
+    assert mia.role == Role.MEMBER
+
+    # Save a promotion: it asks first, in a focused panel; nothing changes yet.
+    select.select_option("manager")
+    page.get_by_role("button", name="Save the role of mia@example.com").click()
+    confirm = page.locator("[data-confirm-role]")
+    expect(confirm).to_be_visible()
+    expect(confirm).to_be_focused()
+    mia.refresh_from_db()
+    assert mia.role == Role.MEMBER
+    page.get_by_role("button", name="Yes, make Mia manager").click()
+    undo = page.locator("[data-undo]")
+    expect(undo).to_contain_text("mia@example.com is now manager.")
+    expect(undo).to_be_focused()
+    mia.refresh_from_db()
+    assert mia.role == Role.MANAGER
+    undo.get_by_role("button", name="Undo").click()
+    expect(page.locator("#member-table")).to_contain_text("is member again")
+    mia.refresh_from_db()
+    assert mia.role == Role.MEMBER
+    assert Membership.objects.filter(workspace=workspace).count() == 2
+
+    # Revoking an invitation asks first too.
+    page.get_by_role("button", name="Revoke the invitation for new@example.com").click()
+    expect(page.locator("[data-confirm-revoke]")).to_be_visible()
+    assert Invitation.objects.get().state == "pending"
+    page.get_by_role("button", name="Yes, withdraw it").click()
+    expect(page.locator("#invite")).to_contain_text("Invitation for new@example.com revoked.")
+    assert Invitation.objects.get().state == "revoked"
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert errors == []
+    context.close()

@@ -161,11 +161,11 @@ def test_revoking_is_audited_and_twice_is_refused(client_as, manager, workspace)
     invitation = Invitation.objects.get()
     client = client_as(manager)
     url = reverse("workspaces:invitation_revoke", args=[invitation.pk])
-    assert client.post(url).status_code == 303
+    assert client.post(url, {"confirm": "1"}).status_code == 303
     invitation.refresh_from_db()
     assert invitation.state == "revoked"
     assert AuditEntry.objects.filter(action="invitation.revoked").count() == 1
-    page = client.post(url, follow=True).content.decode()
+    page = client.post(url, {"confirm": "1"}, follow=True).content.decode()
     assert "already revoked" in page
     assert AuditEntry.objects.filter(action="invitation.revoked").count() == 1
 

@@ -39,7 +39,7 @@ def test_a_manager_changes_a_role_and_it_is_audited(client_as, manager, member, 
 def test_role_change_with_htmx_returns_the_table_partial(client_as, owner, member, workspace):
     target = _membership(workspace, member)
     response = client_as(owner, **HTMX).post(
-        reverse("workspaces:member_role", args=[target.pk]), {"role": "manager"}
+        reverse("workspaces:member_role", args=[target.pk]), {"role": "manager", "confirm": "1"}
     )
     body = response.content.decode()
     assert response.status_code == 200
