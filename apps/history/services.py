@@ -300,7 +300,9 @@ def history_entries(generations: Iterable[Generation], links: dict[int, dict]) -
     for group in groups.values():
         group["previews"].sort(key=lambda g: (g.recipe or {}).get("preview_index", 0))
         for index, preview in enumerate(group["previews"]):
-            preview.letter = "ABCDEFGH"[index] if index < 8 else str(index + 1)
+            number = (preview.recipe or {}).get("preview_index", index)
+            number = number if isinstance(number, int) and 0 <= number < 8 else index
+            preview.letter = "ABCDEFGH"[number] if number < 8 else str(number + 1)
     return entries
 
 
