@@ -16,6 +16,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from . import services
 from .access import get_scoped, scoped, workspace_view
+from .audit import audit_line
 from .forms import (
     ConfirmForm,
     InvitationForm,
@@ -475,5 +476,7 @@ def audit_log(request):
             | Q(actor_email__icontains=query)
         )
     page = Paginator(entries, 50).get_page(request.GET.get("page"))
+    for entry in page.object_list:
+        entry.line = audit_line(entry)
     template = "workspaces/audit.html#entries" if request.htmx else "workspaces/audit.html"
     return render(request, template, {"page": page, "query": query})
