@@ -9,8 +9,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from apps.billing.services import member_usage, plan_for, workspace_usage
 from apps.generation.engine import engine_status
-from apps.history.models import GenerationKind
+from apps.history.models import Generation, GenerationKind
 from apps.history.services import clip_links_install
 from apps.jobs.models import Job, JobStatus
 from apps.jobs.services import job_start
@@ -63,9 +64,28 @@ def _redirect(request, url: str):
     return HttpResponseRedirect(url, status=303)
 
 
+def _credits(request) -> dict:
+    """Credits left this period: the member's own (their budget), and for managers the
+    workspace's (its cap, and the plan the engine reports)."""
+    usage = member_usage(workspace=request.workspace, user=request.user)
+    credits = {"usage": usage}
+    if request.membership.can_manage:
+        plan = plan_for(request.workspace)
+        used = workspace_usage(workspace=request.workspace)
+        credits.update(
+            plan=plan,
+            workspace_used=used,
+            workspace_left=plan.workspace_cap - used if plan.workspace_cap is not None else None,
+            plan_left=plan.credit_limit - plan.credits_used if plan.credit_limit else None,
+        )
+    return credits
+
+
 @workspace_view()
 @require_GET
 def home(request):
+    """The next steps: a quick speech box, recent clips, credits left, shortcuts, and the
+    jobs by their subject (running ones live; with htmx, only the jobs card)."""
     memberships = scoped(request, Membership).select_related("user").order_by("user__email")
     running = scoped(request, Job).filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])[:10]
     recent = scoped(request, Job).exclude(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])[:5]
@@ -74,6 +94,8 @@ def home(request):
         return render(request, "workspaces/home.html#jobs", ctx)
     ctx["engine"] = engine_settings_for(request.workspace)
     ctx["engine_check"] = engine_status(workspace=request.workspace)
+    ctx["recent_clips"] = list(scoped(request, Generation).select_related("user")[:5])
+    ctx.update(_credits(request))
     return render(request, "workspaces/home.html", ctx)
 
 
