@@ -36,6 +36,7 @@ class WorkspaceForm(StudioForm):
         label="Workspace name",
         max_length=100,
         widget=forms.TextInput(attrs={"autofocus": True, "placeholder": "e.g. Podcast team"}),
+        help_text="Everyone in the workspace sees it, and so do the people you invite.",
     )
 
     def clean_name(self):

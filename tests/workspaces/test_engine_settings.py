@@ -86,7 +86,7 @@ def test_test_connection_on_the_local_engine_answers(client_as, owner, workspace
     response = client_as(owner, **HTMX).post(reverse("workspaces:engine_test"))
     body = response.content.decode()
     assert response.status_code == 200 and "<html" not in body
-    assert 'data-check="ok"' in body and "local" in body
+    assert 'data-check="ok"' in body and "Local (offline)" in body
     home = client_as(owner).get(reverse("workspaces:home")).content.decode()
     assert 'data-engine="local"' in home and "data-engine-answers>" in home
 
