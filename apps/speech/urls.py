@@ -6,4 +6,7 @@ app_name = "speech"
 
 urlpatterns = [
     path("", views.page, name="page"),
+    path("generate/", views.generate, name="generate"),
+    path("takes/<str:token>/", views.take, name="take"),
+    path("takes/<str:token>/audio/", views.take_stream, name="take_stream"),
 ]
