@@ -141,3 +141,57 @@ def test_every_sidebar_page_at_both_sizes_answers_fits_and_logs_no_error(browser
     assert {"/settings/", "/billing/plan/", "/audit/", "/transcripts/"} <= set(owner_pages)
     assert "/transcripts/" in viewer_pages and "/settings/" not in viewer_pages
     assert not problems, "\n".join(problems)
+
+
+FORM = """
+<form id="probe-form">
+  <fieldset><legend>All the inputs</legend>
+  <input type="text" id="t"><input type="email" id="e"><input type="password" id="p">
+  <input type="number" id="n"><input type="url" id="u"><input type="date" id="d">
+  <input type="datetime-local" id="dl"><input type="search" id="s"><select id="sel"></select>
+  <textarea id="ta"></textarea><input type="file" id="f">
+  <input type="checkbox" id="c"><input type="radio" id="r">
+  <input type="range" id="rg" min="0" max="1" step="0.05" value="0.5">
+  </fieldset>
+</form>"""
+
+
+def test_every_input_type_is_styled_and_a_slider_shows_its_value(browser, daphne_server):
+    owner = make_user("ines@example.com", name="Ines Owner")
+    make_workspace("Inputs", owner=owner)
+    context = browser.new_context(base_url=daphne_server.url)
+    page = context.new_page()
+    errors = _listen(page)
+    sign_in(page, owner.email)
+    page.wait_for_url(f"{daphne_server.url}/")
+    page.evaluate(
+        """html => { const box = document.createElement('div'); box.innerHTML = html;
+        document.querySelector('main').append(box);
+        document.dispatchEvent(new CustomEvent('htmx:load', {detail: {elt: box}})); }""",
+        FORM,
+    )
+    for field in ("t", "e", "p", "n", "u", "d", "dl", "s", "sel", "ta"):
+        style = page.evaluate(
+            "id => { const s = getComputedStyle(document.getElementById(id));"
+            " return [s.borderTopLeftRadius, s.borderTopWidth, s.width]; }",
+            field,
+        )
+        assert style[0] == "8px" and style[1] == "1px", (field, style)
+        assert float(style[2][:-2]) > 200, (field, style)  # full width, not the browser's
+    file_button = page.evaluate(
+        "getComputedStyle(document.getElementById('f'), '::file-selector-button').borderRadius"
+    )
+    assert file_button == "8px"
+    accent = page.evaluate("getComputedStyle(document.getElementById('c')).accentColor")
+    assert accent == "rgb(79, 70, 229)"
+    legend = page.evaluate("getComputedStyle(document.querySelector('legend')).fontWeight")
+    assert legend == "600"
+    # The slider's value is shown beside it and follows it.
+    output = page.locator("#rg + output.range-value")
+    assert output.text_content() == "0.5"
+    page.locator("#rg").evaluate(
+        "r => { r.value = '0.8'; r.dispatchEvent(new Event('input', {bubbles: true})); }"
+    )
+    assert output.text_content() == "0.8"
+    assert not errors, errors
+    context.close()

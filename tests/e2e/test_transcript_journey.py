@@ -78,3 +78,68 @@ def test_upload_transcribe_read_along_edit_and_export(
     assert response.status == 200
     cues = list(srt.parse(response.text()))
     assert cues[0].content.startswith("Corrected opening")
+
+
+def test_the_export_menu_floats_closes_on_escape_and_after_a_download_in_the_member_s_zone(
+    browser, daphne_server
+):
+    """The Export menu is a real menu (keyboard, Escape, closes after a download, moves
+    nothing); the transcript's date follows the browser's time zone (the ``tz`` cookie)."""
+    from datetime import UTC, datetime
+
+    from playwright.sync_api import expect
+
+    from tests.transcripts.test_editor import make_transcript
+
+    owner = make_user("edda@example.com", name="Edda Owner")
+    workspace = make_workspace("Exports", owner=owner)
+    transcript = make_transcript(workspace, owner)
+    Transcript.objects.filter(pk=transcript.pk).update(
+        created_at=datetime(2026, 1, 15, 12, 0, tzinfo=UTC)
+    )
+    context = browser.new_context(
+        base_url=daphne_server.url, timezone_id="Europe/Berlin", accept_downloads=True
+    )
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    sign_in(page, owner.email)
+    page.goto(f"/transcripts/{transcript.pk}/")
+    assert "tz=Europe/Berlin" in page.evaluate("document.cookie")
+    page.reload()  # the cookie is sent from now on: 12:00 UTC is 13:00 in Berlin
+    expect(page.locator(".page-head time").first).to_have_text("15 Jan 2026, 13:00")
+    # Breadcrumbs link back: Create › Transcripts › the transcript.
+    crumbs = page.get_by_role("navigation", name="Breadcrumb")
+    expect(crumbs.get_by_role("link", name="Transcripts")).to_have_attribute(
+        "href", "/transcripts/"
+    )
+    expect(crumbs).to_contain_text(transcript.title)
+
+    menu = page.locator("details[data-export-menu]")
+    summary = menu.locator("summary")
+    list_ = menu.locator(".dropdown-list")
+    below = page.locator("#transcript-body")
+    top_before = below.evaluate("el => el.getBoundingClientRect().top")
+    # Keyboard: focus the button, Enter opens, the first format is one Tab away.
+    summary.focus()
+    page.keyboard.press("Enter")
+    expect(list_).to_be_visible()
+    assert below.evaluate("el => el.getBoundingClientRect().top") == top_before  # nothing moved
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Text (.txt)"
+    page.keyboard.press("Escape")
+    expect(list_).to_be_hidden()
+    assert page.evaluate("document.activeElement.tagName") == "SUMMARY"
+    # Open it again and choose captions: the file downloads and the menu closes.
+    summary.click()
+    with page.expect_download() as download:
+        menu.get_by_role("link", name="SubRip captions (.srt)").click()
+    assert download.value.suggested_filename.endswith(".srt")
+    expect(list_).to_be_hidden()
+    # A click outside closes it too.
+    summary.click()
+    expect(list_).to_be_visible()
+    page.locator("h1").click()
+    expect(list_).to_be_hidden()
+    assert not errors, errors
+    context.close()
