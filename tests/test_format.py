@@ -51,3 +51,38 @@ def test_filters_need_no_load_tag():
     page = '{{ c|label }} · {{ n|count:"character" }} · {{ s|duration }} · {{ l|language }}'
     out = Template(page).render(Context({"c": "tts", "n": 25, "s": 8.6, "l": "de"}))
     assert out == "Text to speech · 25 characters · 0:09 · German"
+
+
+def test_percentages_are_whole():
+    from studio_site.format import percent_of
+
+    assert percent_of(0.974) == "97%"
+    assert percent_of(1) == "100%"
+    assert percent_of(0.005) == "1%"
+    assert percent_of(None) == ""
+
+
+def test_languages_engines_answer_with_are_named():
+    assert language_of("eng") == "English"
+    assert language_of("deu") == "German"
+    assert language_of("zh") == "Chinese"
+    assert language_of("en-GB") == "British English"
+    assert language_of("eng-US") == "English"
+
+
+def test_the_language_picker_offers_names_and_takes_codes():
+    from studio_site.forms import LanguageField, language_choices
+
+    choices = dict(language_choices())
+    assert choices["en"] == "English" and choices["zh"] == "Chinese" and choices["de"] == "German"
+    names = [name for _, name in language_choices()]
+    assert names == sorted(names)
+    field = LanguageField()
+    assert field.clean("DE") == "de" and field.clean("pt_BR") == "pt" and field.clean("") == ""
+    import pytest
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError, match="Choose a language from the list"):
+        field.clean("klingon")
+    with pytest.raises(ValidationError):
+        LanguageField(required=True).clean("")
