@@ -111,7 +111,9 @@ def database_from_url(url: str) -> dict:
         if pool_size:
             options["pool"] = {"min_size": 1, "max_size": pool_size, "timeout": 10}
         return {
-            "ENGINE": "django.db.backends.postgresql",
+            # Django's PostgreSQL backend, with a pool that pings only connections that sat
+            # idle (studio_site/postgresql/base.py) rather than on every checkout.
+            "ENGINE": "studio_site.postgresql",
             "NAME": unquote(parts.path.lstrip("/")) or "chorus",
             "USER": unquote(parts.username or ""),
             "PASSWORD": unquote(parts.password or ""),
