@@ -28,6 +28,7 @@ from apps.generation.voice_rules import voice_apply
 from apps.history.models import Generation, GenerationKind
 from apps.voices.models import LibraryVoice, VoiceSettingsRecord
 from apps.workspaces.services import ActionRefused
+from studio_site.format import count_of
 
 SPEECH_MAX = 10_000  # characters of one take: the engines' limit of one request
 DEFAULT_MODEL = "eleven_multilingual_v2"
@@ -288,9 +289,12 @@ def take_check(*, workspace, user, recipe: TakeRecipe) -> Estimate:
         workspace=workspace, user=user, model_id=recipe.model_id, characters=len(recipe.text)
     )
     if estimate.blocked_by:
+        limit = estimate.blocked_by
+        if limit.startswith(("The ", "This ")):
+            limit = limit[0].lower() + limit[1:]
         raise ActionRefused(
-            f"This take needs {estimate.credits.normalize():f} credits, more than the "
-            f"{estimate.blocked_by} has left. Shorten the text or ask a manager for more credits."
+            f"Not enough credits: this take needs {count_of(estimate.credits, 'credit')}, more "
+            f"than is left of {limit}. Shorten the text, or ask an owner or a manager for more."
         )
     engine = engine_for(workspace)
     request = TTSRequest(text=recipe.text, voice_id=recipe.voice_id, model_id=recipe.model_id)
