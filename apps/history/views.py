@@ -124,7 +124,7 @@ def _back_url(params) -> str:
     kept = QueryDict(mutable=True)
     for name in FILTER_NAMES:
         value = params.get(name, "")
-        if value:
+        if value and not (name == "page" and value == "1"):
             kept[name] = value[:200]
     query = kept.urlencode()
     return reverse("history:list") + (f"?{query}" if query else "")
