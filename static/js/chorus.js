@@ -196,9 +196,20 @@
     init(document);
     const toggle = document.querySelector("[data-toggle-sidebar]");
     if (toggle) {
-      toggle.addEventListener("click", () => {
-        const open = document.body.classList.toggle("sidebar-open");
+      const show = (open) => {
+        document.body.classList.toggle("sidebar-open", open);
         toggle.setAttribute("aria-expanded", open ? "true" : "false");
+      };
+      toggle.addEventListener("click", () => show(!document.body.classList.contains("sidebar-open")));
+      // On a phone the open sidebar covers the page: Escape or a tap beside it closes it.
+      document.addEventListener("keydown", (e) => {
+        if (e.key === "Escape" && document.body.classList.contains("sidebar-open")) {
+          show(false);
+          toggle.focus();
+        }
+      });
+      document.addEventListener("click", (e) => {
+        if (document.body.classList.contains("sidebar-open") && !e.target.closest("#sidebar, [data-toggle-sidebar]")) show(false);
       });
     }
   });

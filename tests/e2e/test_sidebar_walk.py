@@ -110,6 +110,20 @@ def _walk(browser, server_url, user, extra: list[str], visited: list[str]) -> li
         assert any(w.startswith("div#probe") for w in page.evaluate(WIDEST))
         assert errors == ["console: probe"], errors
         visited.extend(hrefs)
+        if width < 800:  # the phone's sidebar opens with its button and closes with Escape
+            page.goto("/")
+            sidebar, toggle = page.locator("#sidebar"), page.locator("[data-toggle-sidebar]")
+            assert sidebar.bounding_box()["x"] < 0
+            toggle.click()
+            page.wait_for_function(
+                "document.getElementById('sidebar').getBoundingClientRect().x >= 0"
+            )
+            assert toggle.get_attribute("aria-expanded") == "true"
+            page.keyboard.press("Escape")
+            page.wait_for_function(
+                "document.getElementById('sidebar').getBoundingClientRect().right <= 0"
+            )
+            assert toggle.get_attribute("aria-expanded") == "false"
         for href in dict.fromkeys([*hrefs, *extra]):
             errors.clear()
             response = page.goto(href, wait_until="load")
