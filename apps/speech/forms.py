@@ -12,7 +12,7 @@ SEED_MAX = 4_294_967_295  # ElevenLabs' seeds are unsigned 32-bit
 
 class SpeechForm(forms.Form):
     text = forms.CharField(
-        label="Text",
+        label="Text to speak",
         max_length=SPEECH_MAX,
         widget=forms.Textarea(attrs={"rows": 8, "data-speech-text": ""}),
         error_messages={
