@@ -113,7 +113,13 @@ class InvitationSignupForm(StudioForm):
 
 
 class EngineSettingsForm(StudioForm):
-    kind = forms.ChoiceField(label="Engine", choices=EngineKind.choices, widget=forms.RadioSelect)
+    kind = forms.ChoiceField(
+        label="Engine",
+        choices=EngineKind.choices,
+        widget=forms.RadioSelect,
+        help_text="The local engine works offline and costs no credits. ElevenLabs is the real "
+        "service, billed to your ElevenLabs plan.",
+    )
     api_key = forms.CharField(
         label="ElevenLabs API key",
         required=False,
@@ -122,7 +128,11 @@ class EngineSettingsForm(StudioForm):
         widget=forms.PasswordInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
         help_text="Stored encrypted. Leave empty to keep the current key.",
     )
-    remove_key = forms.BooleanField(label="Remove the stored key", required=False)
+    remove_key = forms.BooleanField(
+        label="Remove the stored key",
+        required=False,
+        help_text="Then only the local engine can be used until a new key is entered.",
+    )
     base_url = forms.URLField(
         label="API base URL",
         required=False,

@@ -215,3 +215,62 @@ def test_roles_change_only_on_save_with_a_confirmation_and_undo(browser, daphne_
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert errors == []
     context.close()
+
+
+TEAM_PAGES = [
+    "/members/",
+    "/audit/",
+    "/settings/",
+    "/settings/engine/",
+    "/settings/api-keys/",
+    "/accounts/password_change/",
+]
+
+
+@pytest.mark.parametrize("size", [(1366, 860), (390, 844)], ids=["laptop", "phone"])
+def test_team_pages_fit_the_screen_without_console_errors(browser, daphne_server, size):
+    """Every team and settings page, with rows in its tables, at a laptop's and a phone's size."""
+    from apps.gateway import services as keys
+    from apps.workspaces.models import Invitation, Role
+    from apps.workspaces.services import audit_record, engine_settings_update
+    from tests.factories import add_member
+
+    owner = make_user("lead@example.com", name="Lena Lead")
+    workspace = make_workspace("Acme audio", owner=owner)
+    for n in range(3):
+        add_member(workspace, make_user(f"teammate{n}@example.com", name=f"Mate {n}"), Role.MEMBER)
+    Invitation.objects.create(
+        workspace=workspace, email="a.rather.long.address@example.com", token_hash="y" * 64
+    )
+    keys.api_key_create(
+        workspace=workspace, user=owner, name="Nightly render", scopes=["tts", "voices", "music"]
+    )
+    engine_settings_update(workspace=workspace, actor=owner, kind="local", api_key=None)
+    audit_record(
+        workspace=workspace,
+        actor=owner,
+        action="member.role_changed",
+        target="teammate0@example.com",
+        data={"from": "member", "to": "viewer"},
+        ip="127.0.0.1",
+    )
+    width, height = size
+    context = browser.new_context(
+        base_url=daphne_server.url, viewport={"width": width, "height": height}
+    )
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, "lead@example.com")
+    page.wait_for_url(re.compile(r"/$"))
+    for path in TEAM_PAGES:
+        response = page.goto(path)
+        assert response is not None and response.status == 200, path
+        wide = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert wide <= 0, f"{path} scrolls sideways by {wide}px at {width}"
+        text = page.locator("main").inner_text()
+        for raw in ("None", "[]", "{'"):
+            assert raw not in text, (path, raw)
+    assert errors == []
+    context.close()

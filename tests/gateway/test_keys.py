@@ -327,7 +327,7 @@ def test_bad_input_is_a_400_with_the_message_next_to_the_field(
     assert ("<html" in body) is not htmx
     assert message in body
     # The error list belongs to the field (Django ties it to the input's id).
-    errors = re.search(rf'<ul class="errorlist" id="id_{field}_error">(.*?)</ul>', body, re.S)
+    errors = re.search(rf'<div class="field-errors" id="id_{field}_error">(.*?)</div>', body, re.S)
     assert errors and message in errors.group(1)
     assert not ApiKey.objects.exists()
     assert 'id="new-key"' not in body
