@@ -10,7 +10,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 
-from apps.billing.services import Estimate, usage_estimate
+from django.core.cache import cache
+
+from apps.billing.services import Estimate, rate_for, usage_estimate
 from apps.engines.base import (
     DEFAULT_OUTPUT_FORMAT,
     MP3_FORMATS,
@@ -21,7 +23,7 @@ from apps.engines.base import (
     VoiceSettings,
 )
 from apps.generation.caller import Caller
-from apps.generation.engine import engine_for, engine_models
+from apps.generation.engine import engine_for
 from apps.generation.errors import ApiInvalid, ApiRefused
 from apps.generation.speech import SpeechInput, SpeechStream, speak, speak_stream
 from apps.generation.voice_rules import voice_apply
@@ -170,33 +172,47 @@ def _settings_of(record) -> dict:
     }
 
 
+MODELS_SECONDS = 600  # how long the engine's list of models is reused
+
+
+def _tts_models(workspace) -> tuple[str, list]:
+    """The engine's text-to-speech models (asked at most every ``MODELS_SECONDS``)."""
+    engine = engine_for(workspace)
+    key = f"speech-models:{workspace.pk}:{engine.name}"
+    models = cache.get(key)
+    if models is None:
+        try:
+            models = [model for model in engine.models() if model.can_do_text_to_speech]
+        except EngineError:
+            return engine.name, []  # the engine cannot list them now: its default still works
+        cache.set(key, models, MODELS_SECONDS)
+    return engine.name, models
+
+
 def speech_models(*, workspace, user) -> list[ModelChoice]:
-    """The engine's text-to-speech models with what a character costs on each."""
-    caller = Caller(workspace=workspace, user=user)
-    try:
-        models = engine_models(caller=caller)
-    except (ApiRefused, ApiInvalid, EngineError):
-        models = []  # the engine cannot list them now: its default model still works
+    """The engine's text-to-speech models with what a character costs on each (the rate
+    card in force, as the ledger will charge it)."""
+    engine, models = _tts_models(workspace)
     choices = [
         ModelChoice(
             model_id=model.model_id,
             name=model.name or model.model_id,
-            credits_per_character=rate,
+            credits_per_character=rate_for(
+                workspace, "tts", model.model_id, engine
+            ).credits_per_unit,
             max_characters=min(model.maximum_text_length_per_request or SPEECH_MAX, SPEECH_MAX),
         )
-        for model, rate in models
-        if model.can_do_text_to_speech
+        for model in models
     ]
     if not any(choice.model_id == DEFAULT_MODEL for choice in choices):
-        estimate = speech_estimate(
-            workspace=workspace, user=user, model_id=DEFAULT_MODEL, characters=1
-        )
         choices.insert(
             0,
             ModelChoice(
                 model_id=DEFAULT_MODEL,
                 name="Eleven Multilingual v2",
-                credits_per_character=estimate.credits,
+                credits_per_character=rate_for(
+                    workspace, "tts", DEFAULT_MODEL, engine
+                ).credits_per_unit,
                 max_characters=SPEECH_MAX,
             ),
         )

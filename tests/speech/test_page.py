@@ -7,6 +7,7 @@ import time
 from decimal import Decimal
 
 import av
+import httpx
 import pytest
 from asgiref.sync import async_to_sync
 from django.urls import reverse
@@ -113,6 +114,7 @@ def test_a_viewer_sees_the_page_with_the_form_disabled_and_why(client_as, viewer
     assert "only members can generate speech" in response.text
     form = response.text.split('id="speech-form"')[1].split("</form>")[0]
     assert form.count('class="speech-fields" disabled') == 2
+    assert 'type="submit" disabled>Generate speech' in form
     assert f'value="{voice.voice_id}" disabled' in form or " disabled required" in form
 
 
@@ -209,6 +211,7 @@ def test_an_mp3_take_streams_sentence_by_sentence_then_is_kept_once(client_as, m
     stream_url = reverse("speech:take_stream", args=[token])
     take_url = reverse("speech:take", args=[token])
     assert f'src="{stream_url}"' in response.text
+    assert f"Speaking {len(text):,} characters (estimate 0 credits)" in response.text
     assert client.get(take_url).status_code == 204  # not made yet
 
     started = time.monotonic()
@@ -394,3 +397,45 @@ def test_another_workspace_has_its_own_library(client_as, outsider, voice):
     assert elsewhere != voice.workspace
     page = client_as(outsider).get(PAGE).text
     assert "No voices yet" in page
+
+
+# --- The estimate on an engine that charges ---------------------------------------------------
+
+
+def test_the_estimate_follows_the_rate_card_and_a_budget_refuses_a_take_too_dear(
+    on_elevenlabs, upstream, client_as, member
+):
+    from django.core.cache import cache
+
+    cache.clear()
+    models = [
+        {"model_id": "eleven_multilingual_v2", "name": "Eleven Multilingual v2",
+         "can_do_text_to_speech": True, "maximum_text_length_per_request": 10000},
+        {"model_id": "eleven_v3", "name": "Eleven v3", "can_do_text_to_speech": True,
+         "maximum_text_length_per_request": 3000},
+    ]  # fmt: skip
+    upstream(httpx.Response(200, json=models))
+    workspace = on_elevenlabs
+    voice = LibraryVoice.objects.create(
+        workspace=workspace, engine="elevenlabs", voice_id="21m00Tcm4TlvDq8ikWAM", name="Rachel"
+    )
+    Budget.objects.create(workspace=workspace, user=member, limit_credits=100)
+    page = client_as(member).get(PAGE).text
+    # Rates per character for the page's script: 1 credit (v2), 2 credits (v3).
+    assert "&quot;eleven_multilingual_v2&quot;: &quot;1" in page
+    assert "&quot;eleven_v3&quot;: &quot;2" in page
+    assert "you have <span data-left>100</span> credits left" in page
+
+    client = client_as(member, **HTMX)
+    dear = client.post(GENERATE, form_data(voice, text="x" * 60, model_id="eleven_v3"))
+    assert dear.status_code == 402
+    assert "this take needs 120 credits" in dear.text
+    assert nothing_written()
+    too_long = client.post(GENERATE, form_data(voice, text="y" * 3001, model_id="eleven_v3"))
+    assert too_long.status_code == 400 and "Eleven v3 speaks at most 3,000 characters" in (
+        too_long.text
+    )
+    fine = client.post(GENERATE, form_data(voice, text="z" * 40))
+    assert fine.status_code == 200
+    assert "Speaking 40 characters (estimate 40 credits)" in fine.text
+    assert nothing_written()  # reserved only when the player opens the stream
