@@ -234,6 +234,10 @@ def speech_estimate(*, workspace, user, model_id: str, characters: int) -> Estim
 # --- A take ---------------------------------------------------------------------------------
 
 
+class TakeTooDear(ActionRefused):
+    """A budget (the member's, a cap, the plan) has not enough credits left for the take."""
+
+
 @dataclass(frozen=True)
 class TakeRecipe:
     """Everything a take is made from, as the page's form validated it."""
@@ -308,7 +312,7 @@ def take_check(*, workspace, user, recipe: TakeRecipe) -> Estimate:
         limit = estimate.blocked_by
         if limit.startswith(("The ", "This ")):
             limit = limit[0].lower() + limit[1:]
-        raise ActionRefused(
+        raise TakeTooDear(
             f"Not enough credits: this take needs {count_of(estimate.credits, 'credit')}, more "
             f"than is left of {limit}. Shorten the text, or ask an owner or a manager for more."
         )

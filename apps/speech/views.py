@@ -15,6 +15,7 @@ from django.http import Http404, HttpResponse, HttpResponseRedirect, StreamingHt
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import reswap, retarget
 
 from apps.history.models import Generation
 from apps.workspaces.access import get_scoped, workspace_view
@@ -51,7 +52,7 @@ def _initial(voices, recipe: services.TakeRecipe | None, *, last_voice: str = ""
     }
 
 
-def _render(request, form, voices, models, *, status=200, **extra):
+def _render(request, form, voices, models, *, status=200, part: str = "", **extra):
     membership = request.membership
     can_create = bool(membership and membership.can_create)
     text = form["text"].value() or ""
@@ -85,6 +86,9 @@ def _render(request, form, voices, models, *, status=200, **extra):
         "voice_settings": json.dumps({v.voice_id: v.settings for v in voices}),
         **extra,
     }
+    if part:  # htmx: only the form, in place of the one on the page
+        response = render(request, f"speech/page.html#{part}", context, status=status)
+        return reswap(retarget(response, "#speech-form"), "outerHTML")
     return render(request, "speech/page.html", context, status=status)
 
 
@@ -123,10 +127,11 @@ def page(request):
 
 
 def _refused(request, form, voices, models, message: str, *, status: int):
-    if request.htmx:
-        return render(request, "speech/page.html#take", {"take_error": message}, status=status)
+    """The form again with ``message`` above it (with htmx, only the form)."""
     form.add_error(None, message)
-    return _render(request, form, voices, models, status=status)
+    return _render(
+        request, form, voices, models, status=status, part="form" if request.htmx else ""
+    )
 
 
 @workspace_view(Role.MEMBER)
@@ -136,23 +141,16 @@ def generate(request):
     voices, models = _choices(request, include=request.POST.get("voice_id", ""))
     form = SpeechForm(request.POST, voices=voices, models=models)
     if not form.is_valid():
-        if request.htmx:
-            errors = [
-                f"{form.fields[name].label if name in form.fields else ''}: {e}".lstrip(": ")
-                for name, messages in form.errors.items()
-                for e in messages
-            ]
-            return render(
-                request, "speech/page.html#take", {"take_error": " ".join(errors)}, status=400
-            )
-        return _render(request, form, voices, models, status=400)
+        part = "form" if request.htmx else ""
+        return _render(request, form, voices, models, status=400, part=part)
     recipe = form.recipe()
     try:
         estimate = services.take_check(
             workspace=request.workspace, user=request.user, recipe=recipe
         )
-    except ActionRefused as exc:
-        return _refused(request, form, voices, models, str(exc), status=402)
+    except ActionRefused as exc:  # a budget (429), or the workspace's voice rules (400)
+        status = 429 if isinstance(exc, services.TakeTooDear) else 400
+        return _refused(request, form, voices, models, str(exc), status=status)
     if request.htmx and recipe.streamed:
         token = services.take_remember(
             request.session, workspace_id=request.workspace.pk, recipe=recipe
@@ -199,7 +197,7 @@ def take_stream(request, token: str):
         )
     except ActionRefused as exc:
         services.take_failed_note(request.session, token=token, message=str(exc))
-        return HttpResponse(str(exc), status=402, content_type="text/plain; charset=utf-8")
+        return HttpResponse(str(exc), status=429, content_type="text/plain; charset=utf-8")
     response = StreamingHttpResponse(stream, content_type=stream.content_type)
     response["Cache-Control"] = "no-store"
     response["X-Accel-Buffering"] = "no"  # a proxy passes each sentence on as it comes

@@ -209,8 +209,10 @@
   }
 
   document.addEventListener("DOMContentLoaded", () => init(document));
-  document.addEventListener("htmx:afterSwap", (e) => init(e.detail.target));
+  // (An invalid form comes back in place of the whole form: set up whatever is new.)
+  document.addEventListener("htmx:afterSwap", () => init(document));
   document.addEventListener("htmx:beforeSwap", (e) => {
-    if (e.detail.target && e.detail.target.id === "take") stopLive(e.detail.target);
+    const target = e.detail.target;
+    if (target && (target.id === "take" || target.querySelector("#take"))) stopLive(target);
   });
 })();

@@ -310,6 +310,10 @@ def test_bad_input_is_a_clear_400_and_nothing_is_written(
     assert response.status_code == 400
     assert message in response.text.replace("&#x27;", "'")
     assert ("<html" in response.text) is not htmx
+    if htmx:  # the form is redrawn in place, each message beside its field
+        assert response["HX-Retarget"] == "#speech-form"
+        assert response["HX-Reswap"] == "outerHTML"
+        assert response.text.lstrip().startswith('<form id="speech-form"')
     assert nothing_written()
 
 
@@ -339,7 +343,7 @@ def test_a_budget_that_refuses_the_take_says_so_and_reserves_nothing(
     monkeypatch.setattr(services, "speech_estimate", refused)
     for headers in ({}, HTMX):
         response = client_as(member, **headers).post(GENERATE, form_data(voice))
-        assert response.status_code == 402
+        assert response.status_code == 429
         assert (
             "Not enough credits: this take needs 42 credits, more than is left of Mia Member's "
             "budget of 100 credits."
@@ -428,7 +432,7 @@ def test_the_estimate_follows_the_rate_card_and_a_budget_refuses_a_take_too_dear
 
     client = client_as(member, **HTMX)
     dear = client.post(GENERATE, form_data(voice, text="x" * 60, model_id="eleven_v3"))
-    assert dear.status_code == 402
+    assert dear.status_code == 429
     assert "this take needs 120 credits" in dear.text
     assert nothing_written()
     too_long = client.post(GENERATE, form_data(voice, text="y" * 3001, model_id="eleven_v3"))
@@ -439,3 +443,24 @@ def test_the_estimate_follows_the_rate_card_and_a_budget_refuses_a_take_too_dear
     assert fine.status_code == 200
     assert "Speaking 40 characters (estimate 40 credits)" in fine.text
     assert nothing_written()  # reserved only when the player opens the stream
+
+
+def test_the_workspace_voice_rules_refuse_a_take_before_anything_is_reserved(
+    client_as, member, voice
+):
+    workspace = voice.workspace
+    workspace.require_approved_voices = True
+    workspace.save(update_fields=["require_approved_voices"])
+    for headers in ({}, HTMX):
+        response = client_as(member, **headers).post(GENERATE, form_data(voice))
+        assert response.status_code == 400
+        assert "uses only approved voices" in response.text
+    assert nothing_written()
+
+
+def test_a_viewer_cannot_open_a_take_or_its_stream(client_as, viewer, member, voice):
+    token = client_as(member, **HTMX).post(GENERATE, form_data(voice)).text
+    token = token.split("/speech/takes/")[1].split("/")[0]
+    for name in ("speech:take_stream", "speech:take"):
+        assert client_as(viewer).get(reverse(name, args=[token])).status_code == 403
+    assert nothing_written()
