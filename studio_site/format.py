@@ -62,6 +62,15 @@ LABELS: dict[str, str] = {
     "minute": "minute",
     "hour": "hour",
     "generation": "generation",
+    # text-to-speech models (ElevenLabs ids; the local engine stands in for each)
+    "eleven_v3": "Eleven v3",
+    "eleven_multilingual_v2": "Eleven Multilingual v2",
+    "eleven_flash_v2_5": "Eleven Flash v2.5",
+    "eleven_flash_v2": "Eleven Flash v2",
+    "eleven_turbo_v2_5": "Eleven Turbo v2.5",
+    "eleven_turbo_v2": "Eleven Turbo v2",
+    "eleven_multilingual_v1": "Eleven Multilingual v1",
+    "eleven_monolingual_v1": "Eleven English v1",
 }
 
 # Plural forms where adding "s" is wrong.
