@@ -30,7 +30,7 @@ from apps.generation.voice_rules import voice_apply
 from apps.history.models import Generation, GenerationKind
 from apps.voices.models import LibraryVoice, VoiceSettingsRecord
 from apps.workspaces.services import ActionRefused
-from studio_site.format import count_of
+from studio_site.format import count_of, label_of
 
 SPEECH_MAX = 10_000  # characters of one take: the engines' limit of one request
 DEFAULT_MODEL = "eleven_multilingual_v2"
@@ -189,6 +189,14 @@ def _tts_models(workspace) -> tuple[str, list]:
     return engine.name, models
 
 
+def _model_name(model) -> str:
+    """The model's name, in words where the engine names it by its id."""
+    name = model.name or model.model_id
+    if name.startswith(model.model_id):  # "eleven_v3 (local stand-in)" → "Eleven v3 (…)"
+        name = label_of(model.model_id) + name[len(model.model_id) :]
+    return name
+
+
 def speech_models(*, workspace, user) -> list[ModelChoice]:
     """The engine's text-to-speech models with what a character costs on each (the rate
     card in force, as the ledger will charge it)."""
@@ -196,7 +204,7 @@ def speech_models(*, workspace, user) -> list[ModelChoice]:
     choices = [
         ModelChoice(
             model_id=model.model_id,
-            name=model.name or model.model_id,
+            name=_model_name(model),
             credits_per_character=rate_for(
                 workspace, "tts", model.model_id, engine
             ).credits_per_unit,
@@ -209,7 +217,7 @@ def speech_models(*, workspace, user) -> list[ModelChoice]:
             0,
             ModelChoice(
                 model_id=DEFAULT_MODEL,
-                name="Eleven Multilingual v2",
+                name=label_of(DEFAULT_MODEL),
                 credits_per_character=rate_for(
                     workspace, "tts", DEFAULT_MODEL, engine
                 ).credits_per_unit,

@@ -103,6 +103,7 @@ def test_members_see_the_form_with_the_voices_their_previews_and_settings(
     assert ">0.33</output>" in page
     assert "Reset to the voice's settings" in page
     assert "mp3_44100_128" in page and "MP3 · 44.1 kHz · 128 kbps" in page
+    assert ">Eleven Multilingual v2 (local stand-in)</option>" in page
     assert "not playable" not in page
     form = page.split('id="speech-form"')[1].split("</form>")[0]
     assert " disabled" not in form and "only members can generate" not in page
