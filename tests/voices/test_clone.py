@@ -270,7 +270,9 @@ def test_the_samples_play_on_the_voice_page_and_in_the_library(client_as, member
     )
     assert client_as(outsider).get(one).status_code == 404
     library = client_as(viewer).get(reverse("voices:library")).text
-    assert one in library
+    preview = reverse("voices:preview", args=[voice.pk])
+    assert preview in library  # the card's play button: the first sample
+    assert client_as(viewer).get(preview)["Location"] == one
 
 
 def test_the_register_lists_clones_made_without_a_consent_record(client_as, manager, workspace):

@@ -36,7 +36,9 @@ def detail(voice):
 def test_everyone_in_the_workspace_reads_the_voice_page(voice, client_as, request, role):
     response = client_as(request.getfixturevalue(role)).get(detail(voice))
     assert response.status_code == 200
-    assert "Ada" in response.text and "v-ada" in response.text and "british" in response.text
+    assert (
+        "Ada" in response.text and "v-ada" in response.text and "<dd>British</dd>" in response.text
+    )
 
 
 def test_another_workspace_s_voice_is_a_404_for_reading_and_every_action(

@@ -100,7 +100,10 @@ def test_usage_shows_credits_by_member_and_where_the_voice_is_used(
     }
     assert [(k["kind"], k["clips"]) for k in usage.by_kind] == [("tts", 3)]
     page = client_as(viewer).get(reverse("voices:detail", args=[voice.pk])).text
-    assert "3 calls" in page and "Speech (3)" in page
+    # One count, said the same way wherever it shows (the voice's facts and its usage).
+    assert "<dt>Used</dt><dd>3 times" in page and "Used 3 times" in page
+    assert "Speech (3 clips)" in page
+    assert "0 times" not in page and " calls" not in page
     assert "Viewers can listen and read" in page  # no try-it form for viewers
     voice.refresh_from_db()
     assert voice.use_count == 3
