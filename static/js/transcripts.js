@@ -23,7 +23,8 @@
       probe.onloadedmetadata = () => {
         if (isFinite(probe.duration)) {
           const minutes = probe.duration / 60;
-          estimate.textContent = " · this recording: " + probe.duration.toFixed(0) + " s, about " + (rate * minutes).toFixed(1) + " credits";
+          const whole = Math.round(probe.duration), clock = Math.floor(whole / 60) + ":" + String(whole % 60).padStart(2, "0");
+          estimate.textContent = " · this recording: " + clock + ", about " + (rate * minutes).toFixed(1) + " credits";
         }
         URL.revokeObjectURL(probe.src);
       };
