@@ -47,6 +47,9 @@ LABELS: dict[str, str] = {
     "cloned": "Cloned",
     "generated": "Designed",
     "professional": "Professional clone",
+    # voice design models
+    "eleven_multilingual_ttv_v2": "Multilingual v2 (voice design)",
+    "eleven_ttv_v3": "Eleven v3 (voice design)",
     # engines
     "local": "Local (offline)",
     "elevenlabs": "ElevenLabs",
