@@ -1,6 +1,7 @@
 """The Speech page: text to speech in the studio, metered as the member's own call.
 
-- ``page``: the form (``?from=<clip>`` fills it from a History clip's recipe).
+- ``page``: the form (``?from=<clip>`` fills it from a History clip's recipe, ``?text=``
+  with a text, as Home's quick speech box sends it).
 - ``generate`` (POST): checks the form and the budget. An MP3 take is handed to the player
   as a pending take (its recipe in the session) whose ``take_stream`` URL speaks it sentence
   by sentence; other formats, and a page without JavaScript, are made whole at once.
@@ -111,9 +112,10 @@ def page(request):
     last_voice = (
         "" if recipe else services.last_voice(workspace=request.workspace, user=request.user)
     )
-    form = SpeechForm(
-        initial=_initial(voices, recipe, last_voice=last_voice), voices=voices, models=models
-    )
+    initial = _initial(voices, recipe, last_voice=last_voice)
+    if recipe is None and request.GET.get("text"):  # from Home's quick speech box
+        initial["text"] = request.GET["text"][: services.SPEECH_MAX]
+    form = SpeechForm(initial=initial, voices=voices, models=models)
     return _render(
         request,
         form,

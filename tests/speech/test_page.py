@@ -465,3 +465,9 @@ def test_a_viewer_cannot_open_a_take_or_its_stream(client_as, viewer, member, vo
     for name in ("speech:take_stream", "speech:take"):
         assert client_as(viewer).get(reverse(name, args=[token])).status_code == 403
     assert nothing_written()
+
+
+def test_text_sent_from_home_fills_the_text_box(client_as, member, voice):
+    page = client_as(member).get(PAGE, {"text": "Hello from the home page, Zoë."}).text
+    assert "\nHello from the home page, Zoë.</textarea>" in page
+    assert "<span data-chars>30 characters</span>" in page
