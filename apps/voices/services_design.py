@@ -278,6 +278,40 @@ def recipe_differences(a: VoiceDesign, b: VoiceDesign) -> list[tuple[str, object
     return rows
 
 
+RECIPE_TITLES = {
+    "description": "Description",
+    "text": "Preview text",
+    "auto_generate_text": "Preview text written by the engine",
+    "model_id": "Model",
+    "guidance_scale": "Guidance",
+    "loudness": "Loudness",
+    "seed": "Seed",
+    "engine": "Engine",
+}
+
+
+def recipe_value_text(name: str, value) -> str:
+    """A recipe value as the compare page shows it: words, not codes or Python values."""
+    from studio_site.format import label_of, number_of
+
+    if isinstance(value, bool):
+        return "Yes" if value else "No"
+    if name in ("model_id", "engine"):
+        return label_of(value)
+    if name in ("guidance_scale", "loudness"):
+        return number_of(value)
+    return "" if value is None else str(value)
+
+
+def recipe_rows(a: VoiceDesign, b: VoiceDesign) -> list[tuple[str, str, str, bool]]:
+    """``recipe_differences`` for people: (title, a's value, b's value, differs)."""
+    rows = []
+    for name, left, right, differs in recipe_differences(a, b):
+        text_a, text_b = recipe_value_text(name, left), recipe_value_text(name, right)
+        rows.append((RECIPE_TITLES[name], text_a, text_b, differs))
+    return rows
+
+
 # --- Saving a preview as a voice ------------------------------------------------------------
 
 

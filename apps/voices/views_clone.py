@@ -72,7 +72,8 @@ def _uploads(files) -> list[Upload]:
 def _clone_page(request, form, *, error="", problems=None, status=200):
     context = {
         "form": form,
-        "labels": LABEL_NAMES,
+        # Each label input with what was typed in it (kept when the form comes back with errors).
+        "labels": [(label, name, request.POST.get(label, "")) for label, name in LABEL_NAMES],
         "error": error,
         "problems": problems or [],
         "accept": ",".join(SAMPLE_TYPES),

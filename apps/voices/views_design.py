@@ -23,6 +23,12 @@ from .models import LABEL_NAMES, LABELS, DesignVote, VoiceDesign
 HISTORY_PAGE = 20
 
 
+class RangeInput(forms.NumberInput):
+    """A slider (its value is shown beside it: static/js/chorus.js)."""
+
+    input_type = "range"
+
+
 class DesignForm(forms.Form):
     description = forms.CharField(
         min_length=design_services.DESCRIPTION_LENGTH[0],
@@ -43,9 +49,18 @@ class DesignForm(forms.Form):
         min_value=0,
         max_value=100,
         initial=5.0,
-        help_text="How closely to follow the description (0–100).",
+        label="Guidance",
+        widget=RangeInput(attrs={"min": 0, "max": 100, "step": "any"}),
+        help_text="How closely the voice follows the description: higher is closer, lower "
+        "leaves the engine more freedom (0 to 100).",
     )
-    loudness = forms.FloatField(min_value=-1, max_value=1, initial=0.5, help_text="−1 to 1.")
+    loudness = forms.FloatField(
+        min_value=-1,
+        max_value=1,
+        initial=0.5,
+        widget=RangeInput(attrs={"min": -1, "max": 1, "step": "any"}),
+        help_text="From −1 (quiet) to 1 (loud).",
+    )
     seed = forms.IntegerField(
         required=False,
         min_value=0,
@@ -234,7 +249,7 @@ def design_compare(request):
         "b": b,
         "a_previews": design_services.design_previews(a),
         "b_previews": design_services.design_previews(b),
-        "rows": design_services.recipe_differences(a, b),
+        "rows": design_services.recipe_rows(a, b),
     }
     return render(request, "voices/design_compare.html", context)
 

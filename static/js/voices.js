@@ -1,26 +1,11 @@
-// Voice pages: live character counters and sliders on the design form, recording clone samples
-// in the browser (added to the samples file input, so the form posts them like uploads), and
-// the library cards' preview buttons.
+// Voice pages: the design form's "write the text for me" switch, recording clone samples in the
+// browser (added to the samples file input, so the form posts them like uploads), and the
+// library cards' preview buttons. (Counters and slider values: static/js/chorus.js.)
 (function () {
   "use strict";
 
-  function updateCounter(counter) {
-    const field = document.getElementById(counter.dataset.counterFor);
-    if (!field) return;
-    const length = field.value.trim().length;
-    const min = Number(counter.dataset.min), max = Number(counter.dataset.max);
-    counter.textContent = length + "/" + max + (length < min ? " (at least " + min + ")" : "");
-    counter.classList.toggle("error", length > 0 && (length < min || length > max));
-  }
-
-  function bindCounters(root) {
-    root.querySelectorAll("[data-counter-for]").forEach((counter) => {
-      const field = document.getElementById(counter.dataset.counterFor);
-      if (!field || field.dataset.counted) return;
-      field.dataset.counted = "1";
-      field.addEventListener("input", () => updateCounter(counter));
-      updateCounter(counter);
-    });
+  // The design form: the preview text is not needed when the engine writes it.
+  function bindAutoText(root) {
     const auto = root.querySelector("#id_auto_generate_text");
     const text = root.querySelector("#id_text");
     if (auto && text && !auto.dataset.bound) {
@@ -145,28 +130,11 @@
     }
   });
 
-  // Sliders show their value beside them (<output for=...>).
-  function bindSliders(root) {
-    root.querySelectorAll("input[type=range][data-slider-output]").forEach((range) => {
-      const output = document.getElementById(range.dataset.sliderOutput);
-      if (!output || range.dataset.bound) return;
-      range.dataset.bound = "1";
-      const show = () => { output.value = range.value; output.textContent = range.value; };
-      range.addEventListener("input", show);
-      show();
-    });
-  }
-
   function init(root) {
-    bindCounters(root);
-    bindSliders(root);
+    bindAutoText(root);
     root.querySelectorAll("[data-recorder]").forEach(bindRecorder);
   }
 
   document.addEventListener("DOMContentLoaded", () => init(document));
-  document.addEventListener("htmx:load", (e) => {
-    const doc = e.detail.elt.ownerDocument || document;
-    bindCounters(doc);
-    bindSliders(doc);
-  });
+  document.addEventListener("htmx:load", (e) => bindAutoText(e.detail.elt.ownerDocument || document));
 })();

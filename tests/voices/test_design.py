@@ -220,7 +220,13 @@ def test_compare_shows_two_recipes_side_by_side_with_differences(
     assert response.status_code == 200
     rows = {name: differs for name, _l, _r, differs in services_design.recipe_differences(a, b)}
     assert rows["loudness"] and not rows["seed"] and not rows["description"]
-    assert response.text.count("differs") >= 1 and "-1.0" in response.text
+    assert response.text.count("differs") >= 1 and "-1" in response.text
+    # Rows are titled in words, values shown as people read them.
+    for title in ("Preview text", "Guidance", "Loudness", "Model", "Engine"):
+        assert f'<th scope="row">{title}' in response.text
+    for raw in ("guidance_scale", "model_id", "auto_generate_text", "Auto_generate_text"):
+        assert raw not in response.text
+    assert "Multilingual v2 (voice design)" in response.text
 
 
 def test_design_history_searches_description_text_and_seed(client_as, viewer, member, workspace):
@@ -353,15 +359,15 @@ def test_a_spent_budget_refuses_the_design_and_keeps_nothing(
 def test_the_form_shows_the_estimate_before_generating(on_elevenlabs, client_as, member):
     Budget.objects.create(workspace=on_elevenlabs, user=member, limit_credits=Decimal(5000))
     page = client_as(member).get(reverse("voices:design_new")).text
-    assert "Estimate: up to <strong>1000</strong> credits" in page
-    assert "you have 5000 left" in page
+    assert "Estimate: up to <strong>1,000 credits</strong>" in page
+    assert "you have 5,000 credits left" in page
     design = VoiceDesign.objects.create(
         workspace=on_elevenlabs, uid="x", engine="elevenlabs", description=DESCRIPTION, text=TEXT,
         model_id="eleven_multilingual_ttv_v2", guidance_scale=5, loudness=0.5, seed=1,
         request={}, previews=[],
     )  # fmt: skip
     page = client_as(member).get(reverse("voices:design", args=[design.pk])).text
-    assert "Reproduce: up to 1000 credits" in page
+    assert "Reproduce: up to 1,000 credits" in page
 
 
 def test_a_foreign_design_is_a_404_everywhere(client_as, owner, outsider, workspace):
