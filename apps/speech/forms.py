@@ -3,9 +3,7 @@ and the seed, checked and turned into a take's recipe."""
 
 from django import forms
 
-from studio_site.format import count_of
-
-from .services import FORMAT_GROUPS, SLIDERS, SPEECH_MAX, TakeRecipe, format_label
+from .services import FORMAT_GROUPS, SLIDERS, TAKE_MAX, TakeRecipe, format_label
 
 SEED_MAX = 4_294_967_295  # ElevenLabs' seeds are unsigned 32-bit
 
@@ -13,12 +11,15 @@ SEED_MAX = 4_294_967_295  # ElevenLabs' seeds are unsigned 32-bit
 class SpeechForm(forms.Form):
     text = forms.CharField(
         label="Text to speak",
-        max_length=SPEECH_MAX,
+        max_length=TAKE_MAX,
+        help_text=f"Up to {TAKE_MAX:,} characters. A text longer than the model takes at "
+        "once is split at sentences and made part after part: the first part plays while "
+        "the rest is made.",
         widget=forms.Textarea(attrs={"rows": 8, "data-speech-text": ""}),
         error_messages={
             "required": "Type the text to speak.",
-            "max_length": f"A take speaks at most {SPEECH_MAX:,} characters: "
-            "split the text into several takes.",
+            "max_length": f"A take speaks at most {TAKE_MAX:,} characters: split the text "
+            "into several takes (a chapter each, say).",
         },
     )
     voice_id = forms.ChoiceField(
@@ -77,18 +78,6 @@ class SpeechForm(forms.Form):
                     "max_value": f"The {label.lower()} is a number from {low:g} to {high:g}.",
                 },
             )
-
-    def clean(self):
-        cleaned = super().clean()
-        model = self.models.get(cleaned.get("model_id"))
-        text = cleaned.get("text")
-        if model and text and len(text) > model.max_characters:
-            self.add_error(
-                "text",
-                f"{model.name} speaks at most {count_of(model.max_characters, 'character')} "
-                f"a take; this text has {len(text):,}.",
-            )
-        return cleaned
 
     def recipe(self) -> TakeRecipe:
         data = self.cleaned_data

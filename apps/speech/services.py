@@ -7,7 +7,8 @@ the rest is made, and is metered and kept in History as one ``Generation`` when 
 
 import secrets
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 
 from django.core.cache import cache
@@ -26,13 +27,17 @@ from apps.generation.caller import Caller
 from apps.generation.engine import engine_for
 from apps.generation.errors import ApiInvalid, ApiRefused
 from apps.generation.speech import SpeechInput, SpeechStream, speak, speak_stream
+from apps.generation.threads import thread_hop
 from apps.generation.voice_rules import voice_apply
 from apps.history.models import Generation, GenerationKind
 from apps.voices.models import LibraryVoice, VoiceSettingsRecord
 from apps.workspaces.services import ActionRefused
 from studio_site.format import count_of, label_of
 
-SPEECH_MAX = 10_000  # characters of one take: the engines' limit of one request
+from .parts import split_with_gaps
+
+SPEECH_MAX = 10_000  # characters of one part of a take: the engines' limit of one request
+TAKE_MAX = 200_000  # characters of one take (split into parts the engine takes one by one)
 DEFAULT_MODEL = "eleven_multilingual_v2"
 PICKER_MAX = 300  # voices listed in the picker (favourites first)
 TAKE_SECONDS = 15 * 60  # how long a take waits for its stream to be opened
@@ -227,6 +232,14 @@ def speech_models(*, workspace, user) -> list[ModelChoice]:
     return choices
 
 
+def part_limit(*, workspace, model_id: str) -> int:
+    """The characters of one part with ``model_id``: what the model takes in one request."""
+    for model in _tts_models(workspace)[1]:
+        if model.model_id == model_id:
+            return min(model.maximum_text_length_per_request or SPEECH_MAX, SPEECH_MAX)
+    return SPEECH_MAX
+
+
 def speech_estimate(*, workspace, user, model_id: str, characters: int) -> Estimate:
     """What speaking ``characters`` costs with ``model_id``, and what the member has left."""
     return usage_estimate(
@@ -320,9 +333,16 @@ def take_check(*, workspace, user, recipe: TakeRecipe) -> Estimate:
         limit = estimate.blocked_by
         if limit.startswith(("The ", "This ")):
             limit = limit[0].lower() + limit[1:]
+        lefts = [n for n in (estimate.member_left, estimate.workspace_left) if n is not None]
+        left = (
+            f"only {count_of(max(min(lefts), 0), 'credit')} left" if lefts else "more than is left"
+        )
+        parts = len(take_parts(workspace=workspace, recipe=recipe))
+        whole = f" (all {parts} parts of the text)" if parts > 1 else ""
         raise TakeTooDear(
-            f"Not enough credits: this take needs {count_of(estimate.credits, 'credit')}, more "
-            f"than is left of {limit}. Shorten the text, or ask an owner or a manager for more."
+            f"Not enough credits: this take needs {count_of(estimate.credits, 'credit')}"
+            f"{whole}, {left} of {limit}. Shorten the text, or "
+            "ask an owner or a manager for more."
         )
     engine = engine_for(workspace)
     request = TTSRequest(text=recipe.text, voice_id=recipe.voice_id, model_id=recipe.model_id)
@@ -339,43 +359,320 @@ def take_check(*, workspace, user, recipe: TakeRecipe) -> Estimate:
     return estimate
 
 
-def take_make(*, workspace, user, recipe: TakeRecipe, membership=None) -> Generation:
-    """Make a take whole (formats that do not stream, or a page without JavaScript)."""
+def take_parts(*, workspace, recipe: TakeRecipe) -> list[tuple[str, str]]:
+    """The take's text in parts the model takes in one request, each with the gap before it
+    (see ``parts``): one part for a text within the limit."""
+    return split_with_gaps(recipe.text, part_limit(workspace=workspace, model_id=recipe.model_id))
+
+
+def _part_input(recipe: TakeRecipe, parts: list[tuple[str, str]], index: int) -> SpeechInput:
+    """The core call of part ``index``, with the text around it for a continuous voice."""
+    previous = parts[index - 1][1] if index > 0 else None
+    following = parts[index + 1][1] if index + 1 < len(parts) else None
+    return replace(
+        recipe.speech_input(),
+        text=parts[index][1],
+        previous_text=_tail(previous),
+        next_text=_head(following),
+    )
+
+
+CONTEXT_CHARACTERS = 500  # of the neighbouring parts, sent as previous_text / next_text
+
+
+def _tail(text: str | None) -> str | None:
+    if not text:
+        return None
+    if len(text) <= CONTEXT_CHARACTERS:
+        return text
+    cut = text[-CONTEXT_CHARACTERS:]
+    return cut.split(" ", 1)[-1] if " " in cut else cut
+
+
+def _head(text: str | None) -> str | None:
+    if not text:
+        return None
+    if len(text) <= CONTEXT_CHARACTERS:
+        return text
+    cut = text[:CONTEXT_CHARACTERS]
+    return cut.rsplit(" ", 1)[0] if " " in cut else cut
+
+
+def _part_tag(*, workspace, request_id: str, token: str, index: int, parts) -> None:
+    """Note in the recipe of the part's History clip which take it belongs to."""
+    clip = Generation.objects.filter(workspace=workspace, request_id=request_id).first()
+    if clip is None:  # nothing was delivered, so nothing was kept
+        return
+    take = {"id": token, "part": index + 1, "parts": len(parts)}
+    if index > 0:
+        take["gap"] = parts[index][0]
+    clip.recipe = {**(clip.recipe or {}), "take": take}
+    clip.save(update_fields=["recipe"])
+
+
+def _take_stop(*, workspace, token: str, message: str) -> None:
+    """Note on the take's last clip why no more parts were made."""
+    clips = _take_clips(workspace=workspace, token=token)
+    if not clips:
+        return
+    last = clips[-1]
+    last.recipe = {**last.recipe, "take": {**last.recipe["take"], "stopped": message}}
+    last.save(update_fields=["recipe"])
+
+
+def _stopped_message(index: int, total: int, reason: str) -> str:
+    made = count_of(index, "part")
+    return (
+        f"Stopped after {made} of {total}: {reason} The parts made are kept; nothing was "
+        "charged for the rest."
+    )
+
+
+def take_make(*, workspace, user, recipe: TakeRecipe, membership=None) -> "Take":
+    """Make a take whole, part after part (formats that do not stream, or a page without
+    JavaScript). A refusal of the first part raises ``ActionRefused``; of a later part (a
+    budget spent meanwhile) it ends the take there, noted on its last clip."""
     token = take_token()
     caller = take_caller(workspace=workspace, user=user, token=token, membership=membership)
-    try:
-        speech = speak(caller=caller, speech=recipe.speech_input())
-    except (ApiRefused, ApiInvalid) as exc:
-        raise ActionRefused(str(exc)) from exc
-    return Generation.objects.get(workspace=workspace, request_id=speech.request_id)
+    parts = take_parts(workspace=workspace, recipe=recipe)
+    for index in range(len(parts)):
+        try:
+            speech = speak(caller=caller, speech=_part_input(recipe, parts, index))
+        except (ApiRefused, ApiInvalid) as exc:
+            if index == 0:
+                raise ActionRefused(str(exc)) from exc
+            _take_stop(
+                workspace=workspace,
+                token=token,
+                message=_stopped_message(index, len(parts), str(exc)),
+            )
+            break
+        _part_tag(
+            workspace=workspace,
+            request_id=speech.request_id,
+            token=token,
+            index=index,
+            parts=parts,
+        )
+    return take_of(workspace=workspace, token=token)
 
 
-def take_stream(
-    *, workspace, user, recipe: TakeRecipe, token: str, membership=None
-) -> SpeechStream:
-    """Reserve and open a streamed take: MP3 bytes as the engine speaks each sentence. The
-    stream is settled and kept in History once, however it ends (``SpeechStream``)."""
+class TakeStream:
+    """A streamed take: its parts' MP3 one after the other, as one stream.
+
+    Each part is its own core call (reserved when it starts, settled and kept in History
+    when it ends, as ``SpeechStream`` does), the next one opened once the last has ended. A
+    refusal of a later part (a budget spent meanwhile) or an engine that broke off ends the
+    take there, noted on its last clip; a listener who leaves ends it too: the part being
+    made is settled for what was sent, and no further part is made.
+    """
+
+    def __init__(self, *, workspace, user, membership, recipe, token, parts, first):
+        self._workspace = workspace
+        self._user = user
+        self._membership = membership
+        self._recipe = recipe
+        self._token = token
+        self._parts = parts
+        self._current: tuple[int, SpeechStream] | None = (0, first)
+        self._made = 0  # parts ended and noted
+        self._over = False
+        self.content_type = first.content_type
+        self.request_id = first.request_id
+
+    def _open(self, index: int) -> SpeechStream | None:
+        caller = take_caller(
+            workspace=self._workspace,
+            user=self._user,
+            token=self._token,
+            membership=self._membership,
+        )
+        try:
+            return speak_stream(
+                caller=caller,
+                speech=_part_input(self._recipe, self._parts, index),
+                encode=lambda chunk: chunk.audio,
+            )
+        except (ApiRefused, ApiInvalid) as exc:
+            self._stop(_stopped_message(index, len(self._parts), str(exc)))
+            return None
+
+    def _part_over(self) -> bool:
+        """Settle and note the part being made; whether it ran to its end."""
+        if self._current is None:
+            return False
+        index, stream = self._current
+        self._current = None
+        stream.close()  # (nothing when its own stream ended it)
+        _part_tag(
+            workspace=self._workspace,
+            request_id=stream.request_id,
+            token=self._token,
+            index=index,
+            parts=self._parts,
+        )
+        self._made = index + 1
+        return stream.ended
+
+    def _stop(self, message: str) -> None:
+        self._over = True
+        _take_stop(workspace=self._workspace, token=self._token, message=message)
+
+    def _next(self) -> SpeechStream | None:
+        """After a part ended: the next part's stream, or ``None`` when the take is over."""
+        index = self._made
+        ran_out = not self._part_over()
+        if ran_out:
+            self._stop(
+                _stopped_message(
+                    index, len(self._parts), "the engine broke off while making the next one."
+                )
+            )
+            return None
+        if self._made >= len(self._parts):
+            self._over = True
+            return None
+        stream = self._open(self._made)
+        if stream is not None:
+            self._current = (self._made, stream)
+        return stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        chunks = None
+        try:
+            while self._current is not None:
+                chunks = aiter(self._current[1])
+                async for chunk in chunks:
+                    yield chunk
+                chunks = None
+                if await thread_hop(self._next)() is None:
+                    break
+        finally:
+            if chunks is not None:  # the listener left: the part settles what was sent
+                await chunks.aclose()
+            await thread_hop(self.close)()
+
+    def close(self) -> None:
+        """End the take where it is (a listener who left): the part being made is settled
+        for what was sent; no further part is made."""
+        if self._over:
+            return
+        self._part_over()
+        self._over = True
+        if self._made < len(self._parts):
+            _take_stop(
+                workspace=self._workspace,
+                token=self._token,
+                message=_stopped_message(
+                    self._made, len(self._parts), "the listener left before the take was over."
+                ),
+            )
+
+
+def take_stream(*, workspace, user, recipe: TakeRecipe, token: str, membership=None) -> TakeStream:
+    """Reserve and open a streamed take: MP3 bytes as the engine speaks each sentence, part
+    after part. Its first part is opened here, so a refusal is a proper error response."""
+    parts = take_parts(workspace=workspace, recipe=recipe)
     caller = take_caller(workspace=workspace, user=user, token=token, membership=membership)
     try:
-        return speak_stream(
-            caller=caller, speech=recipe.speech_input(), encode=lambda chunk: chunk.audio
+        first = speak_stream(
+            caller=caller,
+            speech=_part_input(recipe, parts, 0),
+            encode=lambda chunk: chunk.audio,
         )
     except (ApiRefused, ApiInvalid) as exc:
         raise ActionRefused(str(exc)) from exc
-
-
-def take_found(*, workspace, user, token: str) -> Generation | None:
-    """The clip a streamed take was kept as, once its stream has ended."""
-    return (
-        Generation.objects.filter(
-            workspace=workspace,
-            user=user,
-            usage_event__purpose_type="speech",
-            usage_event__purpose_id=token,
-        )
-        .select_related("usage_event")
-        .first()
+    return TakeStream(
+        workspace=workspace,
+        user=user,
+        membership=membership,
+        recipe=recipe,
+        token=token,
+        parts=parts,
+        first=first,
     )
+
+
+# --- A take once made -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Take:
+    """A take as History keeps it: its clips (one per part, in order) and how it ended."""
+
+    id: str
+    clips: list
+    parts: int  # as many as the text was split into (more than ``clips`` if it stopped)
+    stopped: str = ""
+
+    @property
+    def first(self) -> Generation:
+        return self.clips[0]
+
+    @property
+    def text(self) -> str:
+        return "".join(
+            ((clip.recipe.get("take") or {}).get("gap", " ") if n else "")
+            + (clip.recipe.get("text") or clip.text)
+            for n, clip in enumerate(self.clips)
+        )
+
+    @property
+    def credits(self) -> Decimal:
+        return sum(
+            (clip.usage_event.credits or Decimal(0) for clip in self.clips if clip.usage_event),
+            Decimal(0),
+        )
+
+    @property
+    def seconds(self) -> float:
+        return sum(clip.duration_seconds or 0 for clip in self.clips)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.clips) == self.parts and all(clip.complete for clip in self.clips)
+
+    @property
+    def over(self) -> bool:
+        """Nothing more is coming: all parts made, or stopped (or cut short)."""
+        return self.complete or bool(self.stopped) or not self.clips[-1].complete
+
+
+def _take_clips(*, workspace, token: str, user=None) -> list:
+    clips = Generation.objects.filter(
+        workspace=workspace, kind=GenerationKind.TTS, recipe__take__id=token
+    ).select_related("usage_event")
+    if user is not None:
+        clips = clips.filter(user=user)
+    return sorted(clips, key=lambda clip: clip.recipe["take"].get("part") or 0)
+
+
+def take_of(*, workspace, token: str, user=None) -> Take | None:
+    """The take ``token`` of the workspace (of ``user`` only, when given); ``None`` until a
+    part of it is kept."""
+    clips = _take_clips(workspace=workspace, token=token, user=user)
+    if not clips:
+        return None
+    last = clips[-1].recipe["take"]
+    return Take(
+        id=token,
+        clips=clips,
+        parts=int(last.get("parts") or len(clips)),
+        stopped=str(last.get("stopped") or ""),
+    )
+
+
+def take_of_clip(clip: Generation) -> Take:
+    """The take a History clip is a part of (a clip made before takes had parts: itself)."""
+    token = (clip.recipe or {}).get("take", {}).get("id") if isinstance(clip.recipe, dict) else None
+    take = take_of(workspace=clip.workspace, token=token) if token else None
+    return take or Take(id="", clips=[clip], parts=1)
+
+
+def take_found(*, workspace, user, token: str) -> Take | None:
+    """The member's take ``token`` once it is over (all its parts made, or stopped)."""
+    take = take_of(workspace=workspace, token=token, user=user)
+    return take if take is not None and take.over else None
 
 
 # --- Pending takes (between the form's POST and the player's GET) ----------------------------

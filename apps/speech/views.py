@@ -8,9 +8,18 @@
 - ``take_stream``: the pending take's audio, streamed as it is made (opened once).
 - ``take``: the take once kept in History (the waveform player and its download), 204 until
   its stream has ended.
+- ``take_audio``: the whole take a History clip is a part of, as one file (viewers too, as
+  they may listen to History's clips).
+
+A text longer than the model takes in one request is split at sentences into parts, each
+its own core call (``services.take_parts``), made one after the other: streamed, they play
+back to back in the one ``<audio>``.
 """
 
 import json
+import math
+import re
+from dataclasses import replace
 
 from django.http import Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import render
@@ -18,13 +27,14 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
-from apps.history.models import Generation
+from apps.history.models import Generation, GenerationKind
 from apps.workspaces.access import get_scoped, workspace_view
 from apps.workspaces.models import Role
 from apps.workspaces.services import ActionRefused
 
 from . import services
 from .forms import SpeechForm
+from .take_audio import take_audio as take_audio_of
 
 
 def _choices(request, *, include: str = ""):
@@ -66,6 +76,7 @@ def _render(request, form, voices, models, *, status=200, part: str = "", **extr
     )
     left = estimate.member_left if estimate.member_left is not None else estimate.workspace_left
     chosen = form["voice_id"].value()
+    part_max = services.part_limit(workspace=request.workspace, model_id=model_id)
     context = {
         "form": form,
         "voices": voices,
@@ -75,7 +86,9 @@ def _render(request, form, voices, models, *, status=200, part: str = "", **extr
         "estimate": estimate,
         "credits_left": left,
         "characters": len(str(text).strip()),
-        "speech_max": services.SPEECH_MAX,
+        "parts_estimate": math.ceil(len(str(text).strip()) / part_max),
+        "take_max": services.TAKE_MAX,
+        "part_max": part_max,
         "can_create": can_create,
         "estimate_data": json.dumps(
             {
@@ -108,13 +121,16 @@ def page(request):
             recipe = services.take_recipe_from(clip)
         except ActionRefused as exc:
             from_error, clip = str(exc), None
+    take = services.take_of_clip(clip) if clip is not None else None
+    if take is not None and len(take.clips) > 1:  # the whole take's text, all its parts
+        recipe = replace(recipe, text=take.text)
     voices, models = _choices(request, include=recipe.voice_id if recipe else "")
     last_voice = (
         "" if recipe else services.last_voice(workspace=request.workspace, user=request.user)
     )
     initial = _initial(voices, recipe, last_voice=last_voice)
     if recipe is None and request.GET.get("text"):  # from Home's quick speech box
-        initial["text"] = request.GET["text"][: services.SPEECH_MAX]
+        initial["text"] = request.GET["text"][: services.TAKE_MAX]
     form = SpeechForm(initial=initial, voices=voices, models=models)
     return _render(
         request,
@@ -124,7 +140,7 @@ def page(request):
         status=400 if from_error else 200,
         from_error=from_error,
         from_clip=clip,
-        take=clip,
+        take=take,
     )
 
 
@@ -164,12 +180,13 @@ def generate(request):
                 "pending": token,
                 "estimate": estimate,
                 "characters": len(recipe.text),
+                "parts": len(services.take_parts(workspace=request.workspace, recipe=recipe)),
                 "stream_url": reverse("speech:take_stream", args=[token]),
                 "take_url": reverse("speech:take", args=[token]),
             },
         )
     try:
-        clip = services.take_make(
+        take = services.take_make(
             workspace=request.workspace,
             user=request.user,
             recipe=recipe,
@@ -178,8 +195,8 @@ def generate(request):
     except ActionRefused as exc:
         return _refused(request, form, voices, models, str(exc), status=400)
     if request.htmx:
-        return render(request, "speech/page.html#take", {"take": clip})
-    return HttpResponseRedirect(f"{reverse('speech:page')}?from={clip.pk}", status=303)
+        return render(request, "speech/page.html#take", {"take": take})
+    return HttpResponseRedirect(f"{reverse('speech:page')}?from={take.first.pk}", status=303)
 
 
 @workspace_view(Role.MEMBER)
@@ -210,10 +227,51 @@ def take_stream(request, token: str):
 @require_GET
 def take(request, token: str):
     """The take once kept: the waveform player with its download; 204 while it is made."""
-    clip = services.take_found(workspace=request.workspace, user=request.user, token=token)
-    if clip is None:
+    take = services.take_found(workspace=request.workspace, user=request.user, token=token)
+    if take is None:
         failed = services.take_failed(request.session, token=token)
         if failed:
             return render(request, "speech/page.html#take", {"take_error": failed}, status=409)
         return HttpResponse(status=204)
-    return render(request, "speech/page.html#take", {"take": clip})
+    return render(request, "speech/page.html#take", {"take": take})
+
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+@workspace_view()
+@require_GET
+def take_audio(request, pk: int):
+    """The whole take the History clip ``pk`` is a part of, as one file (seekable where its
+    parts are MP3 or WAV); ``?download=1`` saves it."""
+    clip = get_scoped(request, Generation.objects.filter(kind=GenerationKind.TTS), pk=pk)
+    take = services.take_of_clip(clip)
+    audio = take_audio_of(take.clips)
+    filename = f"speech-{clip.history_item_id}.{audio.extension}"
+    size = audio.size
+    start, end, status = 0, None, 200
+    match = _RANGE.match(request.headers.get("Range", "").strip())
+    if size is not None and match and (match.group(1) or match.group(2)) and size:
+        first, last = match.groups()
+        if first:
+            start, end = int(first), min(int(last) if last else size - 1, size - 1)
+        else:  # "bytes=-N": the last N bytes
+            start, end = max(0, size - int(last)), size - 1
+        if start >= size or start > end:
+            response = HttpResponse(status=416)
+            response["Content-Range"] = f"bytes */{size}"
+            return response
+        status = 206
+    response = StreamingHttpResponse(
+        audio.read(start, end), status=status, content_type=audio.content_type
+    )
+    if size is not None:
+        stop = size - 1 if end is None else end
+        response["Content-Length"] = str(stop - start + 1)
+        response["Accept-Ranges"] = "bytes"
+        if status == 206:
+            response["Content-Range"] = f"bytes {start}-{stop}/{size}"
+    disposition = "attachment" if request.GET.get("download") == "1" else "inline"
+    response["Content-Disposition"] = f'{disposition}; filename="{filename}"'
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

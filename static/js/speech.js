@@ -41,6 +41,15 @@
       const credits = chars * rate;
       line.querySelector("[data-chars]").textContent = plural(chars, "character");
       line.querySelector("[data-credits]").textContent = number(credits);
+      // A text longer than the model takes at once is made in parts (split at sentences:
+      // at least this many).
+      const perPart = parseInt((data.max || {})[model ? model.value : ""] || "0", 10);
+      const parts = perPart > 0 ? Math.ceil(chars / perPart) : 1;
+      const partsLine = line.querySelector("[data-parts]");
+      if (partsLine) {
+        partsLine.hidden = parts < 2;
+        partsLine.querySelector("[data-parts-n]").textContent = String(parts);
+      }
       const over = line.querySelector("[data-over]");
       const left = data.left === null || data.left === undefined ? null : parseFloat(data.left);
       if (over) over.hidden = !(left !== null && credits > left);
