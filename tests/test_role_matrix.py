@@ -110,6 +110,9 @@ VIEWS = [
     ("history:audio", "generation", "get", None, Role.VIEWER),
     # A member's own clip: its author (a member) or a manager may delete it.
     ("history:delete", "generation", "post", {}, Role.MEMBER),
+    ("speech:page", None, "get", None, Role.VIEWER),
+    # The whole take a clip is a part of: as History's clips, viewers may listen.
+    ("speech:take_audio", "generation", "get", None, Role.VIEWER),
 ]
 
 ROLES = ["owner", "manager", "member", "viewer", "outsider"]

@@ -24,17 +24,6 @@ PAGE = reverse("speech:page")
 GENERATE = reverse("speech:generate")
 
 
-@pytest.fixture(autouse=True)
-def media(settings, tmp_path):
-    settings.MEDIA_ROOT = tmp_path / "media"
-
-
-@pytest.fixture
-def voice(workspace):
-    voice_services.library_sync(workspace=workspace)  # the local engine's voices
-    return LibraryVoice.objects.get(workspace=workspace, voice_id="local-joe")
-
-
 def form_data(voice, **changes):
     data = {
         "text": "Hello there, Zoë! This is the Speech page.",
