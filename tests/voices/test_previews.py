@@ -137,3 +137,9 @@ def test_the_voice_page_plays_and_offers_the_preview_for_download(premade, clien
     page = client_as(viewer).get(reverse("voices:detail", args=[premade.pk])).content.decode()
     url = reverse("voices:preview", args=[premade.pk])
     assert f'src="{url}"' in page and f'href="{url}" download' in page
+
+
+def test_anonymous_is_sent_to_sign_in_and_nothing_is_made(premade, media, synths, client):
+    response = client.get(reverse("voices:preview", args=[premade.pk]))
+    assert response.status_code == 302 and "/accounts/login/" in response["Location"]
+    assert synths == []
