@@ -233,10 +233,12 @@ def test_sound_effects_are_not_silent_and_never_clip(text):
 
 def test_thirty_seconds_of_a_busy_scene_renders_ten_times_faster_than_real_time():
     request = SoundRequest(text="a thunderstorm over a busy crowd", duration_seconds=30, seed=1)
-    started = time.perf_counter()
+    # CPU time of this process: what the render costs, whatever else the machine runs (the
+    # suite runs on every core at once).
+    started = time.process_time()
     synth.render_sound_samples(request)
 
-    assert time.perf_counter() - started < 3.0
+    assert time.process_time() - started < 3.0
 
 
 @pytest.mark.parametrize(
@@ -359,10 +361,10 @@ def replace_format(request: MusicRequest, output_format: str) -> MusicRequest:
 
 def test_ten_minutes_of_music_render_ten_times_faster_than_real_time():
     request = MusicRequest(prompt="lofi hip hop with piano", music_length_ms=600_000, seed=1)
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: the render's own cost, not the machine's load
     samples, _ = synth.render_music_samples(request)
 
-    assert time.perf_counter() - started < 60.0
+    assert time.process_time() - started < 60.0
     assert samples.size == 600 * RATE
 
 
@@ -393,9 +395,9 @@ def test_a_flood_of_adjectives_neither_crashes_nor_stalls():
     from apps.engines.base import SoundRequest
     from apps.engines.local import synth
 
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: the render's own cost, not the machine's load
     result = synth.sound_effect(
         SoundRequest(text="heavy " * 150 + "rain", duration_seconds=2.0, seed=1)
     )
-    assert time.perf_counter() - started < 5.0
+    assert time.process_time() - started < 5.0
     assert result.audio and result.extra["seed"] == 1

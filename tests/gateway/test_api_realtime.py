@@ -22,6 +22,9 @@ from tests.transcripts.test_batch import samples_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
 FRAME = 3200
+# The first message waits for the session to open (the speech model loads on first use, slowly
+# on a busy machine).
+SESSION_OPENS = 60
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def test_speech_in_chunks_gets_partials_then_a_committed_transcript_metered_by_s
         ws = socket("model_id=scribe_v2_realtime&audio_format=pcm_16000&commit_strategy=manual"
                     "&language_code=en&include_timestamps=true&keyterms=Dashwood", key)  # fmt: skip
         assert (await ws.connect())[0]
-        got = [json.loads(await ws.receive_from())]
+        got = [json.loads(await ws.receive_from(timeout=SESSION_OPENS))]
         for start in range(0, len(pcm), FRAME):
             await ws.send_to(text_data=chunk(pcm[start : start + FRAME]))
             await drain(ws, got)
@@ -99,15 +102,15 @@ def test_the_token_query_authenticates_and_bad_keys_get_an_auth_error(key):
     async def scenario():
         by_token = socket(f"token={key}")
         await by_token.connect()
-        first = json.loads(await by_token.receive_from())
+        first = json.loads(await by_token.receive_from(timeout=SESSION_OPENS))
         await by_token.disconnect()
         wrong = socket("", "sk_wrong")
         await wrong.connect()
-        refused = json.loads(await wrong.receive_from())
+        refused = json.loads(await wrong.receive_from(timeout=SESSION_OPENS))
         closed = await wrong.receive_output(timeout=2)
         nobody = socket("")
         await nobody.connect()
-        anonymous = json.loads(await nobody.receive_from())
+        anonymous = json.loads(await nobody.receive_from(timeout=SESSION_OPENS))
         return first, refused, closed, anonymous
 
     first, refused, closed, anonymous = async_to_sync(scenario)()
@@ -125,7 +128,7 @@ def test_bad_input_gets_errors_and_the_session_goes_on(key, speech):
     async def scenario():
         ws = socket("audio_format=pcm_16000", key)
         await ws.connect()
-        await ws.receive_from()
+        await ws.receive_from(timeout=SESSION_OPENS)
         replies = []
         for message in (
             "not json",
@@ -156,7 +159,7 @@ def test_bad_session_options_are_refused(key, query):
     async def scenario():
         ws = socket(query, key)
         await ws.connect()
-        message = json.loads(await ws.receive_from())
+        message = json.loads(await ws.receive_from(timeout=SESSION_OPENS))
         await ws.disconnect()
         return message
 
@@ -171,7 +174,7 @@ def test_a_spent_budget_is_quota_exceeded(on_elevenlabs, member):
     async def scenario():
         ws = socket("", raw)
         await ws.connect()
-        message = json.loads(await ws.receive_from())
+        message = json.loads(await ws.receive_from(timeout=SESSION_OPENS))
         await ws.disconnect()
         return message
 
@@ -297,7 +300,7 @@ def test_a_session_stops_when_the_next_minute_would_exceed_the_budget(
     async def scenario():
         ws = socket("", raw)
         await ws.connect()
-        await ws.receive_from()
+        await ws.receive_from(timeout=SESSION_OPENS)
         second = b"\0\0" * 16000
         for _ in range(200):
             await ws.send_to(text_data=chunk(second))
@@ -342,7 +345,7 @@ def test_a_session_the_sweeper_settled_on_its_recorded_seconds_is_charged_only_t
     async def scenario():
         ws = socket("", raw)
         await ws.connect()
-        await ws.receive_from()
+        await ws.receive_from(timeout=SESSION_OPENS)
         await ws.send_to(text_data=chunk(b"\0\0" * 16000 * 9))  # 9 s, recorded
         await ws.receive_nothing(timeout=0.2)
         swept = await database_sync_to_async(reservations_sweep)(
@@ -387,7 +390,7 @@ def test_a_failure_in_chorus_ends_the_session_with_4500_settled_and_the_engine_c
     async def scenario():
         ws = socket("", raw)
         await ws.connect()
-        await ws.receive_from()
+        await ws.receive_from(timeout=SESSION_OPENS)
         await ws.send_to(text_data=chunk(b"\0\0" * 16000 * 4))  # 4 s, taken
         await ws.send_to(text_data=chunk(b"\1\0" * 16000 * 2))  # 2 s: the engine call raises
         error = json.loads(await ws.receive_from(timeout=5))
