@@ -497,9 +497,9 @@ def test_pcm16_with_an_odd_byte_is_refused():
 def test_decoding_takes_under_a_twentieth_of_real_time():
     data = audio.encode(chirp(20.0), RATE, "mp3_44100_128")
 
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: the decoder's own cost, not the machine's load
     samples = audio.decode_to_pcm16k(data)
-    elapsed = time.perf_counter() - started
+    elapsed = time.process_time() - started
 
     assert len(samples) == 20 * 16000
     assert elapsed / 20 < 0.05
