@@ -429,7 +429,8 @@ def _take_stop(*, workspace, token: str, message: str) -> None:
     if not clips:
         return
     last = clips[-1]
-    last.recipe = {**last.recipe, "take": {**last.recipe["take"], "stopped": message}}
+    take = (last.recipe or {}).get("take") or {"id": token, "part": len(clips)}
+    last.recipe = {**(last.recipe or {}), "take": {**take, "stopped": message}}
     last.save(update_fields=["recipe"])
 
 
@@ -538,7 +539,9 @@ class TakeStream:
         if ran_out:
             self._stop(
                 _stopped_message(
-                    index, len(self._parts), "the engine broke off while making the next one."
+                    index,
+                    len(self._parts),
+                    f"the engine broke off during part {index + 1} (kept as far as it went).",
                 )
             )
             return None
