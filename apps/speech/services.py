@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 
 from django.core.cache import cache
+from django.urls import reverse
 
 from apps.billing.services import Estimate, rate_for, usage_estimate
 from apps.engines.base import (
@@ -32,6 +33,7 @@ from apps.generation.threads import thread_hop
 from apps.generation.voice_rules import voice_apply
 from apps.history.models import Generation, GenerationKind
 from apps.voices.models import LibraryVoice, VoiceSettingsRecord
+from apps.voices.services_preview import preview_available
 from apps.workspaces.services import ActionRefused
 from studio_site.format import count_of, label_of
 
@@ -150,7 +152,9 @@ def speech_voices(*, workspace, user, include: str = "") -> list[VoiceChoice]:
             labels=[
                 str(value) for value in (row.gender, row.age, row.accent, row.use_case) if value
             ],
-            preview_url=row.preview_url,
+            # Every voice's preview through the library's one access-checked view (made once
+            # for the local engine's voices, the upstream recording for ElevenLabs').
+            preview_url=reverse("voices:preview", args=[row.pk]) if preview_available(row) else "",
             settings=_settings_of(records.get(row.voice_id)),
             favourite=row.voice_id in favourites,
         )
