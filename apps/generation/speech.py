@@ -48,6 +48,9 @@ class SpeechInput:
     previous_text: str | None = None
     next_text: str | None = None
     apply_text_normalization: str = "auto"
+    # Kept in the clip's recipe beside the call's own parameters (a page's context, such as
+    # the take a part belongs to); never sent to the engine.
+    recipe_extra: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ def speak(*, caller: Caller, speech: SpeechInput, with_timestamps: bool = False)
                         engine=engine.name,
                         audio=result.audio,
                         content_type=result.content_type or fmt.content_type,
-                        recipe=speech_recipe(request, streamed=False),
+                        recipe=speech_recipe(request, streamed=False, extra=speech.recipe_extra),
                         model_id=request.model_id,
                         voice_id=request.voice_id,
                         text=request.text,
@@ -179,6 +182,7 @@ class PendingStream:
     exits: ExitStack  # holds the reservation: closing it refunds what was not settled
     encode: Callable[[object], bytes]
     with_timestamps: bool
+    recipe_extra: dict | None = None
 
     @property
     def streams_async(self) -> bool:
@@ -255,6 +259,7 @@ def speak_stream_prepare(
                 exits=exits.pop_all(),  # the stream settles and closes the reservation
                 encode=encode,
                 with_timestamps=with_timestamps,
+                recipe_extra=speech.recipe_extra,
             )
     except BudgetExceeded as exc:
         raise budget_refused(exc) from exc
@@ -290,7 +295,7 @@ def speech_keep(pending, audio: bytes, *, complete: bool, event) -> None:
             engine=pending.engine.name,
             audio=audio,
             content_type=pending.fmt.content_type,
-            recipe=speech_recipe(request, streamed=True),
+            recipe=speech_recipe(request, streamed=True, extra=pending.recipe_extra),
             model_id=request.model_id,
             voice_id=request.voice_id,
             text=request.text,
@@ -302,9 +307,11 @@ def speech_keep(pending, audio: bytes, *, complete: bool, event) -> None:
         log.exception("keeping the streamed speech of %s failed", event.request_id)
 
 
-def speech_recipe(request: TTSRequest, *, streamed: bool) -> dict:
-    """Every parameter of a synthesis, as kept with its ``Generation``."""
+def speech_recipe(request: TTSRequest, *, streamed: bool, extra: dict | None = None) -> dict:
+    """Every parameter of a synthesis, as kept with its ``Generation`` (and ``extra``, the
+    caller's context, under keys of its own: the call's parameters win)."""
     recipe = {
+        **(extra or {}),
         "text": request.text,
         "voice_id": request.voice_id,
         "model_id": request.model_id,

@@ -382,15 +382,22 @@ def take_parts(*, workspace, recipe: TakeRecipe) -> list[tuple[str, str]]:
     return split_with_gaps(recipe.text, part_limit(workspace=workspace, model_id=recipe.model_id))
 
 
-def _part_input(recipe: TakeRecipe, parts: list[tuple[str, str]], index: int) -> SpeechInput:
-    """The core call of part ``index``, with the text around it for a continuous voice."""
+def _part_input(
+    recipe: TakeRecipe, parts: list[tuple[str, str]], index: int, *, token: str
+) -> SpeechInput:
+    """The core call of part ``index``, with the text around it for a continuous voice; its
+    clip's recipe names the take (kept with the clip in the same write)."""
     previous = parts[index - 1][1] if index > 0 else None
     following = parts[index + 1][1] if index + 1 < len(parts) else None
+    take = {"id": token, "part": index + 1, "parts": len(parts)}
+    if index > 0:
+        take["gap"] = parts[index][0]
     return replace(
         recipe.speech_input(),
         text=parts[index][1],
         previous_text=_tail(previous),
         next_text=_head(following),
+        recipe_extra={"take": take},
     )
 
 
@@ -413,18 +420,6 @@ def _head(text: str | None) -> str | None:
         return text
     cut = text[:CONTEXT_CHARACTERS]
     return cut.rsplit(" ", 1)[0] if " " in cut else cut
-
-
-def _part_tag(*, workspace, request_id: str, token: str, index: int, parts) -> None:
-    """Note in the recipe of the part's History clip which take it belongs to."""
-    clip = Generation.objects.filter(workspace=workspace, request_id=request_id).first()
-    if clip is None:  # nothing was delivered, so nothing was kept
-        return
-    take = {"id": token, "part": index + 1, "parts": len(parts)}
-    if index > 0:
-        take["gap"] = parts[index][0]
-    clip.recipe = {**(clip.recipe or {}), "take": take}
-    clip.save(update_fields=["recipe"])
 
 
 def _take_stop(*, workspace, token: str, message: str) -> None:
@@ -455,7 +450,7 @@ def take_make(*, workspace, user, recipe: TakeRecipe, membership=None) -> "Take"
     parts = take_parts(workspace=workspace, recipe=recipe)
     for index in range(len(parts)):
         try:
-            speech = speak(caller=caller, speech=_part_input(recipe, parts, index))
+            speak(caller=caller, speech=_part_input(recipe, parts, index, token=token))
         except (ApiRefused, ApiInvalid) as exc:
             if index == 0:
                 raise ActionRefused(str(exc)) from exc
@@ -465,13 +460,6 @@ def take_make(*, workspace, user, recipe: TakeRecipe, membership=None) -> "Take"
                 message=_stopped_message(index, len(parts), str(exc)),
             )
             break
-        _part_tag(
-            workspace=workspace,
-            request_id=speech.request_id,
-            token=token,
-            index=index,
-            parts=parts,
-        )
     return take_of(workspace=workspace, token=token)
 
 
@@ -508,7 +496,7 @@ class TakeStream:
         try:
             return speak_stream(
                 caller=caller,
-                speech=_part_input(self._recipe, self._parts, index),
+                speech=_part_input(self._recipe, self._parts, index, token=self._token),
                 encode=lambda chunk: chunk.audio,
             )
         except (ApiRefused, ApiInvalid) as exc:
@@ -522,13 +510,6 @@ class TakeStream:
         index, stream = self._current
         self._current = None
         stream.close()  # (nothing when its own stream ended it)
-        _part_tag(
-            workspace=self._workspace,
-            request_id=stream.request_id,
-            token=self._token,
-            index=index,
-            parts=self._parts,
-        )
         self._made = index + 1
         return stream.ended
 
@@ -597,7 +578,7 @@ def take_stream(*, workspace, user, recipe: TakeRecipe, token: str, membership=N
     try:
         first = speak_stream(
             caller=caller,
-            speech=_part_input(recipe, parts, 0),
+            speech=_part_input(recipe, parts, 0, token=token),
             encode=lambda chunk: chunk.audio,
         )
     except (ApiRefused, ApiInvalid) as exc:
