@@ -31,6 +31,7 @@ class HistoryFilterForm(forms.Form):
         label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
     )
     item = forms.CharField(required=False, max_length=32, widget=forms.HiddenInput)
+    take = forms.CharField(required=False, widget=forms.HiddenInput)  # a speech take's id
 
     def __init__(self, data=None, *, workspace, voices):
         super().__init__(data)
@@ -39,6 +40,10 @@ class HistoryFilterForm(forms.Form):
             (m.user_id, m.user.display_name) for m in members.order_by("user__email")
         ]
         self.fields["voice"].choices = [("", "All voices"), *voices]
+
+    def clean_take(self):
+        # A take's id is 22 characters: anything longer names no take (and finds no clip).
+        return (self.cleaned_data.get("take") or "")[:64]
 
     def clean(self):
         data = super().clean()

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage
@@ -200,10 +201,12 @@ def history_search(
     since: datetime | None = None,
     until: datetime | None = None,
     item: str = "",
+    take: str = "",
 ):
     """``generations`` (a workspace's, already scoped) narrowed by the page's filters:
     ``q`` in the text of the recipe or the voice's name, a kind, a voice id, a member, the
-    moments ``since`` (included) and ``until`` (excluded), one history item."""
+    moments ``since`` (included) and ``until`` (excluded), one history item, the parts of
+    one take."""
     if q:
         generations = generations.filter(Q(text__icontains=q) | Q(voice_name__icontains=q))
     if kind:
@@ -218,6 +221,8 @@ def history_search(
         generations = generations.filter(created_at__lt=until)
     if item:
         generations = generations.filter(history_item_id=item)
+    if take:
+        generations = generations.filter(kind=GenerationKind.TTS, recipe__take__id=take)
     return generations
 
 
@@ -271,13 +276,84 @@ def design_group_key(generation: Generation) -> str:
     return f"clip:{generation.pk}"
 
 
-def history_entries(generations: Iterable[Generation], links: dict[int, dict]) -> list[dict]:
+def take_mark(generation: Generation) -> dict | None:
+    """The mark of a part of a speech take made in parts (``recipe["take"]``: its ``id``, its
+    ``part`` and how many ``parts`` the text was split into); ``None`` for a clip alone (a
+    take in one part, any other kind, a clip made before takes had parts)."""
+    recipe = generation.recipe if isinstance(generation.recipe, dict) else {}
+    take = recipe.get("take")
+    if generation.kind != GenerationKind.TTS or not isinstance(take, dict):
+        return None
+    token, parts, part = take.get("id"), take.get("parts"), take.get("part")
+    if not isinstance(token, str) or not token or not isinstance(parts, int) or parts < 2:
+        return None
+    if not isinstance(part, int) or part < 1:
+        return None
+    return take
+
+
+def history_takes(*, workspace, generations: Iterable[Generation]) -> dict[str, dict]:
+    """The whole takes the clips of ``generations`` are parts of, by take id: every part the
+    workspace keeps (not only those on the page), for the take's heading: its first part,
+    how many parts were made of how many, the total duration and cost, and why it stopped."""
+    tokens = {mark["id"] for g in generations if (mark := take_mark(g)) is not None}
+    if not tokens:
+        return {}
+    parts: dict[str, list[Generation]] = {}
+    found = Generation.objects.filter(
+        workspace=workspace, kind=GenerationKind.TTS, recipe__take__id__in=sorted(tokens)
+    ).select_related("user", "usage_event")
+    for generation in found:
+        mark = take_mark(generation)
+        if mark is not None and mark["id"] in tokens:
+            parts.setdefault(mark["id"], []).append(generation)
+    takes: dict[str, dict] = {}
+    for token, clips in parts.items():
+        clips.sort(key=lambda g: (g.recipe["take"]["part"], g.pk))
+        events = [g.usage_event for g in clips if g.usage_event is not None]
+        stopped = next(
+            (str(note) for g in reversed(clips) if (note := g.recipe["take"].get("stopped"))), ""
+        )
+        takes[token] = {
+            "id": token,
+            "first": clips[0],
+            "parts": max(g.recipe["take"]["parts"] for g in clips),
+            "made": len(clips),
+            "seconds": sum(g.duration_seconds or 0 for g in clips),
+            "cost": sum((e.charged for e in events), Decimal(0)) if events else None,
+            "stopped": stopped,
+            "complete": all(g.complete for g in clips),
+        }
+    return takes
+
+
+def history_entries(
+    generations: Iterable[Generation], links: dict[int, dict], takes: dict[str, dict] | None = None
+) -> list[dict]:
     """The page's rows: each clip alone, except a design's previews, which are one entry
-    (``{"design": ..., "previews": [...]}``) named after the design, in the order made."""
+    (``{"design": ..., "previews": [...]}``) named after the design, in the order made, and
+    the parts of a take in parts (``takes``, from ``history_takes``), which are one entry
+    (``{"take": ..., "clips": [...]}``) headed by the whole take, its parts in their order.
+
+    A take's entry holds the parts among ``generations`` only (a search that found one
+    part, a page that ends within the take): ``shown`` says how many, against ``made``."""
     entries: list[dict] = []
     groups: dict[str, dict] = {}
+    take_groups: dict[str, dict] = {}
+    takes = takes or {}
     for generation in generations:
         generation.links = links.get(generation.pk, {})
+        mark = take_mark(generation)
+        if mark is not None and mark["id"] in takes:
+            group = take_groups.get(mark["id"])
+            if group is None:
+                group = {**takes[mark["id"]], "take": True, "clips": []}
+                take_groups[mark["id"]] = group
+                entries.append(group)
+            generation.part = mark["part"]
+            generation.parts = group["parts"]
+            group["clips"].append(generation)
+            continue
         if generation.kind != GenerationKind.DESIGN_PREVIEW:
             entries.append({"clip": generation})
             continue
@@ -297,6 +373,9 @@ def history_entries(generations: Iterable[Generation], links: dict[int, dict]) -
             groups[key] = group
             entries.append(group)
         group["previews"].append(generation)
+    for group in take_groups.values():
+        group["clips"].sort(key=lambda g: (g.part, g.pk))
+        group["shown"] = len(group["clips"])
     for group in groups.values():
         group["previews"].sort(key=lambda g: (g.recipe or {}).get("preview_index", 0))
         for index, preview in enumerate(group["previews"]):

@@ -1,5 +1,6 @@
 """The History page: every clip the workspace made, playable; searched and filtered in the URL,
-design previews grouped per design, downloaded or deleted one by one or in bulk."""
+design previews grouped per design, the parts of a speech take grouped per take, downloaded
+or deleted one by one or in bulk."""
 
 import re
 import tempfile
@@ -32,7 +33,7 @@ from .models import Generation
 PAGE_SIZE = 25
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 # The filters a bulk action carries back to the page it came from.
-FILTER_NAMES = ("q", "kind", "voice", "member", "date_from", "date_to", "item", "page")
+FILTER_NAMES = ("q", "kind", "voice", "member", "date_from", "date_to", "item", "take", "page")
 
 
 def _get_generation(request, pk: int) -> Generation:
@@ -59,6 +60,7 @@ def _list_context(request, params) -> dict:
         since=day_start(data["date_from"]) if data.get("date_from") else None,
         until=day_after(data["date_to"]) if data.get("date_to") else None,
         item=data.get("item") or "",
+        take=data.get("take") or "",
     )
     page = Paginator(generations, PAGE_SIZE).get_page(params.get("page"))
     clips = list(page.object_list)
@@ -67,11 +69,12 @@ def _list_context(request, params) -> dict:
             generation=generation, user=request.user, membership=request.membership
         )
     links = services.clip_links(workspace=request.workspace, generations=clips)
+    takes = services.history_takes(workspace=request.workspace, generations=clips)
     query = form.as_query()
     return {
         "form": form,
         "page": page,
-        "entries": services.history_entries(clips, links),
+        "entries": services.history_entries(clips, links, takes),
         "filtered": bool(query),
         "query": urlencode(query),
         "page_query": urlencode({**query, "page": page.number}),
