@@ -511,6 +511,13 @@ CHORUS_CLONE_SAMPLE_MAX_MB = env_int("CHORUS_CLONE_SAMPLE_MAX_MB", 20, minimum=1
 CHORUS_CLONE_TOTAL_MAX_MB = env_int("CHORUS_CLONE_TOTAL_MAX_MB", 100, minimum=1)
 # The largest recording (audio or video) the Transcripts page takes, in MB.
 CHORUS_TRANSCRIBE_MAX_MB = env_int("CHORUS_TRANSCRIBE_MAX_MB", 500, minimum=1)
+# The voice library syncs itself when a workspace is set up and when its engine changes; a
+# manager is told it is stale when its last sync is older than this many days.
+CHORUS_VOICES_AUTO_SYNC = env_bool("CHORUS_VOICES_AUTO_SYNC", True)
+CHORUS_VOICES_STALE_DAYS = env_int("CHORUS_VOICES_STALE_DAYS", 7, minimum=1)
+# The Speech page speaks a long text in parts of at most this many characters, one engine
+# call each (100 to 10,000, the engines' limit of one request).
+CHORUS_SPEECH_PART_MAX = min(env_int("CHORUS_SPEECH_PART_MAX", 10_000, minimum=100), 10_000)
 
 # --- Request bodies (studio_site.server) ---------------------------------------------------
 

@@ -5,13 +5,13 @@ clause by clause, so a streamed take (MP3) starts playing after the first senten
 the rest is made, and is metered and kept in History as one ``Generation`` when it ends.
 """
 
-import os
 import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field, replace
 from decimal import Decimal
 
+from django.conf import settings
 from django.core.cache import cache
 from django.urls import reverse
 
@@ -39,19 +39,9 @@ from studio_site.format import count_of, label_of
 
 from .parts import split_with_gaps
 
-
-def _part_max() -> int:
-    """Characters of one part of a take: the engines' limit of one request (10,000), or less
-    where ``CHORUS_SPEECH_PART_MAX`` says so (shorter calls; the browser tests' takes in
-    parts without speaking 10,000 characters)."""
-    try:
-        wanted = int(os.environ.get("CHORUS_SPEECH_PART_MAX", "") or 10_000)
-    except ValueError:
-        wanted = 10_000
-    return max(100, min(wanted, 10_000))
-
-
-SPEECH_MAX = _part_max()  # characters of one part of a take (one core call)
+# Characters of one part of a take (one core call): the engines' limit of one request, or
+# less where CHORUS_SPEECH_PART_MAX says so (the browser tests' takes in parts).
+SPEECH_MAX = settings.CHORUS_SPEECH_PART_MAX
 TAKE_MAX = 200_000  # characters of one take (split into parts the engine takes one by one)
 DEFAULT_MODEL = "eleven_multilingual_v2"
 PICKER_MAX = 300  # voices listed in the picker (favourites first)

@@ -35,11 +35,11 @@ SYNC_JOB = "voices_sync"
 
 
 def stale_after() -> timedelta:
-    return timedelta(days=getattr(settings, "CHORUS_VOICES_STALE_DAYS", 7))
+    return timedelta(days=settings.CHORUS_VOICES_STALE_DAYS)
 
 
 def auto_sync_enabled() -> bool:
-    return bool(getattr(settings, "CHORUS_VOICES_AUTO_SYNC", True))
+    return settings.CHORUS_VOICES_AUTO_SYNC
 
 
 def engine_config(row) -> str:
