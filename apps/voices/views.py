@@ -18,7 +18,7 @@ from studio_site.format import label_of, language_of
 
 from . import services
 from .models import Approval, Collection, LibraryVoice, Tag
-from .services_preview import preview_available
+from .services_preview import preview_available, preview_made_here
 
 
 def _facet_text(name: str, value: str) -> str:
@@ -136,6 +136,9 @@ def _detail(
         "voice": voice,
         "usage": services_usage.voice_usage(voice),
         "has_preview": preview_available(voice),
+        # An upstream voice's recording is played from its own site (no waveform there).
+        "preview_elsewhere": not preview_made_here(voice)
+        and voice.preview_url.startswith("https://"),
         "consent": scoped(request, VoiceConsent)
         .filter(engine=voice.engine, voice_id=voice.voice_id)
         .first(),

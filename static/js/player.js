@@ -71,6 +71,9 @@
 
   function enhance(player) {
     if (player.dataset.playerReady || !player.isConnected || !window.WaveSurfer) return;
+    // Audio on another site (an upstream voice's recording) cannot be read for a waveform
+    // without that site's CORS headers: the browser's own controls play it.
+    if (player.hasAttribute("data-player-plain")) return;
     const { audio, toggle, wave, time } = parts(player);
     if (!audio || !toggle || !wave || !time) return;
     player.dataset.playerReady = "1";

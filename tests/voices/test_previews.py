@@ -98,6 +98,10 @@ def test_an_elevenlabs_voice_plays_its_upstream_recording_and_never_the_key(
     assert response.status_code == 302
     assert response["Location"] == "https://storage.example.test/previews/21m00.mp3"
     assert "xi-api-key" not in str(response.headers).lower() and synths == []
+    # Its page plays that recording with the browser's own controls: a waveform would have
+    # to read the audio from the other site, which its CORS headers do not allow.
+    page = client_as(member).get(reverse("voices:detail", args=[voice.pk])).content.decode()
+    assert "data-player data-player-plain" in page
 
 
 def test_a_studio_voice_plays_the_preview_it_was_saved_with(workspace, client_as, member):
@@ -137,6 +141,7 @@ def test_the_voice_page_plays_and_offers_the_preview_for_download(premade, clien
     page = client_as(viewer).get(reverse("voices:detail", args=[premade.pk])).content.decode()
     url = reverse("voices:preview", args=[premade.pk])
     assert f'src="{url}"' in page and f'href="{url}" download' in page
+    assert "data-player-plain" not in page  # made here: the waveform player
 
 
 def test_anonymous_is_sent_to_sign_in_and_nothing_is_made(premade, media, synths, client):
