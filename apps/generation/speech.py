@@ -108,10 +108,10 @@ def _speech_meter(caller: Caller, engine, request: TTSRequest):
     )
 
 
-def _voice_apply(caller: Caller, engine, request: TTSRequest, speech: SpeechInput):
+def _voice_apply(caller: Caller, engine, request: TTSRequest, speech: SpeechInput) -> str:
     """The workspace's recipe and stored settings of the voice, its consent and the
-    approved-voices rule (``voice_rules``)."""
-    voice_apply(
+    approved-voices rule (``voice_rules``); the voice's name, kept with the clip."""
+    return voice_apply(
         workspace=caller.workspace,
         engine=engine,
         request=request,
@@ -129,7 +129,7 @@ def speak(*, caller: Caller, speech: SpeechInput, with_timestamps: bool = False)
     request, fmt = _speech_request(speech, streaming=False)
     with engine_errors_as_api():
         engine = engine_of(caller)
-    _voice_apply(caller, engine, request, speech)
+    voice_name = _voice_apply(caller, engine, request, speech)
     event = None
     try:
         with _speech_meter(caller, engine, request) as meter:
@@ -151,6 +151,7 @@ def speak(*, caller: Caller, speech: SpeechInput, with_timestamps: bool = False)
                         recipe=speech_recipe(request, streamed=False, extra=speech.recipe_extra),
                         model_id=request.model_id,
                         voice_id=request.voice_id,
+                        voice_name=voice_name,
                         text=request.text,
                         duration_seconds=audio_seconds(fmt, len(result.audio)),
                         usage_event=meter.event,
@@ -183,6 +184,7 @@ class PendingStream:
     encode: Callable[[object], bytes]
     with_timestamps: bool
     recipe_extra: dict | None = None
+    voice_name: str = ""
 
     @property
     def streams_async(self) -> bool:
@@ -246,7 +248,7 @@ def speak_stream_prepare(
     request, fmt = _speech_request(speech, streaming=True)
     with engine_errors_as_api():
         engine = engine_of(caller)
-    _voice_apply(caller, engine, request, speech)
+    voice_name = _voice_apply(caller, engine, request, speech)
     try:
         with ExitStack() as exits:
             meter = exits.enter_context(_speech_meter(caller, engine, request))
@@ -260,6 +262,7 @@ def speak_stream_prepare(
                 encode=encode,
                 with_timestamps=with_timestamps,
                 recipe_extra=speech.recipe_extra,
+                voice_name=voice_name,
             )
     except BudgetExceeded as exc:
         raise budget_refused(exc) from exc
@@ -298,6 +301,7 @@ def speech_keep(pending, audio: bytes, *, complete: bool, event) -> None:
             recipe=speech_recipe(request, streamed=True, extra=pending.recipe_extra),
             model_id=request.model_id,
             voice_id=request.voice_id,
+            voice_name=pending.voice_name,
             text=request.text,
             duration_seconds=audio_seconds(pending.fmt, len(audio)),
             usage_event=event,

@@ -16,15 +16,18 @@ _apply: Callable | None = None
 
 
 def voice_rules_install(apply: Callable) -> None:
-    """``apply(*, workspace, engine, request, given, final)``: fill the TTS ``request`` from
-    what the workspace keeps for its voice, or raise ``ApiRefused`` (403) why not."""
+    """``apply(*, workspace, engine, request, given, final) -> str``: fill the TTS ``request``
+    from what the workspace keeps for its voice and return the voice's name ("" when it has
+    none), or raise ``ApiRefused`` (403) why not."""
     global _apply
     _apply = apply
 
 
-def voice_apply(*, workspace, engine, request, given: dict | None, final: bool) -> None:
+def voice_apply(*, workspace, engine, request, given: dict | None, final: bool) -> str:
+    """Apply the voice rules to ``request``; the voice's name, kept with the clip."""
     if _apply is None:
         raise ImproperlyConfigured(
             "No voice rules are installed: add apps.voices to INSTALLED_APPS."
         )
-    _apply(workspace=workspace, engine=engine, request=request, given=given, final=final)
+    name = _apply(workspace=workspace, engine=engine, request=request, given=given, final=final)
+    return name or ""

@@ -28,7 +28,7 @@ from apps.generation.errors import ApiRefused, engine_errors_as_api
 from apps.generation.media import Sample, clone, engine_of, samples_checked
 from apps.generation.media import design_save as engine_design_save
 
-from .models import ApiVoice, VoiceSettingsRecord
+from .models import ApiVoice, LibraryVoice, VoiceSettingsRecord
 
 ALL_VOICES_PAGES = 50  # GET /v1/voices gathers at most this many pages of 100
 SETTINGS_FIELDS = ("stability", "similarity_boost", "style", "use_speaker_boost", "speed")
@@ -339,6 +339,7 @@ class VoiceFacts:
     category: str = ""
     consent: tuple[str, object] | None = None  # (speaker_name, expires_at)
     settings: dict | None = None
+    name: str = ""  # as the library (or the voice made through the API) names it
 
 
 def voice_facts_forget(**_signal) -> None:
@@ -352,12 +353,12 @@ def _voice_facts_look_up(workspace_id: int, engine_name: str, voice_id: str) -> 
 
     made = (
         ApiVoice.objects.filter(workspace_id=workspace_id, voice_id=voice_id, engine=engine_name)
-        .values_list("recipe", "category")
+        .values_list("recipe", "category", "name")
         .first()
     )
-    recipe, category, consent = None, "", None
+    recipe, category, consent, name = None, "", None, ""
     if made is not None:
-        recipe, category = made
+        recipe, category, name = made
         if category == "cloned":
             consent = (
                 VoiceConsent.objects.filter(
@@ -371,12 +372,20 @@ def _voice_facts_look_up(workspace_id: int, engine_name: str, voice_id: str) -> 
         .values_list(*SETTINGS_FIELDS)
         .first()
     )
+    listed = (
+        LibraryVoice.objects.filter(
+            workspace_id=workspace_id, engine=engine_name, voice_id=voice_id
+        )
+        .values_list("name", flat=True)
+        .first()
+    )
     return VoiceFacts(
         made=made is not None,
         recipe=recipe,
         category=category or "",
         consent=consent,
         settings=dict(zip(SETTINGS_FIELDS, stored, strict=True)) if stored else None,
+        name=listed or name or "",
     )
 
 
@@ -408,8 +417,9 @@ def _consent_expired_why(speaker_name: str, expires_at) -> str | None:
 
 def speech_voice_apply(
     *, workspace, engine, request: TTSRequest, given: dict | None, final: bool = True
-) -> None:
-    """Fill a TTS request from what the workspace stored for its voice.
+) -> str:
+    """Fill a TTS request from what the workspace stored for its voice; return the voice's
+    name (as the library names it; "" for a voice the workspace has no row for).
 
     - A voice made through the API on the local engine: its recipe (the engine keeps none).
     - A clone whose consent expired (``voices.services_clone``): refused with 403.
@@ -447,6 +457,7 @@ def speech_voice_apply(
         merged = dict(facts.settings)
         merged.update({k: v for k, v in (given or {}).items() if v is not None})
         request.voice_settings = VoiceSettings(**merged)
+    return facts.name
 
 
 # --- Listing -----------------------------------------------------------------------------

@@ -25,7 +25,8 @@ def test_my_usage_shows_credits_budget_and_calls(client_as, member, workspace):
     _spend(workspace, member, 250)
     page = client_as(member).get(reverse("billing:usage")).content.decode()
     assert "25% of your budget of 1,000 credits" in page
-    assert "eleven_multilingual_v2" in page and "Settled" in page
+    assert "Eleven Multilingual v2" in page and "eleven_multilingual_v2" not in page
+    assert "Settled" in page
 
 
 def test_a_manager_sets_a_budget_with_htmx_and_it_is_audited(client_as, manager, member, workspace):

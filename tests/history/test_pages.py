@@ -58,7 +58,7 @@ def test_the_page_lists_kind_who_when_text_cost_and_a_player(
     assert "Welcome to the show." in body and "calm piano" in body
     assert "Mia Member" in body and "Olive Owner" in body and "API" in body
     assert "20 credits" in body and "free" in body
-    assert "Speech" in body and "Music" in body and "eleven_v3" in body
+    assert "Speech" in body and "Music" in body and "Eleven v3" in body and "eleven_v3" not in body
     for generation in (spoken, music):
         src = reverse("history:audio", args=[generation.pk])
         assert f'<audio controls preload="none" src="{src}"' in body
