@@ -252,22 +252,35 @@ def audio_response(request, generation: Generation, *, download: bool):
     )
 
 
+def byte_range(request, size: int | None) -> tuple[int, int] | HttpResponse | None:
+    """The one byte range a ``Range: bytes=…`` header asks of ``size`` bytes, as ``(start,
+    end)`` (inclusive); ``None`` for the whole file (no header, no size); a 416 response for a
+    range outside it."""
+    match = _RANGE.match(request.headers.get("Range", "").strip())
+    if not (size and match and (match.group(1) or match.group(2))):
+        return None
+    first, last = match.groups()
+    if first:
+        start, end = int(first), min(int(last) if last else size - 1, size - 1)
+    else:  # "bytes=-N": the last N bytes
+        start, end = max(0, size - int(last)), size - 1
+    if start >= size or start > end:
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{size}"
+        return response
+    return start, end
+
+
 def stored_audio_response(request, *, storage, name, content_type, filename, download=False):
     """A stored audio file whole (200) or the one byte range asked for (206)."""
     if not name or not storage.exists(name):
         raise Http404("This audio file is missing.")
     size = storage.size(name)
-    match = _RANGE.match(request.headers.get("Range", "").strip())
-    if match and (match.group(1) or match.group(2)) and size:
-        first, last = match.groups()
-        if first:
-            start, end = int(first), min(int(last) if last else size - 1, size - 1)
-        else:  # "bytes=-N": the last N bytes
-            start, end = max(0, size - int(last)), size - 1
-        if start >= size or start > end:
-            response = HttpResponse(status=416)
-            response["Content-Range"] = f"bytes */{size}"
-            return response
+    wanted = byte_range(request, size)
+    if isinstance(wanted, HttpResponse):
+        return wanted
+    if wanted is not None:
+        start, end = wanted
         with storage.open(name, "rb") as handle:
             handle.seek(start)
             chunk = handle.read(end - start + 1)

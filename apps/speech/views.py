@@ -18,7 +18,6 @@ back to back in the one ``<audio>``.
 
 import json
 import math
-import re
 from dataclasses import replace
 
 from django.http import Http404, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
@@ -28,6 +27,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import reswap, retarget
 
 from apps.history.models import Generation, GenerationKind
+from apps.history.views import byte_range
 from apps.workspaces.access import get_scoped, workspace_view
 from apps.workspaces.models import Role
 from apps.workspaces.services import ActionRefused
@@ -236,9 +236,6 @@ def take(request, token: str):
     return render(request, "speech/page.html#take", {"take": take})
 
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
 @workspace_view()
 @require_GET
 def take_audio(request, pk: int):
@@ -250,18 +247,11 @@ def take_audio(request, pk: int):
     filename = f"speech-{clip.history_item_id}.{audio.extension}"
     size = audio.size
     start, end, status = 0, None, 200
-    match = _RANGE.match(request.headers.get("Range", "").strip())
-    if size is not None and match and (match.group(1) or match.group(2)) and size:
-        first, last = match.groups()
-        if first:
-            start, end = int(first), min(int(last) if last else size - 1, size - 1)
-        else:  # "bytes=-N": the last N bytes
-            start, end = max(0, size - int(last)), size - 1
-        if start >= size or start > end:
-            response = HttpResponse(status=416)
-            response["Content-Range"] = f"bytes */{size}"
-            return response
-        status = 206
+    wanted = byte_range(request, size)
+    if isinstance(wanted, HttpResponse):
+        return wanted
+    if wanted is not None:
+        (start, end), status = wanted, 206
     response = StreamingHttpResponse(
         audio.read(start, end), status=status, content_type=audio.content_type
     )
