@@ -36,6 +36,8 @@ from tests.factories import make_user, make_workspace
 
 from .openapi_check import assert_matches
 
+# Spoken by the local engine and transcribed back: the checks look for words the round trip
+# keeps on a busy machine too ("pipeline of Chorus" came back once as "pi-pline, of course").
 SPEECH = (
     "Good morning everyone. Today we are testing the dubbing pipeline of Chorus. "
     "It listens to the speech, writes down every word, and then speaks it again."
@@ -429,9 +431,9 @@ def test_a_dub_runs_as_a_job_and_keeps_audio_and_transcripts(api, issued, member
     assert audio.status_code == 200 and audio["content-type"] == "audio/mpeg"
     assert seconds_of(audio.content) == pytest.approx(seconds, abs=0.3)
     srt = api.get(f"/v1/dubbing/{dubbing.dubbing_id}/transcript/en").json()
-    assert srt.startswith("1\n00:00:00,") and "dubbing pipeline" in srt
+    assert srt.startswith("1\n00:00:00,") and "testing the dubbing" in srt
     vtt = api.get(f"/v1/dubbing/{dubbing.dubbing_id}/transcript/en?format_type=webvtt").json()
-    assert vtt.startswith("WEBVTT") and "dubbing pipeline" in vtt
+    assert vtt.startswith("WEBVTT") and "testing the dubbing" in vtt
     plain = api.get(f"/v1/dubbing/{dubbing.dubbing_id}/transcript/en", HTTP_ACCEPT="text/plain")
     assert plain["content-type"].startswith("text/plain") and plain.content.decode() == srt
     as_json = api.get(f"/v1/dubbing/{dubbing.dubbing_id}/transcript/en?format_type=json")
@@ -460,7 +462,7 @@ def test_a_dub_runs_as_a_job_and_keeps_audio_and_transcripts(api, issued, member
         member.pk,
     )
     assert generation.history_item_id == dubbing.history_item_id
-    assert generation.api_key_id == issued.api_key.pk and "dubbing pipeline" in generation.text
+    assert generation.api_key_id == issued.api_key.pk and "testing the dubbing" in generation.text
     with generation.file.open("rb") as handle:
         assert handle.read() == audio.content
 
@@ -591,9 +593,9 @@ def test_sdk_dubbing_start_poll_audio_and_transcript(celery_worker, sdk, issued,
     audio = b"".join(sdk.dubbing.audio.get(started.dubbing_id, "en"))
     assert seconds_of(audio) == pytest.approx(seconds_of(speech_mp3()), abs=0.3)
     srt = sdk.dubbing.transcript.get_transcript_for_dub(started.dubbing_id, "en", format_type="srt")
-    assert isinstance(srt, str) and " --> " in srt and "dubbing pipeline" in srt
+    assert isinstance(srt, str) and " --> " in srt and "testing the dubbing" in srt
     vtt = sdk.dubbing.transcripts.get(started.dubbing_id, "en", "webvtt")
-    assert vtt.webvtt.startswith("WEBVTT") and "dubbing pipeline" in vtt.webvtt
+    assert vtt.webvtt.startswith("WEBVTT") and "testing the dubbing" in vtt.webvtt
     listed = sdk.dubbing.list(dubbing_status="dubbed")
     assert [d.dubbing_id for d in listed.dubs] == [started.dubbing_id]
 
