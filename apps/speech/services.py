@@ -29,6 +29,7 @@ from apps.generation.caller import Caller
 from apps.generation.engine import engine_for
 from apps.generation.errors import ApiInvalid, ApiRefused
 from apps.generation.speech import SpeechInput, SpeechStream, speak, speak_stream
+from apps.generation.text_parts import split_with_gaps
 from apps.generation.threads import thread_hop
 from apps.generation.voice_rules import voice_apply
 from apps.history.models import Generation, GenerationKind
@@ -36,8 +37,6 @@ from apps.voices.models import LibraryVoice, VoiceSettingsRecord
 from apps.voices.services_preview import preview_available
 from apps.workspaces.services import ActionRefused
 from studio_site.format import count_of, label_of
-
-from .parts import split_with_gaps
 
 # Characters of one part of a take (one core call): the engines' limit of one request, or
 # less where CHORUS_SPEECH_PART_MAX says so (the browser tests' takes in parts).

@@ -8,8 +8,8 @@ so a take in parts is quick to make.)"""
 
 import pytest
 
+from apps.generation.text_parts import split_text
 from apps.history.models import Generation
-from apps.speech.parts import split_text
 from apps.voices import services as voice_services
 from apps.voices.models import LibraryVoice
 from apps.workspaces.models import Role

@@ -21,9 +21,9 @@ from apps.billing.models import UsageEvent, UsageStatus
 from apps.billing.services import BudgetExceeded
 from apps.engines.local import engine as local_engine
 from apps.generation import speech as core_speech
+from apps.generation.text_parts import joined, split_spans, split_text, split_with_gaps
 from apps.history.models import Generation
 from apps.speech import services
-from apps.speech.parts import joined, split_spans, split_text, split_with_gaps
 from apps.speech.take_audio import mp3_audio_start
 from tests.conftest import HTMX
 
