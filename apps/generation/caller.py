@@ -20,6 +20,8 @@ class Caller:
     - ``key_id`` / ``key_cap``: the personal key and its monthly cap, when there is one.
     - ``purpose``: what the call is for, as ``(type, id)`` (a voice, a design, a clone…).
     - ``draft``: a try-out rather than a final render (the approved-voices rule spares it).
+    - ``engine_kind``: ``"local"`` to run on the local engine whatever the workspace uses
+      (a project's free draft); empty for the workspace's engine.
     - ``membership``: the member's role in the workspace when the caller already has it.
     - ``engine_row``: the workspace's ``EngineSettings`` when the caller already has it
       (``None``: none, the local engine), so resolving the engine needs no query.
@@ -32,6 +34,7 @@ class Caller:
     key_cap: object = None
     purpose: tuple[str, str] | None = None
     draft: bool = False
+    engine_kind: str = ""
     membership: object = None
     engine_row: object = field(default=_UNSET, compare=False, repr=False)
 

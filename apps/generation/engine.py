@@ -194,7 +194,12 @@ def engine_status(*, workspace: Workspace) -> EngineCheck:
 
 
 def engine_of(caller: Caller):
-    """The engine of the caller's workspace (with the settings row the caller brought)."""
+    """The engine of the caller's workspace (with the settings row the caller brought), or
+    the local engine for a caller that asks for it (``engine_kind="local"``: free drafts)."""
+    if caller.engine_kind == EngineKind.LOCAL:
+        from apps.engines.local.engine import local_engine
+
+        return local_engine()
     if caller.knows_engine_row:
         return engine_for(caller.workspace, row=caller.engine_row)
     return engine_for(caller.workspace)
