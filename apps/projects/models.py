@@ -145,6 +145,9 @@ class Speaker(models.Model):
     """A named role of a project ("Narrator", "Alice") that blocks point to: one change of
     its voice re-voices the role everywhere."""
 
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="+"
+    )
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="speakers")
     name = models.CharField(max_length=100)
     voice_id = models.CharField(max_length=80)
@@ -160,6 +163,9 @@ class Speaker(models.Model):
 
 
 class Chapter(models.Model):
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="+"
+    )
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="chapters")
     public_id = models.CharField(max_length=32, unique=True, default=_public_id)
     name = models.CharField(max_length=200)
@@ -183,6 +189,9 @@ class Block(models.Model):
     A ``locked`` block is never rendered again.
     """
 
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="+"
+    )
     chapter = models.ForeignKey(Chapter, on_delete=models.CASCADE, related_name="blocks")
     public_id = models.CharField(max_length=32, unique=True, default=_public_id)
     position = models.PositiveIntegerField(default=0)
@@ -212,6 +221,9 @@ class Take(models.Model):
     """One render of a block: a ``history.Generation`` (file, recipe, ledger row), draft
     (local engine, free) or final (the workspace's engine)."""
 
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="+"
+    )
     block = models.ForeignKey(Block, on_delete=models.CASCADE, related_name="takes")
     generation = models.ForeignKey(
         "history.Generation", on_delete=models.PROTECT, related_name="project_takes"
@@ -359,6 +371,9 @@ class CuePlacementMode(models.TextChoices):
 class Cue(models.Model):
     """A sound effect or music made for a project (a job), placed after or under a block."""
 
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="+"
+    )
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="cues")
     kind = models.CharField(max_length=8, choices=CueKind.choices)
     prompt = models.CharField(max_length=1000)
@@ -407,6 +422,9 @@ class Export(models.Model):
     or chapter leaves an MP3 export, which the API lists as a snapshot.
     """
 
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="+"
+    )
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="exports")
     chapter = models.ForeignKey(
         Chapter, null=True, blank=True, on_delete=models.CASCADE, related_name="exports"
