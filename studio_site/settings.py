@@ -490,6 +490,9 @@ CHORUS_JOB_KINDS = {
     "dubbing": "apps.projects.services.dubbing_run",
     "voices_sync": "apps.voices.services.library_sync_run",
     "transcribe": "apps.transcripts.services.transcribe_run",
+    "project_render": "apps.projects.narration.render_run",
+    "project_export": "apps.projects.exports.export_run",
+    "project_cue": "apps.projects.cues.cue_run",
 }
 # What apps add to a workspace export: callables (workspace) -> [(path in the ZIP, data)],
 # data being JSON-able or bytes (a file).

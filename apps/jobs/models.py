@@ -22,6 +22,9 @@ KIND_LABELS = {
     "music": "Music",
     "dubbing": "Dub",
     "voices_sync": "Voice library sync",
+    "project_render": "Project render",
+    "project_export": "Project export",
+    "project_cue": "Project cue",
 }
 
 # What the link to a finished job's result says, by kind (default: "Open the result").
@@ -30,6 +33,9 @@ RESULT_LABELS = {
     "music": "Listen to the music",
     "dubbing": "Listen to the dub",
     "voices_sync": "Open the voice library",
+    "project_render": "Open the project",
+    "project_export": "Download the export",
+    "project_cue": "Open the project",
 }
 
 # Where a kind's result is when whoever started the job named no page (URL names only: the

@@ -288,6 +288,8 @@ class Render(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     reason = models.CharField(max_length=500, blank=True)
     seen_at = models.DateTimeField(null=True, blank=True)  # the requester saw the decision
+    # /v1 convert: once rendered, the project (or the chapter) is exported as a snapshot.
+    snapshot = models.BooleanField(default=False)
     job = models.ForeignKey(
         "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
