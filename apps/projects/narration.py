@@ -19,7 +19,7 @@ from django.db.models import Count, Max, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.billing.services import Estimate, usage_estimate
+from apps.billing.services import usage_estimate
 from apps.engines.local.tts import DEFAULT_VOICE_ID, LOCAL_VOICES, find_voice
 from apps.engines.pronunciation import PronunciationRule, rules_fingerprint, rules_from_json
 from apps.generation.caller import Caller
