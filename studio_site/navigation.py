@@ -43,6 +43,7 @@ SECTIONS: tuple[Section, ...] = (
         "Create",
         (
             Item("Speech", "speech:page"),
+            Item("Projects", "projects:list"),
             Item(
                 "Voice design",
                 "voices:designs",
@@ -56,6 +57,7 @@ SECTIONS: tuple[Section, ...] = (
         (
             Item("Voices", "voices:library"),
             Item("History", "history:list"),
+            Item("Pronunciation", "projects:dictionaries"),
             Item("Consent register", "voices:consents", role=Role.MANAGER),
         ),
     ),
@@ -65,6 +67,7 @@ SECTIONS: tuple[Section, ...] = (
             Item("Members", "workspaces:members", ("/invitations/",)),
             Item("API keys", "gateway:keys", role=Role.MEMBER),
             Item("Audit log", "workspaces:audit", role=Role.MANAGER),
+            Item("Approvals", "projects:approvals", role=Role.MANAGER),
         ),
     ),
     Section(

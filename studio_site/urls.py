@@ -44,6 +44,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("settings/api-keys/", include("apps.gateway.urls")),
     path("speech/", include("apps.speech.urls")),
+    path("projects/", include("apps.projects.urls")),
     path("", include((workspace_pages, "workspaces"))),
     path("", include(api_urls.fallback_patterns)),
 ]

@@ -1,0 +1,3 @@
+"""Routes of the dictionaries part of the narration studio (see urls.py)."""
+
+urlpatterns: list = []
