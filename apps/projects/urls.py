@@ -13,5 +13,6 @@ urlpatterns = [
     path("", include("apps.projects.urls_pages")),
     path("", include("apps.projects.urls_editor")),
     path("", include("apps.projects.urls_media")),
+    path("", include("apps.projects.urls_exports")),
     path("pronunciation/", include("apps.projects.urls_dictionaries")),
 ]

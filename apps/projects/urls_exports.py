@@ -1,0 +1,3 @@
+"""Routes of the exports part of the narration studio (see urls.py)."""
+
+urlpatterns: list = []
