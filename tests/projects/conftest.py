@@ -59,3 +59,13 @@ def project(workspace, member, voice):
     return project_create(
         workspace=workspace, user=member, script=make_script(), default_voice_id=voice.voice_id
     )
+
+
+def run_job(job):
+    """The job, run in this process exactly as a worker runs it; the job row afterwards."""
+    from apps.jobs.tasks import job_run
+
+    job.refresh_from_db()
+    job_run(job.pk, job.attempt)
+    job.refresh_from_db()
+    return job
