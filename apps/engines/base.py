@@ -200,6 +200,9 @@ class TTSRequest:
     # A designed or cloned voice of the local engine is a recipe the voices app stores and
     # hands over with each request (the engine keeps no state of its own).
     voice_recipe: dict[str, Any] | None = None
+    # Pronunciation rules (``apps.engines.pronunciation.PronunciationRule``) applied to this
+    # render: alias rules respell the text, phoneme rules say a word as given phonemes.
+    pronunciation_rules: tuple = ()
 
 
 @dataclass

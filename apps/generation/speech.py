@@ -48,6 +48,8 @@ class SpeechInput:
     previous_text: str | None = None
     next_text: str | None = None
     apply_text_normalization: str = "auto"
+    # ``apps.engines.pronunciation.PronunciationRule``s applied to the render.
+    pronunciation_rules: tuple = ()
     # Kept in the clip's recipe beside the call's own parameters (a page's context, such as
     # the take a part belongs to); never sent to the engine.
     recipe_extra: dict | None = None
@@ -93,6 +95,7 @@ def _speech_request(speech: SpeechInput, *, streaming: bool) -> tuple[TTSRequest
         previous_text=speech.previous_text,
         next_text=speech.next_text,
         apply_text_normalization=speech.apply_text_normalization,
+        pronunciation_rules=tuple(speech.pronunciation_rules),
     )
     return request, fmt
 

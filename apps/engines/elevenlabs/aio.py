@@ -222,9 +222,15 @@ class AsyncElevenLabsClient:
         )
 
     async def tts_stream(
-        self, request: TTSRequest, *, with_timestamps: bool = False
+        self,
+        request: TTSRequest,
+        *,
+        with_timestamps: bool = False,
+        locators: list[dict] | None = None,
     ) -> AsyncTTSStream:
-        """Open a streamed synthesis, retried (per retry.py) until its first bytes arrive."""
+        """Open a streamed synthesis, retried (per retry.py) until its first bytes arrive.
+
+        ``locators``: the request's pronunciation dictionaries, uploaded by the engine."""
         fmt = output_format(request.output_format, allow_wav=False)
         path = f"/v1/text-to-speech/{_segment(request.voice_id)}/stream"
         call = _Call(
@@ -232,7 +238,7 @@ class AsyncElevenLabsClient:
             "POST",
             path + ("/with-timestamps" if with_timestamps else ""),
             params={"output_format": fmt.name},
-            json=mapping.tts_body(request),
+            json=mapping.tts_body(request, locators),
             model_id=request.model_id,
         )
         items = _ndjson_chunks if with_timestamps else _audio_chunks

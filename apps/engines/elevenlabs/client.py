@@ -21,6 +21,7 @@ import json
 import logging
 import mimetypes
 import random
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from urllib.parse import quote
 
 import httpx
 
+from apps.engines import pronunciation
 from apps.engines.base import (
     AudioResult,
     CallInfo,
@@ -380,6 +382,10 @@ class ElevenLabsEngine(Engine):
         # engine built with a test transport has none, so its callers use the sync path.
         self.streams_async = transport is None
         self._async_clients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        # Pronunciation dictionaries uploaded for rules: fingerprint → (id, version_id).
+        self._dictionaries: dict[str, tuple[str, str]] = {}
+        self._dictionary_locks: dict[str, threading.Lock] = {}
+        self._dictionaries_lock = threading.Lock()
 
     def __repr__(self) -> str:  # never show the key
         return f"<ElevenLabsEngine {self.base_url} workspace={self.workspace!r}>"
@@ -413,7 +419,10 @@ class ElevenLabsEngine(Engine):
                 egress=self.egress,
             )
             self._async_clients[loop] = client
-        return await client.tts_stream(request, with_timestamps=with_timestamps)
+        locators = None
+        if request.pronunciation_rules:
+            locators = await asyncio.to_thread(self._locators, request)
+        return await client.tts_stream(request, with_timestamps=with_timestamps, locators=locators)
 
     def __enter__(self) -> ElevenLabsEngine:
         return self
@@ -639,7 +648,7 @@ class ElevenLabsEngine(Engine):
             "POST",
             path + ("/with-timestamps" if with_timestamps else ""),
             params={"output_format": fmt.name},
-            json=mapping.tts_body(request),
+            json=mapping.tts_body(request, self._locators(request)),
             model_id=request.model_id,
         )
         if with_timestamps:
@@ -682,13 +691,71 @@ class ElevenLabsEngine(Engine):
             "POST",
             path + ("/with-timestamps" if with_timestamps else ""),
             params={"output_format": fmt.name},
-            json=mapping.tts_body(request),
+            json=mapping.tts_body(request, self._locators(request)),
             model_id=request.model_id,
         )
         stream = self._stream(
             call, _ndjson_chunks if with_timestamps else _audio_chunks, _chunk_size
         )
         return TTSStream(stream, info=stream.info, output_format=fmt.name)
+
+    # --- Pronunciation dictionaries -----------------------------------------------------
+
+    def _locators(self, request: TTSRequest) -> list[dict] | None:
+        """The request's rules as ``pronunciation_dictionary_locators``: uploaded once per
+        set of rules (``add-from-rules``) and remembered by this engine."""
+        if not request.pronunciation_rules:
+            return None
+        try:
+            rules = pronunciation.rules_checked(request.pronunciation_rules)
+        except pronunciation.PronunciationInvalid as exc:
+            raise InvalidRequest.for_field("pronunciation_rules", str(exc)) from None
+        fingerprint = pronunciation.rules_fingerprint(rules)
+        with self._dictionaries_lock:
+            found = self._dictionaries.get(fingerprint)
+            lock = self._dictionary_locks.setdefault(fingerprint, threading.Lock())
+        if found is None:
+            with lock:  # one upload per set of rules, however many calls wait for it
+                found = self._dictionaries.get(fingerprint)
+                if found is None:
+                    found = self._dictionary_upload(rules, fingerprint)
+                    with self._dictionaries_lock:
+                        if len(self._dictionaries) >= 1000:
+                            self._dictionaries.clear()
+                        self._dictionaries[fingerprint] = found
+                        self._dictionary_locks.pop(fingerprint, None)
+        dictionary_id, version_id = found
+        return [{"pronunciation_dictionary_id": dictionary_id, "version_id": version_id}]
+
+    def _dictionary_upload(self, rules, fingerprint: str) -> tuple[str, str]:
+        call = _Call(
+            "pronunciation_dictionary_add",
+            "POST",
+            "/v1/pronunciation-dictionaries/add-from-rules",
+            json={
+                "name": f"chorus-{fingerprint[:12]}",
+                "description": "Pronunciation rules of a Chorus workspace",
+                "rules": pronunciation.rules_to_json(rules),
+            },
+            idempotent=False,
+        )
+
+        def read(data: dict[str, Any], info: CallInfo) -> tuple[str, str]:
+            dictionary_id, version_id = data.get("id"), data.get("version_id")
+            if not isinstance(dictionary_id, str) or not dictionary_id:
+                raise UpstreamUnavailable(
+                    "ElevenLabs did not say which pronunciation dictionary it created.",
+                    request_id=info.request_id,
+                )
+            if not isinstance(version_id, str) or not version_id:
+                raise UpstreamUnavailable(
+                    "ElevenLabs did not say which version of the pronunciation dictionary "
+                    "it created.",
+                    request_id=info.request_id,
+                )
+            return dictionary_id, version_id
+
+        return self._json(call, read)
 
     # --- Speech to text -----------------------------------------------------------------
 

@@ -71,8 +71,10 @@ def call_info(
 # --- Requests ---------------------------------------------------------------------------
 
 
-def tts_body(request: TTSRequest) -> dict[str, Any]:
-    """The JSON body of the four TTS endpoints; unset optional fields are left out."""
+def tts_body(request: TTSRequest, locators: list[dict] | None = None) -> dict[str, Any]:
+    """The JSON body of the four TTS endpoints; unset optional fields are left out.
+
+    ``locators``: the uploaded pronunciation dictionaries of the request's rules."""
     body: dict[str, Any] = {"text": request.text, "model_id": request.model_id}
     if request.voice_settings is not None:
         vs = request.voice_settings
@@ -88,6 +90,8 @@ def tts_body(request: TTSRequest) -> dict[str, Any]:
         if value is not None:
             body[name] = value
     body["apply_text_normalization"] = request.apply_text_normalization
+    if locators:
+        body["pronunciation_dictionary_locators"] = locators
     return body
 
 

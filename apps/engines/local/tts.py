@@ -87,7 +87,7 @@ from typing import Any
 
 import numpy as np
 
-from apps.engines import base
+from apps.engines import base, pronunciation
 
 SAMPLE_RATE = 22050
 MAX_TEXT_CHARACTERS = 10_000
@@ -311,6 +311,10 @@ class _Plan:
     espeak_pitch: int
     espeak_range: int
     gain: float  # from the recipe's loudness, over the voice's calibrated gain
+    # Pronunciation: ``text`` is the request's text with its alias rules applied; the
+    # phoneme rules are said as their IPA; ``characters`` is the request text's length.
+    phoneme_rules: tuple[pronunciation.PronunciationRule, ...] = ()
+    characters: int = 0
 
 
 _RECIPE_ALIASES = {
@@ -367,6 +371,10 @@ def _plan(request: base.TTSRequest) -> _Plan:
             "Split it into shorter parts.",
         )
     output = base.OutputFormat.parse(request.output_format)
+    characters = len(text)
+    rules = _pronunciation_rules(request.pronunciation_rules)
+    text = pronunciation.aliases_applied(text, rules)
+    phoneme_rules = tuple(rule for rule in rules if rule.type == pronunciation.PHONEME)
     clauses = tuple(span for span in split_clauses(text) if _speakable(text[span[0] : span[1]]))
     if not clauses:
         raise base.InvalidRequest.for_field(
@@ -450,7 +458,18 @@ def _plan(request: base.TTSRequest) -> _Plan:
         espeak_pitch=round(min(max(50 + _ESPEAK_PITCH_PER_SEMITONE * semitones, 1), 100)),
         espeak_range=round(min(max(50 * (0.5 + loose) * (1 + 0.6 * style) * variation, 0), 100)),
         gain=10.0 ** ((recipe.get("loudness_db") or 0.0) / 20.0),
+        phoneme_rules=phoneme_rules,
+        characters=characters,
     )
+
+
+def _pronunciation_rules(rules) -> tuple[pronunciation.PronunciationRule, ...]:
+    if not rules:
+        return ()
+    try:
+        return pronunciation.rules_checked(rules)
+    except pronunciation.PronunciationInvalid as exc:
+        raise base.InvalidRequest.for_field("pronunciation_rules", str(exc)) from None
 
 
 def _checked_espeak_voice(name) -> str:
@@ -881,7 +900,9 @@ class _Piper:
         units: list[list[float]] = []
         offset = 0  # output samples so far in this clause
         ratio = plan.pitch_ratio
-        for number, phonemes in enumerate(self.voice.phonemize(text)):
+        matches = pronunciation.rule_matches(text, plan.phoneme_rules)
+        spoken = _with_raw_phonemes(text, matches) if matches else text
+        for number, phonemes in enumerate(self.voice.phonemize(spoken)):
             ids, positions = self._ids(phonemes)
             if not any(positions):
                 continue
@@ -894,7 +915,7 @@ class _Piper:
             units.extend(_phoneme_units(phonemes, times))
             sentences.append((latent, n_in, n_out))
             offset += n_out
-        words = self._words(text, units)
+        words = self._words(text, units, matches)
         return _Clause(offset / SAMPLE_RATE, words, self._windows(sentences, plan))
 
     def _ids(self, phonemes: list[str]):
@@ -959,11 +980,17 @@ class _Piper:
                 if piece.size:
                     yield _finish(piece, gain)
 
-    def _words(self, text: str, units: list[list[float]]) -> list[_Word]:
+    def _words(self, text: str, units: list[list[float]], matches=()) -> list[_Word]:
         spans = _word_spans(text)
         if not spans or not units:
             return []
         weights = [self._weight(text[s:e]) for s, e in spans]
+        for number, (start, end) in enumerate(spans):  # words said by a phoneme rule
+            for m_start, m_end, rule in matches:
+                overlap = min(end, m_end) - max(start, m_start)
+                if overlap > 0:
+                    letters = _ipa_letters(pronunciation.ipa_of(rule))
+                    weights[number] = max(1, round(letters * overlap / (m_end - m_start)))
         if not sum(weights):
             weights = [e - s for s, e in spans]
         total, count = sum(weights), len(units)
@@ -989,6 +1016,22 @@ class _Piper:
                 self._word_weights.clear()
             self._word_weights[word] = weight
         return weight
+
+
+def _ipa_letters(ipa: str) -> int:
+    return sum(1 for char in ipa if unicodedata.category(char) in _LETTER)
+
+
+def _with_raw_phonemes(text: str, matches) -> str:
+    """The clause with each phoneme rule's match replaced by Piper's raw phoneme block
+    ``[[ipa]]`` (Piper speaks its characters as phonemes; the rest goes to espeak-ng)."""
+    out, cursor = [], 0
+    for start, end, rule in matches:
+        out.append(text[cursor:start])
+        out.append(f"[[{pronunciation.ipa_of(rule)}]]")
+        cursor = end
+    out.append(text[cursor:])
+    return "".join(out)
 
 
 def _phoneme_units(phonemes: list[str], times) -> list[list[float]]:
@@ -1354,7 +1397,7 @@ def synthesize(request: base.TTSRequest, *, with_timestamps: bool = True) -> bas
         audio=data,
         output_format=plan.output.name,
         content_type=plan.output.content_type,
-        characters=len(plan.text),
+        characters=plan.characters,
         duration_secs=rendering.samples.size / SAMPLE_RATE,
         alignment=alignment,
         normalized_alignment=alignment,
