@@ -1,0 +1,1 @@
+// The chapter editor and its player (templates/projects/chapter.html).
