@@ -11,10 +11,13 @@ approval threshold waits for a manager first.
 import hashlib
 import json
 import logging
+import os
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import Count, Max, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
@@ -863,84 +866,185 @@ def render_run(*, job: Job, progress) -> dict:
         "draft": render.draft,
         "engine_kind": EngineKind.LOCAL if render.draft else "",
     }
-    made = 0
+    todo = [block for block in ordered if block.pk not in done and not block.locked]
     total = len(ordered)
-    progress(1, f"Rendering 0 of {total} blocks")
-    for index, block in enumerate(ordered):
-        if block.pk in done or block.locked:
-            continue
-        chapter = block.chapter
-        neighbours = _neighbours(block)
-        voice_id = block_voice(block, project=project, chapter=chapter)
-        spoken_voice = (
-            draft_voice(voice_id=voice_id, voice=voices.get(voice_id)) if render.draft else voice_id
-        )
-        signature = block_signature(
-            block, project=project, chapter=chapter, rules_print=rules_print, draft=render.draft
-        )
-        extra = {
-            "project": project.public_id,
-            "chapter": chapter.public_id,
-            "block": block.public_id,
-            "project_render": render.pk,
-            "draft": render.draft,
-        }
-        if spoken_voice != voice_id:
-            extra["draft_stand_in_for"] = voice_id
-        generation = Generation.objects.filter(
-            workspace=workspace,
-            recipe__project_render=render.pk,
-            recipe__block=block.public_id,
-        ).first()
-        if generation is None:
-            caller = Caller(purpose=("project_block", block.public_id), **caller_base)
-            try:
-                spoken = speak(
-                    caller=caller,
-                    speech=SpeechInput(
-                        voice_id=spoken_voice,
-                        text=block.text,
-                        model_id=_model_of(block, project),
-                        voice_settings=block.voice_settings,
-                        output_format=RENDER_FORMAT,
-                        seed=block.seed,
-                        language_code=project.language or None,
-                        previous_text=_tail(neighbours[0]),
-                        next_text=_head(neighbours[1]),
-                        recipe_extra=extra,
-                        pronunciation_rules=rules,
-                    ),
-                )
-            except ApiRefused as exc:
-                if exc.status == 429:
-                    raise ProjectRefused(
-                        f"Stopped after {made} of {total} blocks: {exc.message} The takes "
-                        "made are kept."
-                    ) from exc
-                raise ProjectRefused(
-                    f"Block {index + 1} of {total} could not be rendered: {exc.message} "
-                    f"The {made} takes made before it are kept."
-                ) from exc
-            generation = Generation.objects.get(workspace=workspace, request_id=spoken.request_id)
-        with transaction.atomic():
-            take = Take.objects.create(
-                workspace=workspace,
-                block=block,
-                generation=generation,
-                draft=render.draft,
-                signature=signature,
-                render=render,
-                user=render.requested_by,
-                credits=(
-                    generation.usage_event.credits
-                    if generation.usage_event_id and generation.usage_event.credits
-                    else 0
+    context = _RenderContext(
+        render=render,
+        project=project,
+        rules=rules,
+        rules_print=rules_print,
+        voices=voices,
+        caller_base=caller_base,
+        total=total,
+    )
+    progress(1, f"Rendering {total - len(todo)} of {total} blocks")
+    made = _rendered_in_pool(
+        context, todo, first=total - len(todo), threads=render_threads(), progress=progress
+    )
+    if render.snapshot:
+        from .exports import snapshot_make
+
+        snapshot_make(render=render, progress=progress)
+    return {"render": render.pk, "takes": made, "blocks": total}
+
+
+def render_threads() -> int:
+    """How many blocks a render speaks at once: ``CHORUS_PROJECT_RENDER_THREADS``, else one
+    per core (the local engine's synthesis leaves the interpreter lock while it computes),
+    and one on SQLite, whose single writer would only make the others wait."""
+    configured = getattr(settings, "CHORUS_PROJECT_RENDER_THREADS", 0)
+    if configured:
+        return max(1, int(configured))
+    if connection.vendor == "sqlite":
+        return 1
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass(frozen=True)
+class _RenderContext:
+    render: Render
+    project: Project
+    rules: tuple
+    rules_print: str
+    voices: dict
+    caller_base: dict
+    total: int
+
+
+def _rendered_in_pool(context: _RenderContext, todo: list[Block], *, first, threads, progress):
+    """Render ``todo`` with up to ``threads`` blocks at once, in order of submission; the
+    takes count. Progress after each block; a cancelled job (``progress`` raises) or a
+    failed block stops new blocks, lets those under way finish (their takes are kept) and
+    raises."""
+    if threads <= 1 or len(todo) <= 1:
+        for count, block in enumerate(todo, start=1):
+            _render_block(context, block, made=count - 1)
+            progress(
+                max(1, int(99 * (first + count) / context.total)),
+                f"Rendered {first + count} of {context.total} blocks",
+            )
+        return len(todo)
+
+    def one(block: Block, made: int) -> None:
+        try:
+            _render_block(context, block, made=made)
+        finally:
+            connection.close()  # this thread's own connection
+
+    made = 0
+    queue = iter(todo)
+    failure: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render") as pool:
+        running = set()
+        for block in queue:
+            running.add(pool.submit(one, block, made))
+            if len(running) >= threads:
+                break
+        while running:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                error = future.exception()
+                if error is not None:
+                    failure = failure or error
+                    continue
+                made += 1
+                if failure is None:
+                    try:
+                        progress(
+                            max(1, int(99 * (first + made) / context.total)),
+                            f"Rendered {first + made} of {context.total} blocks",
+                        )
+                    except BaseException as exc:  # cancelled or superseded: stop here
+                        failure = exc
+            if failure is None:
+                for block in queue:
+                    running.add(pool.submit(one, block, made))
+                    if len(running) >= threads:
+                        break
+    if failure is not None:
+        raise failure
+    return made
+
+
+def _render_block(context: _RenderContext, block: Block, *, made: int) -> Take:
+    """One block's take: its core call (or the clip an earlier run kept), recorded as a take
+    and chosen, in one transaction."""
+    render, project = context.render, context.project
+    workspace = render.workspace
+    chapter = block.chapter
+    neighbours = _neighbours(block)
+    voice_id = block_voice(block, project=project, chapter=chapter)
+    spoken_voice = (
+        draft_voice(voice_id=voice_id, voice=context.voices.get(voice_id))
+        if render.draft
+        else voice_id
+    )
+    signature = block_signature(
+        block, project=project, chapter=chapter, rules_print=context.rules_print, draft=render.draft
+    )
+    extra = {
+        "project": project.public_id,
+        "chapter": chapter.public_id,
+        "block": block.public_id,
+        "project_render": render.pk,
+        "draft": render.draft,
+    }
+    if spoken_voice != voice_id:
+        extra["draft_stand_in_for"] = voice_id
+    generation = Generation.objects.filter(
+        workspace=workspace,
+        recipe__project_render=render.pk,
+        recipe__block=block.public_id,
+    ).first()
+    if generation is None:
+        caller = Caller(purpose=("project_block", block.public_id), **context.caller_base)
+        try:
+            spoken = speak(
+                caller=caller,
+                speech=SpeechInput(
+                    voice_id=spoken_voice,
+                    text=block.text,
+                    model_id=_model_of(block, project),
+                    voice_settings=block.voice_settings,
+                    output_format=RENDER_FORMAT,
+                    seed=block.seed,
+                    language_code=project.language or None,
+                    previous_text=_tail(neighbours[0]),
+                    next_text=_head(neighbours[1]),
+                    recipe_extra=extra,
+                    pronunciation_rules=context.rules,
                 ),
             )
-            Block.objects.filter(pk=block.pk).update(chosen=take)
-        made += 1
-        progress(max(1, int(99 * (index + 1) / total)), f"Rendered {index + 1} of {total} blocks")
-    return {"render": render.pk, "takes": made, "blocks": total}
+        except ApiRefused as exc:
+            if exc.status == 429:
+                raise ProjectRefused(
+                    f"Stopped after {made} of {context.total} blocks: {exc.message} The "
+                    "takes made are kept."
+                ) from exc
+            raise ProjectRefused(
+                f"A block could not be rendered ({block.text[:40]!r}…): {exc.message} "
+                "The takes made before it are kept."
+            ) from exc
+        generation = Generation.objects.select_related("usage_event").get(
+            workspace=workspace, request_id=spoken.request_id
+        )
+    with transaction.atomic():
+        take = Take.objects.create(
+            workspace=workspace,
+            block=block,
+            generation=generation,
+            draft=render.draft,
+            signature=signature,
+            render=render,
+            user=render.requested_by,
+            credits=(
+                generation.usage_event.credits
+                if generation.usage_event_id and generation.usage_event.credits
+                else 0
+            ),
+        )
+        Block.objects.filter(pk=block.pk).update(chosen=take)
+    return take
 
 
 def _neighbours(block: Block) -> tuple[str | None, str | None]:
@@ -1013,3 +1117,103 @@ def regeneration_by(takes, field: str) -> list[dict]:
 
 def project_takes(project: Project):
     return Take.objects.filter(block__chapter__project=project)
+
+
+# --- What the project pages show ------------------------------------------------------------
+
+
+def projects_summarised(projects):
+    """``projects`` (a Project queryset) with what the list shows, one query for a page:
+    ``chapters_n``, ``blocks_n``, ``chosen_n`` (blocks with a chosen take), ``drafts_n`` /
+    ``finals_n`` (chosen takes of each kind), ``final_takes_n`` and ``final_blocks_n`` (the
+    regeneration ratio's parts)."""
+    from django.db.models import IntegerField, OuterRef, Subquery
+    from django.db.models.functions import Coalesce
+
+    def counted(queryset, group: str, field: str = "pk", distinct: bool = False):
+        return Coalesce(
+            Subquery(
+                queryset.order_by()
+                .values(group)
+                .annotate(n=Count(field, distinct=distinct))
+                .values("n")[:1],
+                output_field=IntegerField(),
+            ),
+            0,
+        )
+
+    blocks = Block.objects.filter(chapter__project=OuterRef("pk"))
+    takes = Take.objects.filter(block__chapter__project=OuterRef("pk"), draft=False)
+    return projects.annotate(
+        chapters_n=counted(Chapter.objects.filter(project=OuterRef("pk")), "project"),
+        blocks_n=counted(blocks, "chapter__project"),
+        chosen_n=counted(blocks.filter(chosen__isnull=False), "chapter__project"),
+        drafts_n=counted(blocks.filter(chosen__draft=True), "chapter__project"),
+        finals_n=counted(blocks.filter(chosen__draft=False), "chapter__project"),
+        final_takes_n=counted(takes, "block__chapter__project"),
+        final_blocks_n=counted(takes, "block__chapter__project", "block", distinct=True),
+    )
+
+
+@dataclass(frozen=True)
+class ChapterSummary:
+    chapter: Chapter
+    blocks: int
+    stale: int  # blocks without a chosen take, or whose chosen take is out of date
+    locked: int
+    drafts: int  # blocks whose chosen take is a draft
+    finals: int
+    seconds: float  # the chosen takes, end to end
+
+
+def project_chapters(project: Project) -> list[ChapterSummary]:
+    """Each chapter of ``project`` with its blocks, stale, drafts and finals and the length
+    of its chosen takes (a constant number of queries, however many chapters)."""
+    rules_print = rules_fingerprint(project_rules(project))
+    chapters = list(project.chapters.order_by("position", "id"))
+    by_chapter: dict[int, list[Block]] = {chapter.pk: [] for chapter in chapters}
+    blocks = (
+        Block.objects.filter(chapter__project=project)
+        .select_related("speaker", "chosen", "chosen__generation")
+        .order_by("position", "id")
+    )
+    for block in blocks:
+        by_chapter[block.chapter_id].append(block)
+    out = []
+    for chapter in chapters:
+        states = chapter_states(
+            chapter, project=project, blocks=by_chapter[chapter.pk], rules_print=rules_print
+        )
+        chosen = [state.chosen for state in states if state.chosen is not None]
+        out.append(
+            ChapterSummary(
+                chapter=chapter,
+                blocks=len(states),
+                stale=sum(1 for state in states if state.stale),
+                locked=sum(1 for state in states if state.block.locked),
+                drafts=sum(1 for take in chosen if take.draft),
+                finals=sum(1 for take in chosen if not take.draft),
+                seconds=sum(take.generation.duration_seconds or 0 for take in chosen),
+            )
+        )
+    return out
+
+
+def project_renders(project: Project, *, limit: int = 10):
+    """The project's latest renders (with their job and who asked and decided)."""
+    return (
+        Render.objects.filter(project=project)
+        .select_related("job", "requested_by", "decided_by")
+        .order_by("-created_at", "-id")[:limit]
+    )
+
+
+def render_active(render: Render) -> bool:
+    """Whether ``render`` still waits or runs (the page keeps watching it)."""
+    if render.state == RenderState.WAITING:
+        return True
+    return (
+        render.state == RenderState.QUEUED
+        and render.job is not None
+        and render.job.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+    )
