@@ -6,6 +6,7 @@ Refusals use ElevenLabs' error shape; every response carries a ``request-id``.
 """
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
@@ -19,6 +20,7 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse, Unrea
 from django.http.multipartparser import MultiPartParserError
 from django.views.decorators.csrf import csrf_exempt
 
+from apps.projects.dictionaries import rules_for_locators
 from apps.workspaces.bad_input import nul_in
 
 from . import concurrency, responses, services, services_media
@@ -445,8 +447,10 @@ def _query_choice(request, name: str, choices, errors: list) -> str | None:
     return raw
 
 
-def _speech_input(request, voice_id: str) -> SpeechInput:
-    """The body and query of a text-to-speech call; unknown body fields are ignored."""
+def _speech_input(request, voice_id: str, api_key) -> SpeechInput:
+    """The body and query of a text-to-speech call; unknown body fields are ignored. The
+    ``pronunciation_dictionary_locators`` become the rules of the key's workspace's
+    dictionaries (an unknown or foreign one: 404)."""
     errors: list[dict] = []
     _query_bool(request, "enable_logging", errors)  # accepted; Chorus keeps no audio logs
     _query_int(request, "optimize_streaming_latency", errors)  # deprecated upstream; no-op
@@ -480,6 +484,7 @@ def _speech_input(request, voice_id: str) -> SpeechInput:
             errors.append({"type": code, "loc": where, "msg": msg, "input": locator})
             continue
         _Fields(locator, where, errors).get("pronunciation_dictionary_id", "string", required=True)
+        _Fields(locator, where, errors).get("version_id", "string")
     body.strings("previous_request_ids", most=3)
     body.strings("next_request_ids", most=3)
     body.get("use_pvc_as_ivc", "boolean")
@@ -500,6 +505,9 @@ def _speech_input(request, voice_id: str) -> SpeechInput:
     )
     if errors:
         raise ApiInvalid(errors)
+    if locators:
+        rules = rules_for_locators(api_key.workspace, locators)
+        speech = dataclasses.replace(speech, pronunciation_rules=rules)
     return speech
 
 
@@ -522,7 +530,7 @@ def _speech_headers(response, request, *, request_id: str, credits, engine_ms: f
 @api_view(scope="tts", methods=("POST",), capped=True)
 def speech(request, api_key, voice_id):
     """``POST /v1/text-to-speech/{voice_id}``: the whole audio in one body."""
-    result = services.api_speech(api_key=api_key, speech=_speech_input(request, voice_id))
+    result = services.api_speech(api_key=api_key, speech=_speech_input(request, voice_id, api_key))
     response = HttpResponse(result.audio, content_type=result.content_type)
     return _speech_headers(
         response,
@@ -537,7 +545,7 @@ def speech(request, api_key, voice_id):
 def speech_with_timestamps(request, api_key, voice_id):
     """``POST …/with-timestamps``: base64 audio with character start and end times."""
     result = services.api_speech(
-        api_key=api_key, speech=_speech_input(request, voice_id), with_timestamps=True
+        api_key=api_key, speech=_speech_input(request, voice_id, api_key), with_timestamps=True
     )
     body = responses.timestamps_json(result.audio, result.alignment, result.normalized_alignment)
     return _speech_headers(
@@ -564,7 +572,7 @@ async def _streamed(request, voice_id, *, with_timestamps: bool):
         _admit(request, api_key)
         pending = services.api_speech_stream_prepare(
             api_key=api_key,
-            speech=_speech_input(request, voice_id),
+            speech=_speech_input(request, voice_id, api_key),
             encode=encode,
             with_timestamps=with_timestamps,
         )

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from . import api, api_history, api_jobs, api_media, api_unserved
+from . import api, api_history, api_jobs, api_media, api_pronunciation, api_unserved
 
 urlpatterns = [
     path("v1/text-to-speech/<str:voice_id>", api.speech, name="api_tts"),
@@ -72,6 +72,52 @@ urlpatterns = [
         "v1/history/<str:history_item_id>/audio",
         api_history.history_audio,
         name="api_history_audio",
+    ),
+    # Before v1/pronunciation-dictionaries/<id>, which would take "add-from-rules" for an id.
+    path(
+        "v1/pronunciation-dictionaries/add-from-rules",
+        api_pronunciation.add_from_rules,
+        name="api_pronunciation_add_rules",
+    ),
+    path(
+        "v1/pronunciation-dictionaries/add-from-file",
+        api_pronunciation.add_from_file,
+        name="api_pronunciation_add_file",
+    ),
+    path(
+        "v1/pronunciation-dictionaries",
+        api_pronunciation.dictionary_list,
+        name="api_pronunciation_list",
+    ),
+    path(
+        "v1/pronunciation-dictionaries/<str:dictionary_id>",
+        api_pronunciation.dictionary_item,
+        name="api_pronunciation_item",
+    ),
+    path(
+        "v1/pronunciation-dictionaries/<str:dictionary_id>/add-rules",
+        api_pronunciation.rules_add,
+        name="api_pronunciation_rules_add",
+    ),
+    path(
+        "v1/pronunciation-dictionaries/<str:dictionary_id>/remove-rules",
+        api_pronunciation.rules_remove,
+        name="api_pronunciation_rules_remove",
+    ),
+    path(
+        "v1/pronunciation-dictionaries/<str:dictionary_id>/set-rules",
+        api_pronunciation.rules_set,
+        name="api_pronunciation_rules_set",
+    ),
+    path(
+        "v1/pronunciation-dictionaries/<str:dictionary_id>/<str:version_id>/download",
+        api_pronunciation.download,
+        name="api_pronunciation_download",
+    ),
+    path(
+        "v1/studio/projects/<str:project_id>/pronunciation-dictionaries",
+        api_pronunciation.project_dictionaries,
+        name="api_project_pronunciation",
     ),
 ]
 
