@@ -521,6 +521,9 @@ CHORUS_VOICES_STALE_DAYS = env_int("CHORUS_VOICES_STALE_DAYS", 7, minimum=1)
 # The Speech page speaks a long text in parts of at most this many characters, one engine
 # call each (100 to 10,000, the engines' limit of one request).
 CHORUS_SPEECH_PART_MAX = min(env_int("CHORUS_SPEECH_PART_MAX", 10_000, minimum=100), 10_000)
+# A project render speaks this many blocks at once (0: one per core, at most 4; always one on
+# SQLite).
+CHORUS_PROJECT_RENDER_THREADS = env_int("CHORUS_PROJECT_RENDER_THREADS", 0, minimum=0)
 
 # --- Request bodies (studio_site.server) ---------------------------------------------------
 

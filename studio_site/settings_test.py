@@ -40,6 +40,10 @@ os.environ.setdefault("CHORUS_ENGINE_ALLOW_LOOPBACK", "1")
 from .settings import *  # noqa: E402, F403
 from .settings import CHORUS_JOB_KINDS, DATABASE_URL, DATABASES, VAR_DIR  # noqa: E402
 
+# In-process jobs run inside the test's transaction, which other threads cannot see: a
+# project render speaks one block at a time here (a test that wants more asks for them).
+CHORUS_PROJECT_RENDER_THREADS = 1
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 

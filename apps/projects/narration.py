@@ -636,7 +636,7 @@ def render_targets(
         take = block.chosen
         fresh = (
             take is not None
-            and (take.draft or not draft)  # a final take serves a draft render too
+            and (draft or not take.draft)  # a final take serves a draft render too
             and take.signature
             == block_signature(
                 block,
