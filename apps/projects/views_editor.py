@@ -433,6 +433,8 @@ def block_takes(request, project_id: str, chapter_id: str, block_id: str):
         .select_related("generation", "user")
         .order_by("-created_at", "-id")
     )
+    for number, take in enumerate(reversed(takes), start=1):
+        take.label = f"{'Draft' if take.draft else 'Final'} take {number}"
     context = {
         "project": chapter.project,
         "chapter": chapter,
