@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from . import api, api_history, api_jobs, api_media, api_pronunciation, api_unserved
+from . import api, api_history, api_jobs, api_media, api_pronunciation, api_studio, api_unserved
 
 urlpatterns = [
     path("v1/text-to-speech/<str:voice_id>", api.speech, name="api_tts"),
@@ -118,6 +118,74 @@ urlpatterns = [
         "v1/studio/projects/<str:project_id>/pronunciation-dictionaries",
         api_pronunciation.project_dictionaries,
         name="api_project_pronunciation",
+    ),
+]
+
+# Studio projects (``api_studio``): projects, chapters, converting and snapshots.
+urlpatterns += [
+    path("v1/studio/projects", api_studio.projects, name="api_studio_projects"),
+    path("v1/studio/projects/<str:project_id>", api_studio.project, name="api_studio_project"),
+    path(
+        "v1/studio/projects/<str:project_id>/content",
+        api_studio.project_content,
+        name="api_studio_project_content",
+    ),
+    path(
+        "v1/studio/projects/<str:project_id>/convert",
+        api_studio.project_convert,
+        name="api_studio_project_convert",
+    ),
+    path(
+        "v1/studio/projects/<str:project_id>/snapshots",
+        api_studio.project_snapshots,
+        name="api_studio_project_snapshots",
+    ),
+    path(
+        "v1/studio/projects/<str:project_id>/snapshots/<str:project_snapshot_id>",
+        api_studio.project_snapshot,
+        name="api_studio_project_snapshot",
+    ),
+    path(
+        "v1/studio/projects/<str:project_id>/snapshots/<str:project_snapshot_id>/stream",
+        api_studio.project_snapshot_stream,
+        name="api_studio_project_snapshot_stream",
+    ),
+    path(
+        "v1/studio/projects/<str:project_id>/snapshots/<str:project_snapshot_id>/archive",
+        api_studio.project_snapshot_archive,
+        name="api_studio_project_snapshot_archive",
+    ),
+    path(
+        "v1/studio/projects/<str:project_id>/chapters",
+        api_studio.chapters,
+        name="api_studio_chapters",
+    ),
+    path(
+        "v1/studio/projects/<str:project_id>/chapters/<str:chapter_id>",
+        api_studio.chapter,
+        name="api_studio_chapter",
+    ),
+    path(
+        "v1/studio/projects/<str:project_id>/chapters/<str:chapter_id>/convert",
+        api_studio.chapter_convert,
+        name="api_studio_chapter_convert",
+    ),
+    path(
+        "v1/studio/projects/<str:project_id>/chapters/<str:chapter_id>/snapshots",
+        api_studio.chapter_snapshots,
+        name="api_studio_chapter_snapshots",
+    ),
+    path(
+        "v1/studio/projects/<str:project_id>/chapters/<str:chapter_id>/snapshots/"
+        "<str:chapter_snapshot_id>",
+        api_studio.chapter_snapshot,
+        name="api_studio_chapter_snapshot",
+    ),
+    path(
+        "v1/studio/projects/<str:project_id>/chapters/<str:chapter_id>/snapshots/"
+        "<str:chapter_snapshot_id>/stream",
+        api_studio.chapter_snapshot_stream,
+        name="api_studio_chapter_snapshot_stream",
     ),
 ]
 
