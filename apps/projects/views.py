@@ -543,6 +543,10 @@ def _approvals(request, *, status: int = 200, **extra):
         .select_related("project", "requested_by")
         .order_by("created_at", "id")
     )
+    waiting = list(waiting)
+    error_render = extra.pop("error_render", None)
+    if error_render not in {made.pk for made in waiting}:
+        error_render = None  # said at the top of the page, not by a waiting render
     decided = (
         scoped(request, Render)
         .exclude(decided_by=None)
@@ -557,7 +561,7 @@ def _approvals(request, *, status: int = 200, **extra):
         "threshold_form": extra.pop("threshold_form", None)
         or ThresholdForm(initial={"threshold": threshold}),
         "error": extra.pop("error", ""),
-        "error_render": extra.pop("error_render", None),
+        "error_render": error_render,
         **extra,
     }
     return render(request, "projects/approvals.html", context, status=status)
