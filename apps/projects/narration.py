@@ -876,6 +876,9 @@ def render_run(*, job: Job, progress) -> dict:
         voices=voices,
         caller_base=caller_base,
         total=total,
+        dictionaries=tuple(
+            project.dictionaries.order_by("id").values_list("public_id", "version_id")
+        ),
     )
     progress(1, f"Rendering {total - len(todo)} of {total} blocks")
     made = _rendered_in_pool(
@@ -909,6 +912,7 @@ class _RenderContext:
     voices: dict
     caller_base: dict
     total: int
+    dictionaries: tuple = ()  # (public id, version id) of each dictionary applied
 
 
 def _rendered_in_pool(context: _RenderContext, todo: list[Block], *, first, threads, progress):
@@ -989,6 +993,11 @@ def _render_block(context: _RenderContext, block: Block, *, made: int) -> Take:
         "project_render": render.pk,
         "draft": render.draft,
     }
+    if context.dictionaries:
+        extra["pronunciation_dictionaries"] = [
+            {"pronunciation_dictionary_id": public_id, "version_id": version_id}
+            for public_id, version_id in context.dictionaries
+        ]
     if spoken_voice != voice_id:
         extra["draft_stand_in_for"] = voice_id
     generation = Generation.objects.filter(

@@ -447,6 +447,9 @@ def test_a_dictionary_attached_to_the_project_is_heard_in_its_drafts(workspace, 
     assert after.pk != before.pk
     assert "bananas" in heard(after.generation.file.read())
     assert after.generation.text == "Say hello to Chorus today."  # the script is unchanged
+    assert after.generation.recipe["pronunciation_dictionaries"] == [
+        {"pronunciation_dictionary_id": dictionary.public_id, "version_id": dictionary.version_id}
+    ]
 
 
 @pytest.mark.django_db(transaction=True)
