@@ -438,7 +438,7 @@ def block_takes(request, project_id: str, chapter_id: str, block_id: str):
     context = {
         "project": chapter.project,
         "chapter": chapter,
-        "block": block,
+        "blk": block,  # (not "block": inside {% block %}, that name is the template's block)
         "takes": takes,
         "can_edit": _can_edit(request),
         "chapter_url": _Urls(chapter).chapter,
