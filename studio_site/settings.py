@@ -222,6 +222,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "apps.workspaces.context_processors.workspace",
                 "apps.billing.context_processors.notifications",
+                "apps.projects.context_processors.approvals",
                 "studio_site.navigation.navigation",
             ],
             # {{ x|label }}, {{ x|when }}, {{ x|duration }}, {{ n|count:"unit" }}, {{ x|language }}

@@ -281,6 +281,8 @@ class Render(models.Model):
     )
     source = models.CharField(max_length=8, default="ui")
     api_key_id = models.BigIntegerField(null=True, blank=True)
+    # The key's monthly cap when the render was asked for on /v1: its calls count against it.
+    api_key_cap = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
     state = models.CharField(max_length=8, choices=RenderState.choices)
     decided_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

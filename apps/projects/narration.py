@@ -716,7 +716,9 @@ def render_request(
     draft: bool,
     source: str = "ui",
     api_key_id: int | None = None,
+    api_key_cap=None,
     only_stale: bool = True,
+    snapshot: bool = False,
 ) -> Render:
     """Ask for a render: refused when there is nothing to render or the budget would not
     cover it; waiting for a manager when a final render is above the approval threshold
@@ -759,6 +761,8 @@ def render_request(
             requested_by=user,
             source=source,
             api_key_id=api_key_id,
+            api_key_cap=api_key_cap,
+            snapshot=snapshot,
             state=RenderState.WAITING if waits else RenderState.QUEUED,
         )
         if not waits:
@@ -863,6 +867,7 @@ def render_run(*, job: Job, progress) -> dict:
         "user": render.requested_by,
         "source": render.source,
         "key_id": render.api_key_id,
+        "key_cap": render.api_key_cap,
         "draft": render.draft,
         "engine_kind": EngineKind.LOCAL if render.draft else "",
     }

@@ -27,7 +27,7 @@ from apps.billing.models import UsageEvent, UsageStatus
 from apps.billing.services import period_start, plan_for
 from apps.generation.caller import Caller
 from apps.generation.errors import ApiInvalid, ApiRefused
-from apps.jobs.models import Job, JobStatus
+from apps.jobs.models import JobStatus
 from apps.workspaces.models import ROLE_RANK, Role
 
 from . import narration
@@ -623,14 +623,9 @@ def convert(*, caller: Caller, project: Project, chapter: Chapter | None = None)
                 draft=False,
                 source="api",
                 api_key_id=caller.key_id,
+                api_key_cap=caller.key_cap,
+                snapshot=True,
             )
-            render.snapshot = True
-            render.save(update_fields=["snapshot"])
-            if render.job_id is not None and caller.key_cap is not None:
-                # Read by the job once narration.render_run passes it on as the key's cap.
-                job = Job.objects.select_for_update().get(pk=render.job_id)
-                job.params = {**job.params, "api_key_cap": str(caller.key_cap)}
-                job.save(update_fields=["params"])
     except ProjectRefused as exc:
         raise _refused(exc) from exc
     return render

@@ -10,9 +10,9 @@ from django.urls import include, path
 app_name = "projects"
 
 urlpatterns = [
+    path("pronunciation/", include("apps.projects.urls_dictionaries")),
     path("", include("apps.projects.urls_pages")),
     path("", include("apps.projects.urls_editor")),
     path("", include("apps.projects.urls_media")),
     path("", include("apps.projects.urls_exports")),
-    path("pronunciation/", include("apps.projects.urls_dictionaries")),
 ]
