@@ -225,8 +225,9 @@ class Take(models.Model):
         "workspaces.Workspace", on_delete=models.CASCADE, related_name="+"
     )
     block = models.ForeignKey(Block, on_delete=models.CASCADE, related_name="takes")
+    # A clip deleted from History takes its take with it (the block then has no take).
     generation = models.ForeignKey(
-        "history.Generation", on_delete=models.PROTECT, related_name="project_takes"
+        "history.Generation", on_delete=models.CASCADE, related_name="project_takes"
     )
     draft = models.BooleanField()
     signature = models.CharField(max_length=64)  # what it was made from (Block staleness)
@@ -386,7 +387,7 @@ class Cue(models.Model):
         "jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     generation = models.ForeignKey(
-        "history.Generation", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        "history.Generation", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     block = models.ForeignKey(
         Block, null=True, blank=True, on_delete=models.SET_NULL, related_name="cues"

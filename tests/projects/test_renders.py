@@ -468,3 +468,22 @@ def test_a_render_speaks_blocks_side_by_side_and_keeps_every_take_in_place(
     for block in blocks_of(project):
         assert block.chosen.generation.text == block.text
         assert block.chosen.render_id == asked.pk
+
+
+def test_a_clip_deleted_from_history_takes_its_take_and_a_workspace_goes_whole(
+    project, member, client_as
+):
+    from django.urls import reverse
+
+    from apps.workspaces.models import Workspace
+
+    run_job(render(project, member).job)
+    block = blocks_of(project)[0]
+    clip = block.chosen.generation
+    response = client_as(member).post(reverse("history:delete", args=[clip.pk]))
+    assert response.status_code in (200, 302, 303)
+    block.refresh_from_db()
+    assert block.chosen is None and not block.takes.exists()
+    assert stale_flags(project)[0] is True
+    Workspace.objects.filter(pk=project.workspace_id).delete()
+    assert not Block.objects.exists() and not Take.objects.exists()
