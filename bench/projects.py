@@ -74,7 +74,7 @@ from apps.voices import services as voice_services  # noqa: E402
 from apps.workspaces.models import Membership, User, Workspace  # noqa: E402
 from apps.workspaces.services import workspace_create  # noqa: E402
 
-WORDS = (
+TEXT = (
     "the harbour boats came in before dawn and nobody on the quay said a word while nets "
     "were hauled over the side gulls circled low above the water a bell rang twice from "
     "the hill where the old chapel stood we climbed until the town was small and the wind "
@@ -82,7 +82,8 @@ WORDS = (
     "so the fishermen would know the way home through fog and rain the market opened late "
     "that morning because the baker had gone down to see the catch children ran along the "
     "sea wall shouting names of ships they knew by heart"
-).split()
+)
+WORDS = TEXT.split()
 
 
 def paragraph(rng: random.Random, words: int) -> str:
@@ -100,7 +101,9 @@ def paragraph(rng: random.Random, words: int) -> str:
 def script(words: int, chapters: int, seed: int = 15) -> ImportedScript:
     rng = random.Random(seed)
     blocks = max(chapters, round(words / 67))
-    per_chapter = [blocks // chapters + (1 if i < blocks % chapters else 0) for i in range(chapters)]
+    per_chapter = [
+        blocks // chapters + (1 if i < blocks % chapters else 0) for i in range(chapters)
+    ]
     return ImportedScript(
         title="Harbour tales",
         author="Bench",
