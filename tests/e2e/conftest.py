@@ -69,3 +69,13 @@ def speaking_browser(tmp_path, microphone_wav):
         yield chromium
         chromium.close()
     os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+def htmx_ready(locator, timeout: float = 10_000) -> None:
+    """Wait until htmx has processed ``locator``'s element (its triggers are listening): a
+    test that types into a field before that would type past an ``hx-trigger``."""
+    locator.page.wait_for_function(
+        "el => el && el['htmx-internal-data'] !== undefined && el['htmx-internal-data'].initHash",
+        arg=locator.element_handle(),
+        timeout=timeout,
+    )

@@ -8,7 +8,7 @@ import pytest
 from apps.billing.models import UsageEvent
 from apps.voices.models import LibraryVoice, Tag, VoiceDesign
 from apps.workspaces.models import Role
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import htmx_ready, sign_in
 from tests.factories import add_member, make_user, make_workspace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -93,6 +93,7 @@ def test_design_generate_play_save_find_and_try(browser, daphne_server):
 
     # Try it: the estimate follows the text, and the clip plays on the page.
     cards.first.get_by_role("link", name="Harbour Guide").click()
+    htmx_ready(page.get_by_label("Text to say"))
     page.get_by_label("Text to say").fill("Mind the gap between the boat and the pier.")
     expect(page.locator("#try-estimate")).to_contain_text("43/500 characters")
     page.get_by_role("button", name="Speak").click()

@@ -7,7 +7,7 @@ import pytest
 
 from apps.voices.models import Collection, LibraryVoice, VoiceDesign
 from apps.workspaces.models import Role
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import htmx_ready, sign_in
 from tests.factories import add_member, make_user, make_workspace
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -90,6 +90,7 @@ def test_speak_disables_its_button_and_the_clip_comes_with_a_download_link(brows
                document.getElementById("try-speak").disabled;
            })"""
     )
+    htmx_ready(page.get_by_label("Text to say"))
     page.get_by_label("Text to say").fill("Mind the gap between the boat and the pier.")
     expect(page.locator("#try-estimate")).to_contain_text("43/500 characters")
     page.get_by_role("button", name="Speak").click()
