@@ -14,6 +14,7 @@ urlpatterns = [
     path(CHAPTER + "save/", views.chapter_save, name="chapter_save"),
     path(CHAPTER + "blocks/new/", views.block_insert, name="block_insert_end"),
     path(BLOCK + "save/", views.block_save, name="block_save"),
+    path(BLOCK + "settings/", views.block_settings, name="block_settings"),
     path(BLOCK + "split/", views.block_split, name="block_split"),
     path(BLOCK + "merge/", views.block_merge, name="block_merge"),
     path(BLOCK + "move/", views.block_move, name="block_move"),

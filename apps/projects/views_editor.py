@@ -160,8 +160,12 @@ def _context(
     urls = _Urls(chapter)
     rows = _rows(chapter, states=states, voice_names=voice_names, urls=urls)
     errors = errors or {}
+    shown = request.GET.get("settings", "")
     for row in rows:
         row["error"] = errors.get(row["block"].pk, "")
+        row["show_settings"] = row["block"].public_id == shown or (
+            row["error"] and "settings_shown" in request.POST
+        )
         if posted is not None and posted[0] == row["block"].pk:
             row["text"] = posted[1]
     voices = speech_voices(workspace=request.workspace, user=request.user)
@@ -316,6 +320,9 @@ def block_save(request, project_id: str, chapter_id: str, block_id: str):
         if "lock" in post:
             narration.block_update(block, locked=post.get("lock") == "1")
             return _answer(request, chapter, block)
+        if "settings_shown" not in post:  # (the settings were not opened: the text alone)
+            narration.block_update(block, text=text if text is not None else block.text)
+            return _answer(request, chapter, block)
         mode = post.get("voice_mode", "inherit")
         if mode not in VOICE_MODES:
             raise ProjectRefused("Voice: choose the inherited voice, a speaker or a voice.")
@@ -417,6 +424,24 @@ def block_delete(request, project_id: str, chapter_id: str, block_id: str):
     except ProjectRefused as exc:
         return _refused(request, chapter, block, exc)
     return _answer(request, chapter, None, whole_list=True)
+
+
+@workspace_view(Role.MEMBER)
+@require_GET
+def block_settings(request, project_id: str, chapter_id: str, block_id: str):
+    """The block's voice, speaker, model, settings and seed fields (loaded when opened: a
+    300-block page stays light); without htmx, the chapter with them open at the block."""
+    block = _block(request, project_id, chapter_id, block_id)
+    chapter = block.chapter
+    if not request.htmx:
+        url = reverse("projects:chapter", args=[project_id, chapter_id])
+        return HttpResponseRedirect(f"{url}?settings={block_id}#block-{block_id}")
+    context = _context(request, chapter)
+    row = next((r for r in context["rows"] if r["block"].pk == block.pk), None)
+    if row is None:  # (deleted meanwhile)
+        raise Http404("Not found in this workspace.")
+    context["row"] = row
+    return render(request, "projects/_block.html#settings", context)
 
 
 # --- Takes ----------------------------------------------------------------------------------

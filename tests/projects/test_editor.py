@@ -271,6 +271,7 @@ def test_merge_move_insert_delete_and_lock(editor, project):
 
 def save_data(block, **changes):
     data = {
+        "settings_shown": "1",
         "text": block.text,
         "voice_mode": "own" if block.voice_id else ("speaker" if block.speaker_id else "inherit"),
         "voice_id": block.voice_id,
@@ -332,6 +333,34 @@ def test_a_change_saved_makes_the_chosen_take_stale(
     response = editor.post(block_url("block_save", two), save_data(two), **HTMX)
     assert response.status_code == 200
     assert stale_ids(project, chapter) == {one.public_id}
+
+
+def test_the_settings_open_on_demand_and_a_text_alone_keeps_them(editor, project, other_voice):
+    chapter = first_chapter(project)
+    one, two, _ = blocks_of(chapter)
+    narration.block_update(
+        one, voice_id=other_voice.voice_id, voice_settings={"speed": 0.9}, seed=5
+    )
+    page = editor.get(chapter_url(project, chapter)).content.decode()
+    assert 'name="voice_mode"' not in page  # (loaded when opened: the page stays light)
+    response = editor.get(block_url("block_settings", one), **HTMX)
+    body = response.content.decode()
+    assert response.status_code == 200 and "<html" not in body
+    assert 'value="own" checked' in body
+    assert f'value="{other_voice.voice_id}"' in body
+    assert 'name="speed" min="0.7" max="1.2" step="0.05" value="0.9"' in body
+    assert 'name="seed" min="0" max="4294967295" value="5"' in body
+    # Without JavaScript: the chapter with that block's settings open.
+    response = editor.get(block_url("block_settings", one))
+    assert response.status_code == 302
+    page = editor.get(response["Location"]).content.decode()
+    assert page.count('name="voice_mode" value="own"') == 1
+    # Saving the text alone leaves the voice, settings and seed as they were.
+    response = editor.post(block_url("block_save", one), {"text": "The boats came at dawn."})
+    assert response.status_code == 303
+    one.refresh_from_db()
+    assert one.text == "The boats came at dawn."
+    assert (one.voice_id, one.voice_settings, one.seed) == (other_voice.voice_id, {"speed": 0.9}, 5)
 
 
 def test_a_speaker_voices_its_blocks_and_revoicing_it_makes_them_all_stale(

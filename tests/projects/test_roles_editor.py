@@ -205,3 +205,12 @@ def test_ids_of_another_project_in_this_projects_urls_are_not_found(
             if name in missing:
                 assert client.post(url, data).status_code == 404, (name, mix)
     assert (state(project), state(other)) == before
+
+
+def test_the_block_settings_fields_are_for_members(client_as, viewer, member, cast):
+    project, chapter, block, _ = cast
+    url = reverse(
+        "projects:block_settings", args=[project.public_id, chapter.public_id, block.public_id]
+    )
+    assert client_as(viewer).get(url, **HTMX).status_code == 403
+    assert client_as(member).get(url, **HTMX).status_code == 200
