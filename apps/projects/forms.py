@@ -9,6 +9,10 @@ from studio_site.forms import LanguageField
 from . import importers
 
 PASTE_FORMATS = (("txt", "Plain text"), ("md", "Markdown"), ("html", "HTML"))
+VOICE_HELP = (
+    "The workspace's engine voices, which read the finals. Drafts use a local stand-in voice "
+    "of the same gender when the voice is not a local one."
+)
 
 
 def _voice_choices(voices, current: str = "") -> list[tuple[str, str]]:
@@ -56,6 +60,7 @@ class ProjectNewForm(StudioForm):
     language = LanguageField(empty_label="As the script says (or not set)")
     default_voice_id = forms.ChoiceField(
         label="Default voice",
+        help_text=VOICE_HELP,
         error_messages={
             "required": "Choose the voice that reads the script.",
             "invalid_choice": "That voice is not in this workspace's library: pick one from the "
@@ -122,6 +127,7 @@ class ProjectEditForm(StudioForm):
     language = LanguageField(empty_label="Not set")
     default_voice_id = forms.ChoiceField(
         label="Default voice",
+        help_text=VOICE_HELP,
         error_messages={
             "invalid_choice": "That voice is not in this workspace's library: pick one from the "
             "list."

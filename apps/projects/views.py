@@ -1,5 +1,6 @@
 """The project pages of the narration studio: the list, a new project, a project (its header,
-chapters, speakers, renders and regeneration ratio) and the approvals of renders.
+chapters, speakers, renders and regeneration ratio, and the parts of the studio it ties
+together: its pronunciation dictionaries and its cues) and the approvals of renders.
 
 Views are thin: ``narration`` does the work; a refusal (``ProjectRefused``) is a 400 with the
 page and the message. Every form posts without JavaScript (then a redirect); with htmx the
@@ -9,9 +10,11 @@ render panel is swapped in place.
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.paginator import Paginator
+from django.db.models import Count
 from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -19,7 +22,7 @@ from apps.voices.picker import speech_models, speech_voices
 from apps.workspaces.access import get_scoped, scoped, workspace_view
 from apps.workspaces.models import ROLE_RANK, Role
 
-from . import narration
+from . import cues, narration
 from .forms import (
     ChapterAddForm,
     DecideForm,
@@ -28,7 +31,15 @@ from .forms import (
     SpeakerForm,
     ThresholdForm,
 )
-from .models import Block, Chapter, Project, Render, RenderScope, RenderState
+from .models import (
+    Block,
+    Chapter,
+    Project,
+    PronunciationDictionary,
+    Render,
+    RenderScope,
+    RenderState,
+)
 
 PAGE_SIZE = 25
 
@@ -70,6 +81,7 @@ def project_list(request):
     )
     ids = [project.pk for project in page.object_list]
     summary = {p.pk: p for p in narration.projects_summarised(Project.objects.filter(pk__in=ids))}
+    unseen = _unseen_by_project(request.user, ids)
     rows = []
     for project in page.object_list:
         s = summary[project.pk]
@@ -82,9 +94,34 @@ def project_list(request):
                 "drafts": s.drafts_n,
                 "finals": s.finals_n,
                 "ratio": round(s.final_takes_n / s.final_blocks_n, 2) if s.final_blocks_n else None,
+                "unseen": unseen.get(project.pk),
             }
         )
     return render(request, "projects/list.html", {"page": page, "rows": rows, "q": query})
+
+
+def _unseen(user):
+    """The renders ``user`` asked for that a manager decided since: the decision not seen yet
+    (``seen_at`` is set when the member opens the project page). A withdrawn render was not
+    decided by anyone: it is not among them."""
+    return Render.objects.filter(requested_by=user, decided_at__isnull=False, seen_at__isnull=True)
+
+
+def _unseen_by_project(user, project_ids) -> dict[int, dict]:
+    """For the list's badges: per project, how many decisions ``user`` has not seen and
+    whether one of them is a refusal (one query)."""
+    rows = (
+        _unseen(user)
+        .filter(project_id__in=project_ids)
+        .values("project_id", "state")
+        .annotate(n=Count("id"))
+    )
+    unseen: dict[int, dict] = {}
+    for row in rows:
+        entry = unseen.setdefault(row["project_id"], {"n": 0, "refused": False})
+        entry["n"] += row["n"]
+        entry["refused"] |= row["state"] == RenderState.REFUSED
+    return unseen
 
 
 # --- A new project --------------------------------------------------------------------------
@@ -213,6 +250,46 @@ def render_panel(request, *, project: Project, scope: str = RenderScope.PROJECT,
     }
 
 
+def decisions_seen(request, project: Project) -> list[Render]:
+    """The decisions on the member's own renders of ``project`` they have not seen yet, newest
+    first; they are marked seen (``Render.seen_at``), so the page says each one once."""
+    if not request.user.is_authenticated:
+        return []
+    rows = list(
+        _unseen(request.user)
+        .filter(project=project)
+        .select_related("decided_by")
+        .order_by("-decided_at", "-id")
+    )
+    if rows:
+        Render.objects.filter(pk__in=[row.pk for row in rows]).update(seen_at=timezone.now())
+    return rows
+
+
+def dictionaries_panel(request, project: Project) -> dict:
+    """The project's pronunciation panel: the workspace's dictionaries (archived ones only
+    while attached), each with whether the project uses it."""
+    attached = set(project.dictionaries.values_list("pk", flat=True))
+    rows = scoped(request, PronunciationDictionary).order_by("name", "id")
+    return {
+        "rows": [
+            {"dictionary": row, "attached": row.pk in attached}
+            for row in rows
+            if not row.archived or row.pk in attached
+        ],
+        "attached": len(attached),
+        "can_edit": _can(request, Role.MEMBER),
+        "next": _detail_url(project),
+    }
+
+
+def cue_summary(project: Project) -> dict:
+    """How many cues the project has, how many are made (have their audio) and placed."""
+    return cues.project_cues(project).aggregate(
+        total=Count("id"), made=Count("generation"), placed=Count("block")
+    )
+
+
 def _voice_names(request, voices) -> dict[str, str]:
     names = {voice.voice_id: voice.name for voice in voices}
     for voice_id, row in narration.library_voices(workspace=request.workspace).items():
@@ -277,6 +354,8 @@ def _detail(request, project: Project, *, status: int = 200, **extra):
         or (_can(request, Role.MEMBER) and project.created_by_id == request.user.pk),
         "error": extra.pop("error", ""),
         "total_seconds": sum(summary.seconds for summary in chapters),
+        "pronunciation": dictionaries_panel(request, project),
+        "cue_summary": cue_summary(project),
         **extra,
     }
     return render(request, "projects/detail.html", context, status=status)
@@ -285,7 +364,8 @@ def _detail(request, project: Project, *, status: int = 200, **extra):
 @workspace_view()
 @require_GET
 def project_detail(request, public_id: str):
-    return _detail(request, _project(request, public_id))
+    project = _project(request, public_id)
+    return _detail(request, project, decisions=decisions_seen(request, project))
 
 
 @workspace_view()

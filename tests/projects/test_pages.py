@@ -555,3 +555,172 @@ def test_a_member_cancels_only_their_own_render_and_a_manager_any(
     assert client_as(manager).post(cancel).status_code == 303
     running.job.refresh_from_db()
     assert running.job.status == JobStatus.CANCELLED
+
+
+# --- The studio's parts on the project page ------------------------------------------------
+
+
+def test_the_pronunciation_panel_ticks_the_attached_dictionaries_and_saving_changes_them(
+    client_as, member, viewer, project, workspace, outsider
+):
+    from apps.projects.dictionaries import dictionary_create, project_dictionaries_set
+
+    rule = {"string_to_replace": "quay", "type": "alias", "alias": "key"}
+    names = dictionary_create(workspace=workspace, user=member, name="Harbour words", rules=[rule])
+    places = dictionary_create(workspace=workspace, user=member, name="Place names")
+    gone = dictionary_create(workspace=workspace, user=member, name="Old list")
+    gone.archived = True
+    gone.save(update_fields=["archived"])
+    project_dictionaries_set(project, [names])
+
+    def boxes(html):
+        panel = html.split("data-pronunciation")[1].split("</section>")[0]
+        ticked = {
+            d.public_id for d in (names, places, gone) if f'value="{d.public_id}" checked' in panel
+        }
+        listed = {d.public_id for d in (names, places, gone) if f'value="{d.public_id}"' in panel}
+        return panel, listed, ticked
+
+    client = client_as(member)
+    html = page(client, project)
+    panel, listed, ticked = boxes(html)
+    assert listed == {names.public_id, places.public_id}  # an archived one only while attached
+    assert ticked == {names.public_id}
+    assert reverse("projects:project_dictionaries", args=[project.public_id]) in panel
+    assert reverse("projects:dictionary", args=[places.public_id]) in panel
+    assert reverse("projects:dictionaries") in panel
+    assert "stale" in panel and "1 rule" in panel
+
+    url = reverse("projects:project_dictionaries", args=[project.public_id])
+    detail = reverse("projects:detail", args=[project.public_id])
+    response = client.post(url, {"dictionaries": [places.public_id], "next": detail})
+    assert response.status_code == 303 and response["Location"] == detail
+    assert set(project.dictionaries.values_list("pk", flat=True)) == {places.pk}
+    _, _, ticked = boxes(page(client, project))
+    assert ticked == {places.public_id}
+    client.post(url, {"next": detail})  # nothing ticked: none attached
+    assert not project.dictionaries.exists()
+    _, listed, ticked = boxes(page(client, project))
+    assert ticked == set() and listed == {names.public_id, places.public_id}
+
+    project_dictionaries_set(project, [names])
+    seen = page(client_as(viewer), project).split("data-pronunciation")[1].split("</section>")[0]
+    assert 'type="checkbox"' not in seen and "Harbour words" in seen and "Place names" not in seen
+    assert client_as(viewer).post(url, {"next": detail}).status_code == 403
+    assert project.dictionaries.count() == 1
+
+
+def test_the_project_page_counts_its_cues_made_and_placed(client_as, member, viewer, project):
+    from apps.jobs.models import JobStatus
+    from apps.projects import cues
+
+    from .conftest import run_job
+
+    html = page(client_as(member), project)
+    summary = html.split("data-cue-summary")[1].split("</section>")[0]
+    assert "No cues yet" in summary
+    assert reverse("projects:cues", args=[project.public_id]) + "#new-cue" in summary
+
+    made = cues.cue_start(
+        workspace=project.workspace, user=member, project=project, kind="sound",
+        prompt="a bell rings", duration_seconds=1.0,
+    )  # fmt: skip
+    assert run_job(made.job).status == JobStatus.SUCCEEDED
+    made.refresh_from_db()
+    cues.cue_place(made, block=project.chapters.first().blocks.first(), placement="after",
+                   volume_db=0)  # fmt: skip
+    cues.cue_start(
+        workspace=project.workspace,
+        user=member,
+        project=project,
+        kind="sound",
+        prompt="gulls",
+        duration_seconds=1.0,
+    )  # fmt: skip  (its job not run yet: not made)
+    html = page(client_as(viewer), project)
+    counts = html.split("data-cue-counts>")[1].split("</p>")[0]
+    assert counts == "2 cues · 1 made · 1 placed"
+    summary = html.split("data-cue-summary")[1].split("</section>")[0]
+    assert reverse("projects:cues", args=[project.public_id]) in summary
+
+
+def test_a_decision_on_a_member_s_render_is_shown_once_and_badged_on_the_list(
+    client_as, member, manager, charged, workspace
+):
+    from apps.projects.narration import threshold_set
+
+    project = charged
+    threshold_set(workspace=workspace, threshold=Decimal("1"))
+    client = client_as(member)
+    client.post(reverse("projects:render", args=[project.public_id]),
+                {"scope": "project", "mode": "final"})  # fmt: skip
+    waiting = Render.objects.get()
+    assert waiting.state == RenderState.WAITING
+    listed = client.get(reverse("projects:list")).content.decode()
+    assert "data-unseen-decision" not in listed  # nothing decided yet
+    assert "data-decision=" not in page(client, project)
+
+    decide = reverse("projects:render_decide", args=[waiting.pk])
+    assert (
+        client_as(manager)
+        .post(decide, {"approve": "0", "reason": "Wait for the edit."})
+        .status_code
+        == 303
+    )
+    listed = client.get(reverse("projects:list")).content.decode()
+    row = listed.split(f'data-project="{project.public_id}"')[1].split("</tr>")[0]
+    assert "data-unseen-decision" in row and "Your render was refused" in row
+    assert (
+        "data-unseen-decision"
+        not in client_as(manager).get(reverse("projects:list")).content.decode()
+    )
+    # Someone else opening the project does not mark it seen.
+    assert "data-decision=" not in page(client_as(manager), project)
+    waiting.refresh_from_db()
+    assert waiting.seen_at is None
+
+    html = page(client, project)
+    shown = html.split(f'data-decision="{waiting.pk}"')[1].split("</p>")[0]
+    assert "Your final render was refused by Max Manager</strong>: Wait for the edit." in shown
+    waiting.refresh_from_db()
+    assert waiting.seen_at is not None
+    assert "data-decision=" not in page(client, project)  # once
+    listed = client.get(reverse("projects:list")).content.decode()
+    assert "data-unseen-decision" not in listed
+    assert "Refused by Max Manager: Wait for the edit." in page(
+        client, project
+    )  # the panel keeps it
+
+    client.post(reverse("projects:render", args=[project.public_id]),
+                {"scope": "project", "mode": "final"})  # fmt: skip
+    second = Render.objects.exclude(pk=waiting.pk).get()
+    cancel = reverse("projects:render_cancel", args=[second.pk])
+    assert client.post(cancel).status_code == 303  # withdrawn: nobody decided it
+    assert "data-unseen-decision" not in client.get(reverse("projects:list")).content.decode()
+    client.post(reverse("projects:render", args=[project.public_id]),
+                {"scope": "project", "mode": "final"})  # fmt: skip
+    third = Render.objects.exclude(pk__in=[waiting.pk, second.pk]).get()
+    client_as(manager).post(reverse("projects:render_decide", args=[third.pk]), {"approve": "1"})
+    listed = client.get(reverse("projects:list")).content.decode()
+    assert "Your render was approved" in listed
+    html = page(client, project)
+    assert f'data-decision="{third.pk}" data-state="queued"' in html
+    assert "Your final render was approved by Max Manager" in html
+    assert "data-decision=" not in page(client, project)
+
+
+def test_the_voice_picker_plays_each_preview_with_its_own_button(client_as, member, voice):
+    from apps.voices.models import LibraryVoice
+
+    html = client_as(member).get(reverse("projects:new")).content.decode()
+    voices = LibraryVoice.objects.filter(workspace=voice.workspace, engine="local")
+    assert voices.count() > 1
+    for row in voices:
+        preview = reverse("voices:preview", args=[row.pk])
+        button = f'<button type="button" class="icon-button voice-play" data-preview="{preview}"'
+        assert html.count(button) == 1, row.name
+        assert f'aria-label="Play the preview of {row.name}"' in html
+    assert html.count("data-preview=") == voices.count()
+    assert '<audio data-voice-preview preload="none" hidden>' in html and "js/projects.js" in html
+    assert "data-player" not in html.split("data-voice-picker")[1].split("</fieldset>")[0]
+    assert "Drafts use a local stand-in voice of the same gender" in html
