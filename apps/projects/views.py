@@ -1,6 +1,6 @@
 """The project pages of the narration studio: the list, a new project, a project (its header,
 chapters, speakers, renders and regeneration ratio, and the parts of the studio it ties
-together: its pronunciation dictionaries and its cues) and the approvals of renders.
+together: its pronunciation dictionaries, its cues and its exports) and the approvals of renders.
 
 Views are thin: ``narration`` does the work; a refusal (``ProjectRefused``) is a 400 with the
 page and the message. Every form posts without JavaScript (then a redirect); with htmx the
@@ -40,6 +40,7 @@ from .models import (
     RenderScope,
     RenderState,
 )
+from .views_exports import export_panel_context
 
 PAGE_SIZE = 25
 
@@ -356,6 +357,7 @@ def _detail(request, project: Project, *, status: int = 200, **extra):
         "total_seconds": sum(summary.seconds for summary in chapters),
         "pronunciation": dictionaries_panel(request, project),
         "cue_summary": cue_summary(project),
+        "export_panel": export_panel_context(request, project),
         **extra,
     }
     return render(request, "projects/detail.html", context, status=status)

@@ -644,6 +644,17 @@ def test_the_project_page_counts_its_cues_made_and_placed(client_as, member, vie
     assert reverse("projects:cues", args=[project.public_id]) in summary
 
 
+def test_the_project_page_includes_the_export_panel(client_as, member, viewer, project):
+    html = page(client_as(member), project)
+    panel = html.split(f'id="export-panel-{project.public_id}"')[1].split("</section>")[0]
+    assert reverse("projects:export_create", args=[project.public_id]) in panel
+    assert "No exports yet" in panel
+    seen = page(client_as(viewer), project)
+    panel = seen.split(f'id="export-panel-{project.public_id}"')[1].split("</section>")[0]
+    assert reverse("projects:export_create", args=[project.public_id]) not in panel
+    assert "Members make exports" in panel
+
+
 def test_a_decision_on_a_member_s_render_is_shown_once_and_badged_on_the_list(
     client_as, member, manager, charged, workspace
 ):
