@@ -9,7 +9,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -396,8 +396,5 @@ def project_dictionaries(request, project_id: str):
     if not url_has_allowed_host_and_scheme(
         target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     ):
-        try:
-            target = reverse("projects:project", args=[project.public_id])
-        except NoReverseMatch:
-            target = reverse("projects:dictionaries")
+        target = reverse("projects:detail", args=[project.public_id])
     return HttpResponseRedirect(target, status=303)
