@@ -88,6 +88,7 @@ from typing import Any
 import numpy as np
 
 from apps.engines import base, pronunciation
+from apps.engines.local import espeak_phonemes
 
 SAMPLE_RATE = 22050
 MAX_TEXT_CHARACTERS = 10_000
@@ -415,6 +416,8 @@ def _plan(request: base.TTSRequest) -> _Plan:
                 f"The local voice {voice.name} speaks English only; for {code!r} choose one "
                 "of the espeak-ng voices (they switch language with language_code)."
             )
+    if backend == "espeak" and phoneme_rules:
+        _check_espeak_phonemes(text, rules, espeak_voice)
 
     settings, defaults = request.voice_settings or base.VoiceSettings(), base.VoiceSettings()
 
@@ -470,6 +473,26 @@ def _pronunciation_rules(rules) -> tuple[pronunciation.PronunciationRule, ...]:
         return pronunciation.rules_checked(rules)
     except pronunciation.PronunciationInvalid as exc:
         raise base.InvalidRequest.for_field("pronunciation_rules", str(exc)) from None
+
+
+def _check_espeak_phonemes(text: str, rules, espeak_voice: str) -> None:
+    """Every phoneme rule that the text uses can be said by espeak-ng, else
+    ``InvalidRequest`` naming the rule and the symbol (checked before any audio, so a stream
+    never fails half way; rules the text does not use are not in the way)."""
+    phonemes = [rule for rule in rules if rule.type == pronunciation.PHONEME]
+    used = {id(rule) for _, _, rule in pronunciation.rule_matches(text, phonemes)}
+    for index, rule in enumerate(rules):
+        if id(rule) not in used:
+            continue
+        try:
+            espeak_phonemes.ipa_to_espeak(pronunciation.ipa_of(rule))
+        except espeak_phonemes.UnmappedSymbol as exc:
+            raise base.InvalidRequest.for_field(
+                "pronunciation_rules",
+                f"Rule {index + 1} ({rule.string_to_replace!r}): the espeak-ng voice "
+                f"{espeak_voice!r} cannot say {exc}. Write it with English IPA phonemes "
+                "(or CMU Arpabet), or use an alias rule.",
+            ) from None
 
 
 def _checked_espeak_voice(name) -> str:
@@ -1096,6 +1119,7 @@ _INITIALIZE_DONT_EXIT = 0x8000
 _POS_CHARACTER = 1
 _CHARS_UTF8 = 1
 _ENDPAUSE = 0x1000
+_PHONEMES = 0x100  # espeakPHONEMES: [[...]] in the text is phoneme mnemonics
 _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
 _PARAM_RATE, _PARAM_VOLUME, _PARAM_PITCH, _PARAM_RANGE = 1, 2, 3, 4
@@ -1180,8 +1204,9 @@ class _Espeak:
             self._voices[name] = known
         return known
 
-    def speak(self, text: str, plan: _Plan, seed: int):
-        """int16 samples and word events (1-based character, length, sample) of a text."""
+    def speak(self, text: str, plan: _Plan, seed: int, phonemes: bool = False):
+        """int16 samples and word events (1-based character, length, sample) of a text;
+        with ``phonemes``, ``[[...]]`` in it is said as espeak-ng phoneme mnemonics."""
         with self._lock, self._instance() as lib:
             if lib.espeak_SetVoiceByName(plan.espeak_voice.encode()) != 0:
                 raise base.InvalidRequest.for_field(
@@ -1195,7 +1220,7 @@ class _Espeak:
             self._libc.srand(ctypes.c_uint(seed))
             self._chunks, self._events = [], []
             data = text.encode("utf-8")
-            flags = _CHARS_UTF8 | _ENDPAUSE
+            flags = _CHARS_UTF8 | _ENDPAUSE | (_PHONEMES if phonemes else 0)
             status = lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, flags, None, None)
             lib.espeak_Synchronize()
             chunks, events = self._chunks, self._events
@@ -1216,7 +1241,13 @@ class _Espeak:
 
     def clause(self, text: str, plan: _Plan, index: int) -> _Clause:
         seed = (plan.seed * 1_000_003 + index) % 2_147_483_647
-        pcm, events = self.speak(text, plan, seed)
+        matches = pronunciation.rule_matches(text, plan.phoneme_rules)
+        if matches:
+            spoken, blocks = _with_espeak_phonemes(text, matches)
+            pcm, events = self.speak(spoken, plan, seed, phonemes=True)
+            events = [_event_in_text(event, blocks) for event in events]
+        else:
+            pcm, events = self.speak(text, plan, seed)
         samples = _finish(pcm / np.float32(32768.0), self.gain(plan.espeak_voice) * plan.gain)
         duration = samples.size / SAMPLE_RATE
         loud = np.flatnonzero(np.abs(samples) > 0.01)
@@ -1227,6 +1258,44 @@ class _Espeak:
             t1 = events[i + 1][2] / SAMPLE_RATE if i + 1 < len(events) else max(t0, speech_end)
             words.append((position - 1, position - 1 + length, t0, t1))
         return _Clause(duration, words, iter([samples]) if samples.size else iter(()))
+
+
+_DOUBLE_BRACKET = re.compile(r"\[(?=\[)")
+
+
+def _with_espeak_phonemes(text: str, matches):
+    """The clause with each phoneme rule's match replaced by espeak-ng's phoneme block
+    `` [[mnemonics]]``, and (start, end, text start, text end) of each block. A ``[[`` of the
+    text itself, or a ``[`` just before a block, becomes spaces, so that it stays text (the
+    same length, so positions still count characters of the text)."""
+    out, blocks, cursor, length = [], [], 0, 0
+    for start, end, rule in matches:
+        plain = _DOUBLE_BRACKET.sub(" ", text[cursor:start])
+        if plain.endswith("["):
+            plain = plain[:-1] + " "
+        # espeak-ng reads a block only after a space (not after "(" or a quote mark)
+        block = f" [[{espeak_phonemes.ipa_to_espeak(pronunciation.ipa_of(rule))}]]"
+        out.extend((plain, block))
+        length += len(plain)
+        blocks.append((length, length + len(block), start, end))
+        length += len(block)
+        cursor = end
+    out.append(_DOUBLE_BRACKET.sub(" ", text[cursor:]))
+    return "".join(out), blocks
+
+
+def _event_in_text(event: tuple[int, int, int], blocks) -> tuple[int, int, int]:
+    """A word event (1-based character, length, sample) of the spoken clause, moved to the
+    clause's own text: a word in a phoneme block is the whole match it replaced."""
+    position, length, sample = event
+    shift = 0
+    for start, end, text_start, text_end in blocks:
+        if position - 1 < start:
+            break
+        if position - 1 < end:
+            return text_start + 1, text_end - text_start, sample
+        shift += (end - start) - (text_end - text_start)
+    return position - shift, length, sample
 
 
 def _private_copy(library: str) -> str:
