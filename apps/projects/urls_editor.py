@@ -12,6 +12,7 @@ BLOCK = CHAPTER + "blocks/<str:block_id>/"
 urlpatterns = [
     path(CHAPTER, views.chapter_page, name="chapter"),
     path(CHAPTER + "save/", views.chapter_save, name="chapter_save"),
+    path(CHAPTER + "voices/", views.chapter_voices, name="chapter_voices"),
     path(CHAPTER + "blocks/new/", views.block_insert, name="block_insert_end"),
     path(BLOCK + "save/", views.block_save, name="block_save"),
     path(BLOCK + "settings/", views.block_settings, name="block_settings"),

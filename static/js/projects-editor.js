@@ -7,10 +7,12 @@
 //   highlighted (aria-current, .is-speaking, scrolled into view), ▶ on a block plays from it,
 //   space plays or pauses when the focus is not in a text field.
 //
-// The queue: the JSON script tag "chapter-queue" holds items {block, url, duration}; items with
-// a `kind` other than "take" (cues: {block, url, duration, kind, placement: "after"|"under",
-// volume_db}) are kept from it and played after their block's take, or under it. The takes'
-// items are read again from the block rows (data-take-url) whenever htmx swaps a row or the list.
+// The queue: the JSON script tag "chapter-queue" holds items {kind: "take", block, url, duration};
+// items with another `kind` (the cues placed in the chapter, views_editor._queue from
+// cues.cue_queue_items: {cue, block, url, duration, kind: "sound"|"music", placement:
+// "after"|"under", volume_db}) are kept from it and played after their block's take, or under it
+// at their volume. The takes' items are read again from the block rows (data-take-url) whenever
+// htmx swaps a row or the list.
 (function () {
   "use strict";
 

@@ -546,3 +546,80 @@ def test_the_editor_makes_the_same_queries_for_20_and_300_blocks(editor, project
     print(
         f"queries {counts}; seconds 20 blocks {seconds[small.pk]:.3f}, 300 {seconds[large.pk]:.3f}"
     )
+
+
+# --- Cues in the chapter player, and what loads when opened ---------------------------------
+
+
+def test_the_chapter_player_queue_holds_the_placed_cues_after_or_under_their_block(
+    editor, workspace, member, project, rendered
+):
+    from apps.projects import cues
+    from tests.projects.conftest import run_job
+
+    one, two, three = blocks_of(rendered)
+
+    def made(**fields):
+        cue = cues.cue_start(workspace=workspace, user=member, project=project, **fields)
+        assert run_job(cue.job).status == "succeeded"
+        cue.refresh_from_db()
+        return cue
+
+    bell = made(kind="sound", prompt="a bell rings", duration_seconds=1.5, block=two,
+                placement="after", volume_db=-3)  # fmt: skip
+    pad = made(kind="music", prompt="a soft pad", duration_seconds=3, block=one,
+               placement="under", volume_db=-18)  # fmt: skip
+    made(kind="sound", prompt="elsewhere", duration_seconds=1,
+         block=blocks_of(project.chapters.order_by("position").last())[0])  # fmt: skip
+
+    body = editor.get(chapter_url(project, rendered)).content.decode()
+    match = re.search(r'<script id="chapter-queue" type="application/json">(.*?)</script>', body)
+    queue = json.loads(match.group(1))
+    assert [(item["kind"], item["block"]) for item in queue] == [
+        ("take", one.public_id),
+        ("music", one.public_id),  # under block 1
+        ("take", two.public_id),
+        ("sound", two.public_id),  # after block 2
+        ("take", three.public_id),
+    ]
+    under, after = queue[1], queue[3]
+    assert (under["cue"], under["placement"], under["volume_db"]) == (pad.pk, "under", -18.0)
+    assert (after["cue"], after["placement"], after["volume_db"]) == (bell.pk, "after", -3.0)
+    assert after["url"] == reverse("history:audio", args=[bell.generation_id])
+    assert under["url"] == reverse("history:audio", args=[pad.generation_id])
+    seconds, rms = decoded_seconds_and_rms(b"".join(editor.get(after["url"]).streaming_content))
+    assert abs(seconds - after["duration"]) < 0.3 and rms > 0.001  # a real sound, decoded
+    # The page lists them by their block, with a way to the cue list.
+    assert f'after <a href="#block-{two.public_id}">block 2</a> · -3 dB' in body
+    assert f'under <a href="#block-{one.public_id}">block 1</a> · -18 dB' in body
+    assert reverse("projects:cues", args=[project.public_id]) in body
+
+
+def test_the_chapters_voice_picker_and_render_panel_load_when_wanted(editor, project, other_voice):
+    chapter = first_chapter(project)
+    narration.chapter_update(chapter, voice_id=other_voice.voice_id)
+    url = chapter_url(project, chapter)
+    page = editor.get(url).content.decode()
+    assert 'name="voice_id"' not in page  # (the picker loads when opened)
+    voices = reverse("projects:chapter_voices", args=[project.public_id, chapter.public_id])
+    assert f'hx-get="{voices}"' in page
+    picker = editor.get(voices, **HTMX).content.decode()
+    assert "<html" not in picker
+    assert f'value="{other_voice.voice_id}" checked' in picker
+    response = editor.get(voices)  # without JavaScript: the chapter with the picker open
+    assert response.status_code == 302
+    assert (
+        f'value="{other_voice.voice_id}" checked'
+        in editor.get(response["Location"]).content.decode()
+    )
+    # Renaming without opening the picker keeps the chapter's voice.
+    save = reverse("projects:chapter_save", args=[project.public_id, chapter.public_id])
+    assert editor.post(save, {"name": "Renamed"}).status_code == 303
+    chapter.refresh_from_db()
+    assert (chapter.name, chapter.voice_id) == ("Renamed", other_voice.voice_id)
+    # The render panel (its estimates read the chapter again) loads after the page.
+    match = re.search(r'id="render-panel-chapter-[^"]+" hx-get="([^"]+)" hx-trigger="load"', page)
+    panel = editor.get(match.group(1).replace("&amp;", "&"), **HTMX)
+    assert panel.status_code == 200
+    assert f"render-panel-chapter-{chapter.public_id}" in panel.content.decode()
+    assert "3 blocks" in panel.content.decode()

@@ -168,6 +168,9 @@ def test_another_workspaces_ids_are_not_found(client_as, outsider, cast):
     before = state(project)
     for url in gets.values():
         assert client_as(outsider).get(url).status_code == 404
+    chapter = cast[1]
+    voices = reverse("projects:chapter_voices", args=[project.public_id, chapter.public_id])
+    assert client_as(outsider).get(voices, **HTMX).status_code == 404
     for url, data in posts.values():
         assert client_as(outsider).post(url, data).status_code == 404
     assert state(project) == before
@@ -214,3 +217,7 @@ def test_the_block_settings_fields_are_for_members(client_as, viewer, member, ca
     )
     assert client_as(viewer).get(url, **HTMX).status_code == 403
     assert client_as(member).get(url, **HTMX).status_code == 200
+    # So is the chapter's voice picker (loaded when opened).
+    voices = reverse("projects:chapter_voices", args=[project.public_id, chapter.public_id])
+    assert client_as(viewer).get(voices, **HTMX).status_code == 403
+    assert client_as(member).get(voices, **HTMX).status_code == 200
