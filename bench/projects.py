@@ -27,6 +27,7 @@ and 300-block chapters (the editor part alone, in seconds).
 
 import argparse
 import html
+import math
 import os
 import random
 import re
@@ -91,10 +92,11 @@ WORDS = TEXT.split()
 
 
 def paragraph(rng: random.Random, words: int) -> str:
-    """About ``words`` words in sentences of 8 to 16 words, capitalised and punctuated."""
+    """``words`` words in sentences of 8 to 16 words (the last one as long as what is left),
+    capitalised and punctuated."""
     sentences, count = [], 0
     while count < words:
-        n = rng.randint(8, 16)
+        n = min(rng.randint(8, 16), words - count)
         chosen = [rng.choice(WORDS) for _ in range(n)]
         sentence = " ".join(chosen)
         sentences.append(sentence[0].upper() + sentence[1:] + rng.choice(".....?!"))
@@ -104,17 +106,15 @@ def paragraph(rng: random.Random, words: int) -> str:
 
 def script(words: int, chapters: int, seed: int = 15) -> ImportedScript:
     rng = random.Random(seed)
-    blocks = max(chapters, round(words / 67))
-    per_chapter = [
-        blocks // chapters + (1 if i < blocks % chapters else 0) for i in range(chapters)
-    ]
+    per_chapter = [max(1, math.ceil(words / 67 / chapters))] * chapters  # 20,000: 10 x 30
+    per_block = max(1, round(words / sum(per_chapter)))
     return ImportedScript(
         title="Harbour tales",
         author="Bench",
         language="en",
         chapters=tuple(
             ImportedChapter(
-                title=f"Chapter {i + 1}", blocks=tuple(paragraph(rng, 67) for _ in range(n))
+                title=f"Chapter {i + 1}", blocks=tuple(paragraph(rng, per_block) for _ in range(n))
             )
             for i, n in enumerate(per_chapter)
         ),

@@ -11,12 +11,10 @@ approval threshold waits for a manager first.
 import hashlib
 import json
 import logging
-import os
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Count, Max, Q, Sum
 from django.urls import reverse
@@ -48,6 +46,7 @@ from .models import (
     Speaker,
     Take,
 )
+from .threads import render_threads
 
 log = logging.getLogger(__name__)
 
@@ -894,18 +893,6 @@ def render_run(*, job: Job, progress) -> dict:
 
         snapshot_make(render=render, progress=progress)
     return {"render": render.pk, "takes": made, "blocks": total}
-
-
-def render_threads() -> int:
-    """How many blocks a render speaks at once: ``CHORUS_PROJECT_RENDER_THREADS``, else one
-    per core (the local engine's synthesis leaves the interpreter lock while it computes),
-    and one on SQLite, whose single writer would only make the others wait."""
-    configured = getattr(settings, "CHORUS_PROJECT_RENDER_THREADS", 0)
-    if configured:
-        return max(1, int(configured))
-    if connection.vendor == "sqlite":
-        return 1
-    return max(1, min(4, os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)

@@ -880,6 +880,19 @@ def _split_vits(model: bytes) -> _VitsGraphs:
 _LETTER = ("Ll", "Lu", "Lo")
 
 
+TTS_THREADS_ENV = "CHORUS_LOCAL_TTS_THREADS"
+
+
+def _intra_op_threads() -> int:
+    """``CHORUS_LOCAL_TTS_THREADS`` (read when the voice loads): 0 or unset for onnxruntime's
+    default, one thread per core."""
+    raw = os.environ.get(TTS_THREADS_ENV, "").strip()
+    try:
+        return max(0, int(raw)) if raw else 0
+    except ValueError:
+        return 0
+
+
 class _Piper:
     """The Piper voice: acoustic model + vocoder sessions, phonemizer, calibrated gain."""
 
@@ -903,6 +916,12 @@ class _Piper:
         # threads take the cores the work needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.enable_cpu_mem_arena = False  # 30 MB less resident memory, no slower
+        # Threads one synthesis computes with (0: one per core). A process that speaks
+        # several texts side by side (a Celery worker rendering a project's blocks) gets
+        # more done with one each: the model's small operations parallelise poorly.
+        intra = _intra_op_threads()
+        if intra:
+            options.intra_op_num_threads = intra
         providers = ["CPUExecutionProvider"]
         self.acoustic = onnxruntime.InferenceSession(graphs.acoustic, options, providers=providers)
         self.vocoder = onnxruntime.InferenceSession(graphs.vocoder, options, providers=providers)
