@@ -456,26 +456,44 @@ def cue_queue_items(chapter: Chapter) -> list[dict]:
     """The cues the chapter player plays, in block order: ``{"cue", "kind", "block" (public
     id), "placement" ("after" | "under"), "url" (the History audio), "volume_db",
     "duration"}``; cues not yet made or not placed in this chapter are left out."""
-    cues = (
+    rows = (
         Cue.objects.filter(
             workspace_id=chapter.workspace_id,
-            block__chapter=chapter,
+            block__chapter_id=chapter.pk,
             generation__isnull=False,
         )
-        .select_related("block", "generation")
-        .order_by("block__position", "block__id", "created_at", "id")
+        .order_by("block__position", "block_id", "created_at", "id")
+        .values_list(
+            "pk",
+            "kind",
+            "block__public_id",
+            "placement",
+            "generation_id",
+            "volume_db",
+            "generation__duration_seconds",
+            "duration_seconds",
+        )
     )
     return [
         {
-            "cue": cue.pk,
-            "kind": cue.kind,
-            "block": cue.block.public_id,
-            "placement": cue.placement,
-            "url": reverse("history:audio", args=[cue.generation_id]),
-            "volume_db": cue.volume_db,
-            "duration": cue.generation.duration_seconds or cue.duration_seconds,
+            "cue": pk,
+            "kind": kind,
+            "block": block,
+            "placement": placement,
+            "url": reverse("history:audio", args=[generation_id]),
+            "volume_db": volume_db,
+            "duration": made_seconds or asked_seconds,
         }
-        for cue in cues
+        for (
+            pk,
+            kind,
+            block,
+            placement,
+            generation_id,
+            volume_db,
+            made_seconds,
+            asked_seconds,
+        ) in rows
     ]
 
 

@@ -78,6 +78,24 @@ def library_voices(*, workspace) -> dict[str, LibraryVoice]:
     return found
 
 
+def library_voice_names(*, workspace) -> dict[str, str]:
+    """The names of ``library_voices`` by id (one light query: what pages that show a
+    block's voice need)."""
+    engine = engine_for(workspace).name
+    rows = (
+        LibraryVoice.objects.filter(
+            workspace=workspace, engine__in={engine, EngineKind.LOCAL}, withdrawn_at__isnull=True
+        )
+        .order_by()
+        .values_list("voice_id", "name", "engine")
+    )
+    names: dict[str, str] = {}
+    for voice_id, name, voice_engine in rows:
+        if voice_id not in names or voice_engine == engine:
+            names[voice_id] = name
+    return names
+
+
 def voice_checked(*, workspace, voice_id: str, field: str = "Voice") -> str:
     """``voice_id`` if the workspace's library has it, else a refusal that says so."""
     voice_id = (voice_id or "").strip()

@@ -15,9 +15,9 @@ cues placed in the chapter (``cues.cue_queue_items``).
 
 import functools
 from html import escape as _html_escape
+from types import SimpleNamespace
 
 from django.db import transaction
-from django.db.models import F
 from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.middleware.csrf import get_token
 from django.shortcuts import render
@@ -49,9 +49,49 @@ SETTING_DEFAULTS = {"stability": 0.5, "similarity_boost": 0.75, "style": 0.0, "s
 VOICE_MODES = ("inherit", "speaker", "own")
 # Of a block's chosen take the page reads its signature, kind and clip (its id, and the clip's
 # length annotated on the block: no clip objects are made for a 300-block page).
-UNUSED_FIELDS = tuple(
-    f"chosen__{name}" for name in ("workspace", "render", "user", "credits", "created_at")
-)
+# What the editor reads of a block and of its chosen take, as plain rows: a 300-block page
+# would otherwise build 600 model objects (and parse their dates) on every request.
+EDITOR_FIELDS = (
+    "id", "public_id", "position", "text", "voice_id", "speaker_id", "model_id",
+    "voice_settings", "seed", "locked", "chosen_id", "chosen__generation_id",
+    "chosen__draft", "chosen__signature", "chosen__generation__duration_seconds",
+)  # fmt: skip
+
+
+class _Take(SimpleNamespace):
+    """The chosen take as the editor reads it (pk, generation_id, draft, signature)."""
+
+
+class _Block(SimpleNamespace):
+    """A block as the editor reads it: the fields of ``EDITOR_FIELDS``, its ``speaker``
+    (from the project's speakers), its ``chosen`` take and the take's ``clip_seconds``."""
+
+
+def _editor_blocks(chapter: Chapter, speakers: dict) -> list[_Block]:
+    rows = (
+        Block.objects.filter(chapter=chapter).order_by("position", "id").values_list(*EDITOR_FIELDS)
+    )
+    blocks = []
+    for (
+        pk, public_id, position, text, voice_id, speaker_id, model_id, voice_settings, seed,
+        locked, chosen_id, generation_id, draft, signature, seconds,
+    ) in rows:  # fmt: skip
+        take = (
+            _Take(pk=chosen_id, id=chosen_id, generation_id=generation_id, draft=draft,
+                  signature=signature)
+            if chosen_id is not None
+            else None
+        )  # fmt: skip
+        blocks.append(
+            _Block(
+                pk=pk, id=pk, public_id=public_id, position=position, text=text,
+                voice_id=voice_id, speaker_id=speaker_id, model_id=model_id,
+                voice_settings=voice_settings, seed=seed, locked=locked, chosen_id=chosen_id,
+                chosen=take, clip_seconds=seconds, chapter=chapter, chapter_id=chapter.pk,
+                speaker=speakers.get(speaker_id) if speaker_id is not None else None,
+            )
+        )  # fmt: skip
+    return blocks
 
 
 def _can_edit(request) -> bool:
@@ -348,7 +388,7 @@ def _settings_html(request, row: dict, context: dict) -> str:
         {
             "row": row,
             "speakers": context["speakers"],
-            "models": context["models"],
+            "models": context["models"](),
             "voices": context["voices"],
         },
         request,
@@ -429,24 +469,14 @@ def _context(
     request, chapter: Chapter, *, errors: dict | None = None, posted=None, with_panel=False
 ) -> dict:
     project = chapter.project
-    blocks = list(
-        Block.objects.filter(chapter=chapter)
-        .select_related("chosen")
-        .annotate(clip_seconds=F("chosen__generation__duration_seconds"))
-        .defer(*UNUSED_FIELDS)
-        .order_by("position", "id")
-    )
     speakers = list(Speaker.objects.filter(project=project).order_by("name", "id"))
     by_id = {speaker.pk: speaker for speaker in speakers}
-    for block in blocks:  # (the project's speakers are listed anyway: no join, no copies)
-        if block.speaker_id is not None:
-            block.speaker = by_id[block.speaker_id]
+    blocks = _editor_blocks(chapter, by_id)  # (speakers from the list: no join, no copies)
     rules_print = rules_fingerprint(narration.project_rules(project))
     states = narration.chapter_states(
         chapter, project=project, blocks=blocks, rules_print=rules_print
     )
-    library = narration.library_voices(workspace=request.workspace)
-    voice_names = {voice_id: voice.name for voice_id, voice in library.items()}
+    voice_names = narration.library_voice_names(workspace=request.workspace)
     urls = _Urls(chapter)
     rows = _rows(chapter, states=states, voice_names=voice_names, urls=urls)
     errors = errors or {}
@@ -475,7 +505,10 @@ def _context(
         "rows": rows,
         "voices": voices,
         "voice_names": voice_names,
-        "models": speech_models(workspace=request.workspace, user=request.user),
+        # Read only where a block's settings are drawn (they load when opened).
+        "models": functools.cache(
+            lambda: speech_models(workspace=request.workspace, user=request.user)
+        ),
         "speakers": speakers,
         "can_edit": _can_edit(request),
         "urls": urls,
