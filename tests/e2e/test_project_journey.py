@@ -105,7 +105,7 @@ def test_import_draft_play_revoice_final_export_and_download(browser, daphne_ser
         what="the block to take the speaker",
     )
     page.goto(f"/projects/{project.public_id}/")
-    page.locator(f"li[data-speaker=\"{speaker.pk}\"] summary").click()
+    page.locator(f'li[data-speaker="{speaker.pk}"] summary').click()
     page.locator(f"#s{speaker.pk}-voice").select_option("local-espeak-en-us-f3")
     page.get_by_role("button", name="Save: re-voices every block of Narrator").click()
     wait_until(
