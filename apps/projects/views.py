@@ -81,8 +81,10 @@ def project_list(request):
         request.GET.get("page")
     )
     ids = [project.pk for project in page.object_list]
-    summary = {p.pk: p for p in narration.projects_summarised(Project.objects.filter(pk__in=ids))}
-    unseen = _unseen_by_project(request.user, ids)
+    summary = {
+        p.pk: p for p in narration.projects_summarised(scoped(request, Project).filter(pk__in=ids))
+    }
+    unseen = _unseen_by_project(request.user, request.workspace, ids)
     rows = []
     for project in page.object_list:
         s = summary[project.pk]
@@ -101,18 +103,20 @@ def project_list(request):
     return render(request, "projects/list.html", {"page": page, "rows": rows, "q": query})
 
 
-def _unseen(user):
+def _unseen(user, workspace):
     """The renders ``user`` asked for that a manager decided since: the decision not seen yet
     (``seen_at`` is set when the member opens the project page). A withdrawn render was not
     decided by anyone: it is not among them."""
-    return Render.objects.filter(requested_by=user, decided_at__isnull=False, seen_at__isnull=True)
+    return Render.objects.filter(
+        workspace=workspace, requested_by=user, decided_at__isnull=False, seen_at__isnull=True
+    )
 
 
-def _unseen_by_project(user, project_ids) -> dict[int, dict]:
+def _unseen_by_project(user, workspace, project_ids) -> dict[int, dict]:
     """For the list's badges: per project, how many decisions ``user`` has not seen and
     whether one of them is a refusal (one query)."""
     rows = (
-        _unseen(user)
+        _unseen(user, workspace)
         .filter(project_id__in=project_ids)
         .values("project_id", "state")
         .annotate(n=Count("id"))
@@ -257,7 +261,7 @@ def decisions_seen(request, project: Project) -> list[Render]:
     if not request.user.is_authenticated:
         return []
     rows = list(
-        _unseen(request.user)
+        _unseen(request.user, request.workspace)
         .filter(project=project)
         .select_related("decided_by")
         .order_by("-decided_at", "-id")
