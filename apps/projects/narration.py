@@ -249,6 +249,11 @@ def project_rules(project: Project) -> tuple[PronunciationRule, ...]:
     return tuple(rules)
 
 
+# json.dumps(recipe, sort_keys=True, ensure_ascii=False), without building an encoder per call
+# (a 300-block chapter signs every block on each page view).
+_RECIPE_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False).encode
+
+
 def block_signature(
     block: Block, *, project: Project, chapter: Chapter, rules_print: str, draft: bool
 ) -> str:
@@ -262,7 +267,7 @@ def block_signature(
         "rules": rules_print,
         "draft": draft,
     }
-    encoded = json.dumps(recipe, sort_keys=True, ensure_ascii=False).encode()
+    encoded = _RECIPE_JSON(recipe).encode()
     return hashlib.sha256(encoded).hexdigest()
 
 
@@ -642,29 +647,37 @@ def render_targets(
     """The blocks a render of ``scope`` makes a take of: never locked ones; for a chapter or
     the project, only those without a chosen take of this kind or stale; one block asked
     for by name is rendered again (a new take to compare)."""
+    return render_targets_by_mode(
+        project=project, scope=scope, target=target, modes=(draft,), only_stale=only_stale
+    )[draft]
+
+
+def render_targets_by_mode(
+    *, project: Project, scope: str, target=None, modes=(True, False), only_stale: bool = True
+) -> dict[bool, list[Block]]:
+    """``render_targets`` for each of ``modes`` (draft True, final False), the blocks read
+    and signed once: the render panel shows both estimates."""
     rules_print = rules_fingerprint(project_rules(project))
-    chosen: list[Block] = []
+    chosen: dict[bool, list[Block]] = {draft: [] for draft in modes}
     for block in _ordered_blocks(project, scope, target):
         if block.locked:
             continue
         if scope == RenderScope.BLOCK or not only_stale:
-            chosen.append(block)
+            for blocks in chosen.values():
+                blocks.append(block)
             continue
         take = block.chosen
-        fresh = (
-            take is not None
-            and (draft or not take.draft)  # a final take serves a draft render too
-            and take.signature
-            == block_signature(
-                block,
-                project=project,
-                chapter=block.chapter,
-                rules_print=rules_print,
-                draft=take.draft,
-            )
+        signed = take is not None and take.signature == block_signature(
+            block,
+            project=project,
+            chapter=block.chapter,
+            rules_print=rules_print,
+            draft=take.draft,
         )
-        if not fresh:
-            chosen.append(block)
+        for draft, blocks in chosen.items():
+            # A final take serves a draft render too.
+            if not (signed and (draft or not take.draft)):
+                blocks.append(block)
     return chosen
 
 

@@ -203,8 +203,9 @@ def render_panel(request, *, project: Project, scope: str = RenderScope.PROJECT,
     draft and a final render of what is not up to date, what the member has left, and the
     renders of that scope (running, waiting, refused)."""
     estimates = {}
+    targets = narration.render_targets_by_mode(project=project, scope=scope, target=target)
     for mode, draft in (("draft", True), ("final", False)):
-        blocks = narration.render_targets(project=project, scope=scope, target=target, draft=draft)
+        blocks = targets[draft]
         estimates[mode] = (
             narration.render_estimate(
                 workspace=request.workspace,

@@ -17,13 +17,15 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from apps.engines.pronunciation import PronunciationRule
 from apps.jobs.models import Job
 from apps.jobs.tasks import job_run
-from apps.projects import narration
+from apps.projects import cues, dictionaries, narration
 from apps.projects.importers import ImportedChapter
 from apps.projects.models import Block, Chapter, RenderScope, Take
 from apps.workspaces.models import Membership
 from tests.conftest import HTMX
+from tests.projects.conftest import run_job
 
 pytestmark = pytest.mark.django_db
 
@@ -165,6 +167,57 @@ def test_the_editor_shows_every_block_with_its_state_and_plays_the_chosen_takes(
     # A ranged request (the player seeks) is served too.
     ranged = editor.get(queue[0]["url"], HTTP_RANGE="bytes=0-99")
     assert ranged.status_code == 206
+
+
+def test_the_page_reads_cues_and_dictionaries_only_where_there_are_some(
+    editor, workspace, member, project, rendered
+):
+    """The page skips the cue and dictionary reads when the chapter has no cue placed and the
+    project no dictionary (``_chapter``'s two EXISTS): once there are some, it shows them."""
+    chapter = rendered
+    one, _two, three = blocks_of(chapter)
+    url = chapter_url(project, chapter)
+
+    def page():
+        body = editor.get(url).content.decode()
+        match = re.search(
+            r'<script id="chapter-queue" type="application/json">(.*?)</script>', body
+        )
+        return body, json.loads(match.group(1))
+
+    body, queue = page()
+    assert [item["kind"] for item in queue] == ["take"] * 3
+    assert set(states(body).values()) == {"draft"}
+    with CaptureQueriesContext(connection) as without:
+        editor.get(url)
+
+    cue = cues.cue_start(
+        workspace=workspace, user=member, project=project, kind="sound", prompt="a bell rings",
+        duration_seconds=1.0,
+    )  # fmt: skip
+    assert run_job(cue.job).status == "succeeded"
+    cue.refresh_from_db()
+    cues.cue_place(cue, block=one, placement="after", volume_db=-6)
+    body, queue = page()
+    assert [(item["kind"], item["block"]) for item in queue] == [
+        ("take", one.public_id),
+        ("sound", one.public_id),
+        ("take", _two.public_id),
+        ("take", three.public_id),
+    ]
+    assert queue[1]["url"] == reverse("history:audio", args=[cue.generation_id])
+
+    rule = PronunciationRule("boats", "alias", alias="ships")
+    made = dictionaries.dictionary_create(
+        workspace=workspace, user=member, name="Harbour", rules=[rule]
+    )
+    dictionaries.project_dictionaries_set(project, [made])
+    body, _ = page()
+    # Every block's take was signed without the dictionary: all stale now.
+    assert set(states(body).values()) == {"stale"}
+    with CaptureQueriesContext(connection) as with_both:
+        editor.get(url)
+    assert len(with_both) == len(without) + 2  # the cues and the dictionaries, read once each
 
 
 def test_the_takes_list_compares_takes_and_choose_picks_one(editor, project, rendered, member):
