@@ -137,6 +137,12 @@ class UsageEvent(models.Model):
     note = models.CharField(max_length=300, blank=True)
     purpose_type = models.CharField(max_length=40, blank=True)
     purpose_id = models.CharField(max_length=64, blank=True)
+    # The project the call was for (its public id; blank for none): the spend explorer's
+    # "project" dimension. Billing stores it as a string; apps.projects passes it.
+    project = models.CharField(max_length=64, blank=True)
+    # Local-engine rows: what the same call would have cost on ElevenLabs at the rate card
+    # (the explorer's "what it would have cost"); None on ElevenLabs rows. Never charged.
+    shadow_credits = models.DecimalField(max_digits=16, decimal_places=3, null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -200,3 +206,192 @@ class Notification(models.Model):
 
     def __str__(self) -> str:
         return self.text
+
+
+# --- The spend review (issue 16) -------------------------------------------------------------
+
+
+class SpendRollup(models.Model):
+    """The settled ledger summed per UTC hour × member × personal key × capability × model ×
+    voice × project × source × engine: what the spend explorer reads. Written in the same
+    transaction as each settle (``services.meter_settle``, the sweeper), so it never
+    disagrees with the rows; ``manage.py spend_rollup_rebuild`` rebuilds it from the ledger.
+
+    ``user_id`` and ``api_key_id`` are plain numbers, 0 for none (a unique key over nullable
+    columns would let two "none" rows apart on PostgreSQL)."""
+
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="spend_rollups"
+    )
+    hour = models.DateTimeField()  # the start of the UTC hour the calls were made in
+    user_id = models.BigIntegerField(default=0)
+    api_key_id = models.BigIntegerField(default=0)
+    capability = models.CharField(max_length=32)
+    model_id = models.CharField(max_length=80, blank=True)
+    voice_id = models.CharField(max_length=120, blank=True)
+    project = models.CharField(max_length=64, blank=True)
+    source = models.CharField(max_length=8)
+    engine = models.CharField(max_length=16)
+    events = models.PositiveIntegerField(default=0)  # settled ledger rows
+    units = models.DecimalField(max_digits=20, decimal_places=3, default=Decimal(0))
+    credits = models.DecimalField(max_digits=20, decimal_places=3, default=Decimal(0))
+    money = models.DecimalField(max_digits=20, decimal_places=6, default=Decimal(0))
+    shadow_credits = models.DecimalField(max_digits=20, decimal_places=3, default=Decimal(0))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "workspace", "hour", "user_id", "api_key_id", "capability", "model_id",
+                    "voice_id", "project", "source", "engine",
+                ],
+                name="one_rollup_row_per_hour_and_dimensions",
+            )
+        ]  # fmt: skip
+        indexes = [
+            models.Index(fields=["workspace", "hour"]),
+            models.Index(fields=["workspace", "user_id", "hour"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.capability}: {self.credits}"
+
+
+class SpendSettings(models.Model):
+    """What managers set for the spend review of a workspace."""
+
+    workspace = models.OneToOneField(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="spend_settings"
+    )
+    # A member's day above this many times their trailing 14-day median is flagged.
+    anomaly_factor = models.DecimalField(max_digits=5, decimal_places=2, default=Decimal(3))
+    # Working hours (in ``time_zone``): spend outside them above ``off_hours_credits`` in
+    # an hour is flagged as bulk spend.
+    time_zone = models.CharField(max_length=64, default="UTC")
+    work_start_hour = models.PositiveSmallIntegerField(default=8)
+    work_end_hour = models.PositiveSmallIntegerField(default=19)
+    work_days = models.CharField(max_length=16, default="01234")  # Monday is 0
+    off_hours_credits = models.DecimalField(max_digits=16, decimal_places=3, default=Decimal(1000))
+    # Jobs above these credits wait for a manager: {capability: credits}.
+    job_thresholds = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"spend settings of {self.workspace}"
+
+
+class AnomalyKind(models.TextChoices):
+    SPIKE = "spike", "Daily spend far above the usual"
+    OFF_HOURS = "off_hours", "Bulk spend outside working hours"
+    NEW_ADDRESS = "new_address", "Personal key used from a new address"
+
+
+class AnomalyState(models.TextChoices):
+    OPEN = "open", "Open"
+    DISMISSED = "dismissed", "Dismissed"
+    ACTED = "acted", "Acted on"
+
+
+class AnomalyFlag(models.Model):
+    """One unusual pattern in the ledger, raised once (the unique key), for managers."""
+
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="anomaly_flags"
+    )
+    kind = models.CharField(max_length=16, choices=AnomalyKind.choices)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    api_key_id = models.BigIntegerField(null=True, blank=True)
+    address = models.GenericIPAddressField(null=True, blank=True)
+    # The span of ledger rows it is about (the drill-down's filter).
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    credits = models.DecimalField(max_digits=20, decimal_places=3, default=Decimal(0))
+    baseline = models.DecimalField(max_digits=20, decimal_places=3, null=True, blank=True)
+    detail = models.CharField(max_length=300)
+    key = models.CharField(max_length=200)  # what makes it one flag (kind, member, day…)
+    state = models.CharField(max_length=12, choices=AnomalyState.choices, default=AnomalyState.OPEN)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "key"], name="one_flag_per_anomaly")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
+
+
+class KeyAddress(models.Model):
+    """An address a personal key was used from (the "new address" anomaly)."""
+
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE)
+    api_key_id = models.BigIntegerField()
+    address = models.GenericIPAddressField()
+    first_seen = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["api_key_id", "address"], name="one_row_per_key_address"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"key {self.api_key_id} from {self.address}"
+
+
+class ForecastNotice(models.Model):
+    """Managers were told the projection crosses the plan or a cap (once per period)."""
+
+    workspace = models.ForeignKey("workspaces.Workspace", on_delete=models.CASCADE)
+    kind = models.CharField(max_length=16)  # "plan" | "cap"
+    period_start = models.DateTimeField()
+    projected = models.DecimalField(max_digits=20, decimal_places=3)
+    limit = models.DecimalField(max_digits=20, decimal_places=3)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "kind", "period_start"], name="one_forecast_notice_per_period"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} forecast notice of {self.workspace}"
+
+
+class ReconcileDay(models.Model):
+    """One day of the ledger held against the provider's history and usage (ElevenLabs)."""
+
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="reconcile_days"
+    )
+    day = models.DateField()  # UTC
+    ledger_requests = models.PositiveIntegerField(default=0)
+    ledger_characters = models.BigIntegerField(default=0)
+    ledger_credits = models.DecimalField(max_digits=20, decimal_places=3, default=Decimal(0))
+    provider_requests = models.PositiveIntegerField(default=0)
+    provider_characters = models.BigIntegerField(default=0)
+    provider_credits = models.DecimalField(max_digits=20, decimal_places=3, default=Decimal(0))
+    # What explains the drift: {"only_ledger": [request ids], "only_provider": [history ids]}
+    detail = models.JSONField(default=dict, blank=True)
+    checked_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-day"]
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "day"], name="one_reconcile_row_per_day")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.day} reconciliation of {self.workspace}"

@@ -42,6 +42,8 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_active = models.BooleanField(default=True)
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
+    # The zone dates are shown in (a zoneinfo name); blank: the browser's (the ``tz`` cookie).
+    time_zone = models.CharField(max_length=64, blank=True)
 
     objects = UserManager()
 
