@@ -571,6 +571,8 @@ class HistoryItem:
     character_count_change_to: int = 0
     content_type: str | None = None
     state: str | None = None
+    request_id: str | None = None  # the ``request-id`` the generating call answered with
+    source: str | None = None  # TTS, STS, Projects, Dubbing…
 
 
 @dataclass
@@ -578,6 +580,16 @@ class HistoryPage:
     items: list[HistoryItem]
     has_more: bool
     last_history_item_id: str | None = None
+    info: CallInfo = field(default_factory=CallInfo)
+
+
+@dataclass
+class UsageStats:
+    """``GET /v1/usage/character-stats``: a time axis (Unix milliseconds, the start of each
+    bucket) and one series per breakdown key, each as long as the axis."""
+
+    time: list[int]
+    usage: dict[str, list[float]]
     info: CallInfo = field(default_factory=CallInfo)
 
 

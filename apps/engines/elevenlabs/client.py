@@ -58,6 +58,7 @@ from apps.engines.base import (
     TTSResult,
     TTSStream,
     UpstreamUnavailable,
+    UsageStats,
     UserInfo,
     Voice,
     VoicePage,
@@ -1049,11 +1050,54 @@ class ElevenLabsEngine(Engine):
         call = _Call("subscription", "GET", "/v1/user/subscription")
         return self._json(call, mapping.subscription)
 
-    def history(self, *, page_size: int = 100, start_after: str | None = None) -> HistoryPage:
+    def history(
+        self,
+        *,
+        page_size: int = 100,
+        start_after: str | None = None,
+        date_after_unix: int | None = None,
+        date_before_unix: int | None = None,
+        sort_direction: str | None = None,
+    ) -> HistoryPage:
+        """One page of the account's history; ``date_after_unix`` is inclusive,
+        ``date_before_unix`` exclusive (seconds)."""
         call = _Call(
             "history",
             "GET",
             "/v1/history",
-            params={"page_size": page_size, "start_after_history_item_id": start_after},
+            params={
+                "page_size": page_size,
+                "start_after_history_item_id": start_after,
+                "date_after_unix": date_after_unix,
+                "date_before_unix": date_before_unix,
+                "sort_direction": sort_direction,
+            },
         )
         return self._json(call, mapping.history_page)
+
+    def usage_characters(
+        self,
+        *,
+        start_unix_ms: int,
+        end_unix_ms: int,
+        metric: str = "credits",
+        aggregation_interval: str = "day",
+        breakdown_type: str = "none",
+        include_workspace_metrics: bool = False,
+    ) -> UsageStats:
+        """``GET /v1/usage/character-stats``: the account's usage over a window (Unix
+        milliseconds) per bucket, as the provider bills it (reconciliation reads this)."""
+        call = _Call(
+            "usage",
+            "GET",
+            "/v1/usage/character-stats",
+            params={
+                "start_unix": start_unix_ms,
+                "end_unix": end_unix_ms,
+                "metric": metric,
+                "aggregation_interval": aggregation_interval,
+                "breakdown_type": breakdown_type,
+                "include_workspace_metrics": "true" if include_workspace_metrics else None,
+            },
+        )
+        return self._json(call, mapping.usage_stats)

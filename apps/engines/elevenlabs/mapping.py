@@ -27,6 +27,7 @@ from apps.engines.base import (
     TTSChunk,
     TTSRequest,
     UpstreamUnavailable,
+    UsageStats,
     UserInfo,
     Voice,
     VoiceSettings,
@@ -360,6 +361,8 @@ def history_page(data: dict[str, Any], info: CallInfo) -> HistoryPage:
             character_count_change_to=int(item.get("character_count_change_to") or 0),
             content_type=item.get("content_type"),
             state=item.get("state"),
+            request_id=item.get("request_id") or None,
+            source=item.get("source") or None,
         )
         for item in data.get("history") or []
     ]
@@ -367,5 +370,24 @@ def history_page(data: dict[str, Any], info: CallInfo) -> HistoryPage:
         items=items,
         has_more=bool(data.get("has_more")),
         last_history_item_id=data.get("last_history_item_id"),
+        info=info,
+    )
+
+
+def usage_stats(data: dict[str, Any], info: CallInfo) -> UsageStats:
+    times = data.get("time")
+    usage = data.get("usage")
+    if not isinstance(times, list) or not isinstance(usage, dict):
+        raise UpstreamUnavailable(
+            "ElevenLabs sent usage stats without a time axis or usage series.",
+            request_id=info.request_id,
+        )
+    return UsageStats(
+        time=[int(t) for t in times],
+        usage={
+            str(name): [float(v or 0) for v in series]
+            for name, series in usage.items()
+            if isinstance(series, list)
+        },
         info=info,
     )
