@@ -74,6 +74,7 @@ SECTIONS: tuple[Section, ...] = (
         "Billing",
         (
             Item("My usage", "billing:usage"),
+            Item("Spend", "billing:spend"),
             Item("Budgets", "billing:budgets"),
             Item("Plan", "billing:plan", role=Role.MANAGER),
             Item("Rate card", "billing:rates"),

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import views, views_spend
 
 app_name = "billing"
 
@@ -12,4 +12,9 @@ urlpatterns = [
     path("rates/", views.rate_card, name="rates"),
     path("rates/<int:pk>/reset/", views.rate_reset, name="rate_reset"),
     path("notifications/", views.notifications, name="notifications"),
+    path("spend/", views_spend.spend_page, name="spend"),
+    path("spend/rows/", views_spend.spend_rows, name="spend_rows"),
+    path("spend/table.csv", views_spend.spend_table_csv, name="spend_csv"),
+    path("spend/rows.csv", views_spend.spend_rows_csv, name="spend_rows_csv"),
+    path("spend/time-zone/", views_spend.time_zone_set, name="time_zone"),
 ]

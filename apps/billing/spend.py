@@ -1,0 +1,451 @@
+"""The spend explorer's queries: the hourly rollup summed per bucket (day, week or month in the
+viewer's time zone) and per value of one dimension, the ledger rows behind a cell, and the
+query string that says all of it (a shareable URL).
+
+Everything is summed in SQL over ``SpendRollup`` (one query for the whole table and chart,
+whatever the number of rows); the table's totals are Python sums of those same ``Decimal``
+results, so the chart, the table and the CSV agree to the last credit.
+
+Buckets are cut with ``Trunc(..., tzinfo=zone)`` on the rollup's UTC hour. The rollup keeps
+whole UTC hours, so a bucket is exact in every zone whose offset is a whole number of hours
+(all of Europe and the Americas, most of Asia). In a half- or quarter-hour zone (India
++5:30, Nepal +5:45, Newfoundland −3:30…) the calls of the 30 or 45 minutes around local
+midnight fall in the bucket their UTC hour starts in: totals over the whole range are still
+exact, a day's edge may be off by those minutes. The drill-down reads the ledger rows at
+their exact time, so there a cell may differ by those edge minutes in such a zone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from django.db.models import DateTimeField, Q, QuerySet, Sum
+from django.db.models.functions import Trunc
+
+from apps.workspaces.models import Membership, User
+
+from . import labels
+from .models import SpendRollup, UsageEvent, UsageSource, UsageStatus
+from .rates import CAPABILITIES
+
+PERIODS = {"day": "Day", "week": "Week", "month": "Month"}
+MEASURES = {"credits": "Credits", "money": "Money"}
+NONE = "-"  # a filter value meaning "none" (no project, no personal key…)
+MAX_DAYS = 731  # the longest range one view sums (two years)
+DEFAULT_DAYS = {"day": 30, "week": 12 * 7, "month": 365}
+ENGINES = {"local": "Local draft", "elevenlabs": "Final (ElevenLabs)"}
+_TOKEN = re.compile(r"^[A-Za-z0-9_.:\-]{1,120}$")
+
+
+@dataclass(frozen=True)
+class Dimension:
+    key: str  # in the URL
+    label: str
+    rollup: str  # the SpendRollup column
+    event: str  # the UsageEvent column
+    numeric: bool = False  # member and key: ids (0 in the rollup, NULL in the ledger: none)
+
+
+DIMENSIONS: dict[str, Dimension] = {
+    d.key: d
+    for d in (
+        Dimension("member", "Member", "user_id", "user_id", numeric=True),
+        Dimension("project", "Project", "project", "project"),
+        Dimension("capability", "Capability", "capability", "capability"),
+        Dimension("model", "Model", "model_id", "model_id"),
+        Dimension("voice", "Voice", "voice_id", "voice_id"),
+        Dimension("key", "Personal key", "api_key_id", "api_key_id", numeric=True),
+        Dimension("source", "Source", "source", "source"),
+        Dimension("engine", "Engine", "engine", "engine"),
+    )
+}
+
+
+class SpendQueryError(ValueError):
+    """A query string that does not parse: ``errors`` maps each field to what is wrong."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+@dataclass
+class SpendQuery:
+    """One view of the explorer: what the query string says, checked."""
+
+    zone: ZoneInfo
+    period: str = "day"
+    group: str = "member"  # a DIMENSIONS key, or "" for one total row
+    measure: str = "credits"
+    start_date: date | None = None  # inclusive, in ``zone``
+    end_date: date | None = None  # inclusive, in ``zone``
+    filters: dict[str, list[str]] = field(default_factory=dict)
+    forced_member: int | None = None  # a member without the manager role sees only their own
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.start_date, time(), tzinfo=self.zone)
+
+    @property
+    def end(self) -> datetime:  # exclusive
+        return datetime.combine(self.end_date + timedelta(days=1), time(), tzinfo=self.zone)
+
+    def params(self, **override) -> list[tuple[str, str]]:
+        """The query string's pairs (``override``: key → value, None to leave a key out)."""
+        values: dict[str, object] = {
+            "period": self.period,
+            "by": self.group or "none",
+            "measure": self.measure,
+            "from": self.start_date.isoformat(),
+            "to": self.end_date.isoformat(),
+        }
+        for key in DIMENSIONS:
+            values[key] = list(self.filters.get(key, []))
+        values.update(override)
+        pairs = []
+        for key, value in values.items():
+            if value is None:
+                continue
+            for item in value if isinstance(value, list) else [value]:
+                pairs.append((key, str(item)))
+        return pairs
+
+    def query_string(self, **override) -> str:
+        return urlencode(self.params(**override))
+
+
+def _parse_date(raw: str, name: str, errors: dict) -> date | None:
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        errors[name] = f"“{raw[:40]}” is not a date: use YYYY-MM-DD."
+        return None
+
+
+def spend_query_parse(params, *, workspace, zone: ZoneInfo, membership, today: date):
+    """The ``SpendQuery`` of a query string (a ``QueryDict``), or ``SpendQueryError``.
+
+    A member without the manager role is held to their own rows: whatever member filter the
+    URL asks for is replaced by themselves (a shared link shows them their part, never
+    another member's). For managers a member id outside the workspace is an error."""
+    errors: dict[str, str] = {}
+    period = params.get("period") or "day"
+    if period not in PERIODS:
+        errors["period"] = f"Choose one of: {', '.join(PERIODS)}."
+    group = params.get("by") or ("member" if membership.can_manage else "capability")
+    if group == "none":
+        group = ""
+    elif group not in DIMENSIONS:
+        errors["by"] = f"“{group[:40]}” is no dimension: choose one of {', '.join(DIMENSIONS)}."
+    measure = params.get("measure") or "credits"
+    if measure not in MEASURES:
+        errors["measure"] = "Choose credits or money."
+    end_date = _parse_date(params["to"], "to", errors) if params.get("to") else today
+    start_date = None
+    if params.get("from"):
+        start_date = _parse_date(params["from"], "from", errors)
+    elif end_date is not None and period in DEFAULT_DAYS:
+        start_date = end_date - timedelta(days=DEFAULT_DAYS[period] - 1)
+    if start_date and end_date:
+        if start_date > end_date:
+            errors["from"] = "The start is after the end."
+        elif (end_date - start_date).days >= MAX_DAYS:
+            errors["from"] = f"A view covers at most {MAX_DAYS} days."
+        elif start_date.year < 2000 or end_date.year > 2999:
+            errors["from"] = "Choose dates between the years 2000 and 2999."
+    filters: dict[str, list[str]] = {}
+    for key, dim in DIMENSIONS.items():
+        raw = [v.strip() for v in params.getlist(key) if v.strip()]
+        if not raw:
+            continue
+        problem = None
+        for value in raw:
+            if value == NONE:
+                continue
+            if dim.numeric and not value.isdigit():
+                problem = f"“{value[:40]}” is not an id."
+            elif key == "capability" and value not in CAPABILITIES:
+                problem = f"“{value[:40]}” is no capability."
+            elif key == "source" and value not in UsageSource.values:
+                problem = f"Choose one of: {', '.join(UsageSource.values)}."
+            elif not _TOKEN.match(value):
+                problem = f"“{value[:40]}” is not a valid {dim.label.lower()}."
+        if problem:
+            errors[key] = problem
+        else:
+            filters[key] = sorted(set(raw))
+    forced = None
+    if not membership.can_manage:
+        forced = membership.user_id
+        filters["member"] = [str(forced)]
+    elif "member" in filters and "member" not in errors:
+        ids = {int(v) for v in filters["member"] if v != NONE}
+        known = set(
+            Membership.objects.filter(workspace=workspace, user_id__in=ids).values_list(
+                "user_id", flat=True
+            )
+        )
+        if ids - known:
+            errors["member"] = "No such member in this workspace."
+    if errors:
+        raise SpendQueryError(errors)
+    return SpendQuery(
+        zone=zone,
+        period=period,
+        group=group,
+        measure=measure,
+        start_date=start_date,
+        end_date=end_date,
+        filters=filters,
+        forced_member=forced,
+    )
+
+
+# --- Buckets ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bucket:
+    key: date  # its first day, in the viewer's zone
+    label: str
+    start: date
+    end: date  # exclusive
+
+
+def _bucket_start(day: date, period: str) -> date:
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    return day
+
+
+def _next(day: date, period: str) -> date:
+    if period == "week":
+        return day + timedelta(days=7)
+    if period == "month":
+        return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return day + timedelta(days=1)
+
+
+def _bucket_label(day: date, period: str) -> str:
+    if period == "week":
+        return f"Week of {day:%d %b %Y}"
+    if period == "month":
+        return f"{day:%B %Y}"
+    return f"{day:%a %d %b %Y}"
+
+
+def buckets_of(query: SpendQuery) -> list[Bucket]:
+    """Every bucket of the range, those without spend too (a chart without gaps)."""
+    out, day = [], _bucket_start(query.start_date, query.period)
+    while day <= query.end_date:
+        after = _next(day, query.period)
+        out.append(Bucket(day, _bucket_label(day, query.period), day, after))
+        day = after
+    return out
+
+
+def bucket_of(query: SpendQuery, raw: str) -> Bucket:
+    """The bucket a drill-down's ``bucket=YYYY-MM-DD`` names, or ``SpendQueryError``."""
+    try:
+        day = date.fromisoformat(raw)
+    except ValueError:
+        raise SpendQueryError({"bucket": f"“{raw[:40]}” is not a date: use YYYY-MM-DD."}) from None
+    if _bucket_start(day, query.period) != day:
+        raise SpendQueryError({"bucket": f"No {query.period} starts on {day.isoformat()}."})
+    after = _next(day, query.period)
+    return Bucket(day, _bucket_label(day, query.period), day, after)
+
+
+# --- The rollup, summed -----------------------------------------------------------------
+
+
+def _value_filter(dim: Dimension, values: list[str], column: str, *, ledger: bool) -> Q:
+    condition = Q()
+    for value in values:
+        if value == NONE:
+            if dim.numeric:
+                condition |= Q(**{f"{column}__isnull": True}) if ledger else Q(**{column: 0})
+            else:
+                condition |= Q(**{column: ""})
+        else:
+            condition |= Q(**{column: int(value) if dim.numeric else value})
+    return condition
+
+
+def rollup_rows(query: SpendQuery, *, workspace) -> QuerySet:
+    """The rollup of ``workspace`` in the range and filters of ``query``."""
+    qs = SpendRollup.objects.filter(workspace=workspace, hour__gte=query.start, hour__lt=query.end)
+    for key, values in query.filters.items():
+        dim = DIMENSIONS[key]
+        qs = qs.filter(_value_filter(dim, values, dim.rollup, ledger=False))
+    return qs
+
+
+def ledger_rows(query: SpendQuery, *, workspace, bucket: Bucket | None = None) -> QuerySet:
+    """The settled ledger rows behind ``query`` (behind one bucket of it, when given): what
+    the rollup sums, row by row (refunded and failed calls count 0 and are left out)."""
+    start, end = query.start, query.end
+    if bucket is not None:
+        start = max(start, datetime.combine(bucket.start, time(), tzinfo=query.zone))
+        end = min(end, datetime.combine(bucket.end, time(), tzinfo=query.zone))
+    qs = UsageEvent.objects.filter(
+        workspace=workspace,
+        status=UsageStatus.SETTLED,
+        created_at__gte=start,
+        created_at__lt=end,
+    )
+    for key, values in query.filters.items():
+        dim = DIMENSIONS[key]
+        qs = qs.filter(_value_filter(dim, values, dim.event, ledger=True))
+    return qs.order_by("created_at", "id")
+
+
+@dataclass
+class Row:
+    value: str  # the dimension's value as the URL says it (NONE for none)
+    label: str
+    cells: list[Decimal]  # per bucket, in the measure
+    credits: Decimal = Decimal(0)
+    money: Decimal = Decimal(0)
+    shadow: Decimal = Decimal(0)
+    events: int = 0
+
+
+@dataclass
+class SpendTable:
+    """The table and the chart of one view: the same numbers, summed once."""
+
+    query: SpendQuery
+    buckets: list[Bucket]
+    rows: list[Row]
+    column_totals: list[Decimal]  # per bucket, in the measure
+    shadow_by_bucket: list[Decimal]
+    credits: Decimal = Decimal(0)
+    money: Decimal = Decimal(0)
+    shadow: Decimal = Decimal(0)
+    events: int = 0
+
+    @property
+    def total(self) -> Decimal:
+        return self.money if self.query.measure == "money" else self.credits
+
+
+def _zero(measure: str) -> Decimal:
+    return Decimal("0.000000") if measure == "money" else Decimal("0.000")
+
+
+def _key(value) -> str:
+    if value is None or value == "" or value == 0:
+        return NONE
+    return str(value)
+
+
+def spend_table(query: SpendQuery, *, workspace) -> SpendTable:
+    """Sum the rollup per bucket × value of the grouping dimension in one query, then lay it
+    out (rows sorted by what they spent, largest first) and name the values (at most one
+    query per named dimension)."""
+    buckets = buckets_of(query)
+    index = {b.key: i for i, b in enumerate(buckets)}
+    dim = DIMENSIONS.get(query.group)
+    columns = ["bucket"] + ([dim.rollup] if dim else [])
+    sums = (
+        rollup_rows(query, workspace=workspace)
+        .annotate(
+            bucket=Trunc("hour", query.period, tzinfo=query.zone, output_field=DateTimeField())
+        )
+        .values(*columns)
+        .annotate(
+            s_credits=Sum("credits"),
+            s_money=Sum("money"),
+            s_shadow=Sum("shadow_credits"),
+            s_events=Sum("events"),
+        )
+        .order_by(*columns)
+    )
+    zero = _zero(query.measure)
+    rows: dict[str, Row] = {}
+    shadow_by_bucket = [Decimal("0.000") for _ in buckets]
+    for item in sums:
+        day = item["bucket"].astimezone(query.zone).date()
+        i = index.get(day)
+        if i is None:  # cannot happen: the range starts and ends on bucket edges it covers
+            continue
+        value = _key(item[dim.rollup]) if dim else ""
+        row = rows.get(value)
+        if row is None:
+            row = rows[value] = Row(value=value, label=value, cells=[zero] * len(buckets))
+        credits, money = item["s_credits"] or Decimal(0), item["s_money"] or Decimal(0)
+        shadow = item["s_shadow"] or Decimal(0)
+        row.cells[i] += money if query.measure == "money" else credits
+        row.credits += credits
+        row.money += money
+        row.shadow += shadow
+        row.events += item["s_events"] or 0
+        shadow_by_bucket[i] += shadow
+    _name_rows(query, workspace, list(rows.values()))
+    measure = "money" if query.measure == "money" else "credits"
+    ordered = sorted(rows.values(), key=lambda r: (-getattr(r, measure), r.label.lower()))
+    table = SpendTable(
+        query=query,
+        buckets=buckets,
+        rows=ordered,
+        column_totals=[sum((r.cells[i] for r in ordered), zero) for i in range(len(buckets))],
+        shadow_by_bucket=shadow_by_bucket,
+    )
+    for row in ordered:
+        table.credits += row.credits
+        table.money += row.money
+        table.shadow += row.shadow
+        table.events += row.events
+    return table
+
+
+def _name_rows(query: SpendQuery, workspace, rows: list[Row]) -> None:
+    """People-readable labels of the grouping's values."""
+    key = query.group
+    values = [r.value for r in rows if r.value != NONE]
+    if key == "member":
+        people = {
+            str(u.pk): u.display_name
+            for u in User.objects.filter(pk__in=[int(v) for v in values]).only("name", "email")
+        }
+        names = people
+    elif key in ("capability", "source", "engine"):
+        names = {
+            "capability": CAPABILITIES,
+            "source": dict(UsageSource.choices),
+            "engine": ENGINES,
+        }[key]
+    elif key == "key":
+        names = labels.names(workspace, "key", values) or {v: f"Key #{v}" for v in values}
+    else:
+        names = labels.names(workspace, key, values) if key else {}
+    none_label = {
+        "": "All spend",
+        "member": "No member (deleted or system)",
+        "project": "No project",
+        "key": "No personal key (the studio)",
+        "voice": "No voice",
+        "model": "No model",
+    }.get(key, "None")
+    for row in rows:
+        if not key:
+            row.label = "All spend"
+        elif row.value == NONE:
+            row.label = none_label
+        else:
+            row.label = names.get(row.value, row.value)
+
+
+def value_label(query: SpendQuery, workspace, key: str, value: str) -> str:
+    """The label of one filter value (the drill-down's heading)."""
+    row = Row(value=value, label=value, cells=[])
+    _name_rows(SpendQuery(zone=query.zone, group=key), workspace, [row])
+    return row.label
