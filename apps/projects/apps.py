@@ -1,6 +1,34 @@
 from django.apps import AppConfig
 
 
+def _project_work(workspace):
+    """What the workspace's projects say about spend to come, for the billing forecast: the
+    regeneration ratio's parts and the characters still without a final take, by model."""
+    from django.db.models import F, Sum, Value
+    from django.db.models.functions import Coalesce, Length, NullIf
+
+    from apps.billing.forecast import ProjectWork
+
+    from .models import Block, Take
+    from .narration import regeneration
+
+    ratio = regeneration(Take.objects.filter(workspace=workspace))
+    remaining = (
+        Block.objects.filter(workspace=workspace, locked=False)
+        .exclude(chosen__draft=False)
+        .values(
+            model=Coalesce(NullIf("model_id", Value("")), F("chapter__project__default_model_id"))
+        )
+        .annotate(characters=Sum(Length("text")))
+        .order_by("model")
+    )
+    return ProjectWork(
+        final_takes=ratio.takes,
+        final_blocks=ratio.blocks,
+        characters={row["model"]: row["characters"] or 0 for row in remaining},
+    )
+
+
 def _project_names(workspace, public_ids):
     """Projects by public id → name, for the spend explorer (``apps.billing.labels``)."""
     from .models import Project
@@ -44,6 +72,10 @@ class ProjectsConfig(AppConfig):
     verbose_name = "Projects"
 
     def ready(self):
+        from apps.billing.forecast import project_work_register
+
+        project_work_register(_project_work)
+
         from apps.billing import labels
 
         labels.register_namer("project", _project_names)
