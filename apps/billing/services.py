@@ -32,7 +32,7 @@ from django.utils import timezone
 
 from apps.workspaces.models import Membership, Role
 
-from . import rates
+from . import rates, rollup
 from .models import (
     Budget,
     Notification,
@@ -191,6 +191,7 @@ def meter_reserve(
     api_key_id: int | None = None,
     api_key_cap: Decimal | None = None,
     purpose: tuple[str, str] | None = None,
+    project: str = "",
 ) -> Reservation:
     """Reserve the estimate, or raise ``BudgetExceeded`` naming the budget that refused it.
 
@@ -199,6 +200,10 @@ def meter_reserve(
     member's budget, then one transaction locks the plan row, sums what every limit has
     used in one aggregate and inserts the reservation. A caller's idempotency key is looked
     up first (a repeat returns the first outcome); without one a fresh key is made.
+
+    ``project``: the public id of the project the call is for (the explorer's dimension).
+    A local-engine row also records its shadow cost: what the same units would cost on
+    ElevenLabs at the workspace's rate card (never charged; see ``_shadow_rate``).
     """
     if idempotency_key is not None:
         existing = UsageEvent.objects.filter(idempotency_key=idempotency_key).first()
@@ -217,6 +222,7 @@ def meter_reserve(
         "idempotency_key": idempotency_key or uuid.uuid4().hex,
         "purpose_type": purpose[0] if purpose else "",
         "purpose_id": str(purpose[1]) if purpose else "",
+        "project": project or "",
     }
     if connection.vendor == "postgresql" and not connection.in_atomic_block:
         try:
@@ -234,16 +240,15 @@ def meter_reserve(
             return Reservation(
                 event=UsageEvent.objects.get(idempotency_key=idempotency_key), replayed=True
             )
-    budget_limit = None
-    if engine == "local":
-        rate = rates.Rate(capability, model_id, default.unit, Decimal(0), "local engine: free")
-    else:
-        # Read before the lock, which they are not under anyway (a budget changes without it).
-        overrides, budget_limit = _rate_cards_and_budget(
-            workspace.pk, getattr(user, "pk", None), capability, model_id
-        )
-        rate = _rate_chosen(default, capability, model_id, overrides)
+    # Read before the lock, which they are not under anyway (a budget changes without it).
+    # The local engine reads the rate cards too, for its shadow cost.
+    overrides, budget_limit = _rate_cards_and_budget(
+        workspace.pk, getattr(user, "pk", None), capability, model_id
+    )
+    rate, shadow = _rates_of(default, capability, model_id, engine, overrides)
     credits = credits_for(rate, units)
+    if shadow is not None:
+        event_values["shadow_credits"] = credits_for(shadow, units)
     try:
         with transaction.atomic():
             # One lock per workspace: reservations of a workspace are checked one after
@@ -265,6 +270,7 @@ def meter_reserve(
                 estimated_credits=credits,
                 **event_values,
             )
+            event._shadow_rate = shadow  # the settle's shadow rate, without a lookup
     except IntegrityError:
         if idempotency_key is None:
             raise
@@ -280,6 +286,28 @@ def meter_reserve(
         member_used=(member.used + credits) if member else None,
         member_limit=member.limit if member else None,
     )
+
+
+def _rates_of(default, capability, model_id, engine, overrides):
+    """(the rate charged, the shadow rate or None): on the local engine the call is free and
+    its shadow rate is the one it would have on ElevenLabs (``overrides``: the workspace's
+    rate cards, as ``_rate_chosen`` takes them); on ElevenLabs there is no shadow."""
+    chosen = _rate_chosen(default, capability, model_id, overrides)
+    if engine == "local":
+        free = rates.Rate(capability, model_id, default.unit, Decimal(0), "local engine: free")
+        return free, chosen
+    return chosen, None
+
+
+def _shadow_rate(event: UsageEvent) -> rates.Rate | None:
+    """The ElevenLabs rate of a local-engine row (None on other engines): the one its
+    reservation used when this process made it, else the rate card in force."""
+    if event.engine != "local":
+        return None
+    rate = getattr(event, "_shadow_rate", None)
+    if rate is None:
+        rate = rate_for(event.workspace_id, event.capability, event.model_id, "elevenlabs")
+    return rate
 
 
 def _plan_locked(workspace) -> Plan:
@@ -382,8 +410,10 @@ def meter_settle(
     """Settle a reservation with what really happened (the provider's cost wins).
 
     One conditional UPDATE (only a row still ``reserved`` changes), so a settle never
-    counts twice and a late settle of a swept or refunded row changes nothing. ``plan``
-    (the reservation's) saves looking up the price per credit again.
+    counts twice and a late settle of a swept or refunded row changes nothing; the row it
+    settles is added to the spend rollup in the same transaction (``_event_settle``).
+    ``plan`` (the reservation's) saves looking up the price per credit again. A local-engine
+    row's shadow cost is set again on the actual units.
     """
     units = event.estimated_units if units is None else Decimal(str(units))
     credits = _credits_of(event, units)
@@ -401,7 +431,10 @@ def meter_settle(
     }
     if upstream is not None:
         changes["upstream_credits"] = upstream
-    updated = _event_update_reserved(event.pk, changes)
+    shadow = _shadow_rate(event)
+    if shadow is not None:
+        changes["shadow_credits"] = credits_for(shadow, units)
+    updated = _event_settle(event.pk, changes)
     if not updated:  # already settled, refunded or swept: never twice
         return UsageEvent.objects.get(pk=event.pk)
     for name, value in changes.items():
@@ -481,6 +514,7 @@ def meter_charge_late(
             api_key_id=event.api_key_id,
             api_key_cap=api_key_cap,
             purpose=(event.purpose_type, event.purpose_id) if event.purpose_type else None,
+            project=event.project,
         )
     except BudgetExceeded:
         log.error(
@@ -581,18 +615,22 @@ def reservations_sweep(*, older_than: timedelta | None = None) -> int:
     for event in stale.filter(units_so_far__gt=0).select_related("workspace"):
         credits = _credits_of(event, event.units_so_far)
         price = plan_for(event.workspace).price_per_credit
-        settled = UsageEvent.objects.filter(pk=event.pk, status=UsageStatus.RESERVED).update(
-            units=event.units_so_far,
-            credits=credits,
-            money=(credits * price).quantize(Decimal("0.000001")),
-            status=UsageStatus.SETTLED,
-            flagged=True,
-            note=(
+        changes = {
+            "units": event.units_so_far,
+            "credits": credits,
+            "money": (credits * price).quantize(Decimal("0.000001")),
+            "status": UsageStatus.SETTLED,
+            "flagged": True,
+            "note": (
                 "Settled by the sweeper on the units its process had recorded: it stopped "
                 "before settling."
             ),
-            finished_at=timezone.now(),
-        )
+            "finished_at": timezone.now(),
+        }
+        shadow = _shadow_rate(event)
+        if shadow is not None:
+            changes["shadow_credits"] = credits_for(shadow, event.units_so_far)
+        settled = _event_settle(event.pk, changes)  # with its rollup row
         if settled:  # the member may have crossed a threshold with it
             thresholds_check(event=event)
         swept += settled
@@ -624,6 +662,7 @@ class _Table:
         self.name = ops.quote_name(meta.db_table)
         self.fields = list(meta.concrete_fields)
         self.attnames = [f.attname for f in self.fields]
+        self.by_name = {f.name: f for f in self.fields}
         self.columns = {f.attname: ops.quote_name(f.column) for f in self.fields}
         self.pk = ops.quote_name(meta.pk.column)
         self.select = ", ".join(self.columns[name] for name in self.attnames)
@@ -805,20 +844,43 @@ def _event_insert(*, workspace, user, **values) -> UsageEvent:
     return _event_loaded(workspace, user, row, pk)
 
 
-def _event_update_reserved(pk, changes: dict) -> int:
-    """``UsageEvent.objects.filter(pk=pk, status=RESERVED).update(**changes)``, in one UPDATE
-    (1 when the row was still reserved, else 0)."""
+def _event_settle(pk, changes: dict) -> int:
+    """``UsageEvent.objects.filter(pk=pk, status=RESERVED).update(**changes)`` (``changes``
+    settling it) and the settled row added to the spend rollup, in one transaction: 1 when
+    the row was still reserved, else 0 (and nothing added).
+
+    PostgreSQL: one statement (the UPDATE in a CTE feeding the rollup's upsert), so a settle
+    still costs one round trip. Elsewhere: the UPDATE, then when it changed the row a second
+    statement adds it, both inside ``atomic()``.
+    """
     events = _t(UsageEvent)
-    fields = {f.name: f for f in events.fields}
-    sets = ", ".join(f"{events.columns[fields[name].attname]} = %s" for name in changes)
+    fields = events.by_name
+    sql = _event_update_reserved_sql(tuple(changes), connection.vendor)
     args = [events.prep(fields[name], value) for name, value in changes.items()]
-    sql = (
+    args += [pk, UsageStatus.RESERVED.value]
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(rollup.settle_sql(sql, connection.vendor), args)
+            return cursor.rowcount
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(sql, args)
+            updated = cursor.rowcount
+        if updated:
+            rollup.row_add(pk)
+    return updated
+
+
+@functools.cache
+def _event_update_reserved_sql(names: tuple[str, ...], vendor: str) -> str:
+    """``UPDATE`` of the fields ``names`` of one ledger row (``pk = %s``) still reserved."""
+    events = _t(UsageEvent)
+    fields = events.by_name
+    sets = ", ".join(f"{events.columns[fields[name].attname]} = %s" for name in names)
+    return (
         f"UPDATE {events.name} SET {sets}"  # noqa: S608 (names from _meta; values are parameters)
         f" WHERE {events.pk} = %s AND {events.columns['status']} = %s"
     )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [*args, pk, UsageStatus.RESERVED.value])
-        return cursor.rowcount
 
 
 def _event_row(workspace, user, values: dict) -> dict:
@@ -860,19 +922,14 @@ def _reserve_in_two_trips(*, workspace, user, default, units, api_key_cap, value
     """
     user_id = getattr(user, "pk", None)
     capability, model_id = values["capability"], values["model_id"]
-    plan, overrides, budget = _plan_rates_budget(
-        workspace.pk, user_id, capability, model_id, local=values["engine"] == "local"
-    )
+    plan, overrides, budget = _plan_rates_budget(workspace.pk, user_id, capability, model_id)
     if plan is None:
         plan_for(workspace)  # the first call of a workspace: its plan row is made
-        plan, overrides, budget = _plan_rates_budget(
-            workspace.pk, user_id, capability, model_id, local=values["engine"] == "local"
-        )
-    if values["engine"] == "local":
-        rate = rates.Rate(capability, model_id, default.unit, Decimal(0), "local engine: free")
-    else:
-        rate = _rate_chosen(default, capability, model_id, overrides)
+        plan, overrides, budget = _plan_rates_budget(workspace.pk, user_id, capability, model_id)
+    rate, shadow = _rates_of(default, capability, model_id, values["engine"], overrides)
     credits = credits_for(rate, units)
+    if shadow is not None:
+        values = {**values, "shadow_credits": credits_for(shadow, units)}
     kinds = _limit_kinds(plan, budget, values["api_key_id"], api_key_cap) if credits > 0 else ()
     row = _event_row(workspace, user, {**values, "unit": rate.unit, "estimated_credits": credits})
     events = _t(UsageEvent)
@@ -884,7 +941,9 @@ def _reserve_in_two_trips(*, workspace, user, default, units, api_key_cap, value
         with connection.cursor() as cursor:
             cursor.execute(sql, args)
             pk = cursor.fetchone()[0]
-        return Reservation(event=_event_loaded(workspace, user, row, pk), replayed=False, plan=plan)
+        event = _event_loaded(workspace, user, row, pk)
+        event._shadow_rate = shadow  # the settle's shadow rate, without a lookup
+        return Reservation(event=event, replayed=False, plan=plan)
     start = period_start(plan)
     since = plan.synced_at or start
     sums_sql, sums_args = _usage_sums_query(
@@ -914,8 +973,10 @@ def _reserve_in_two_trips(*, workspace, user, default, units, api_key_cap, value
         refusal = next(limit for limit in limits if credits > limit.left)
         raise BudgetExceeded(refusal.name, needed=credits, left=refusal.left)
     member = next((limit for limit in limits if limit.kind == "member"), None)
+    event = _event_loaded(workspace, user, row, pk)
+    event._shadow_rate = shadow  # the settle's shadow rate, without a lookup
     return Reservation(
-        event=_event_loaded(workspace, user, row, pk),
+        event=event,
         replayed=False,
         plan=plan,
         member_used=(member.used + credits) if member else None,
@@ -941,22 +1002,21 @@ def _reserve_sql(kinds: tuple[str, ...], sums_sql: str, vendor: str) -> str:
     )
 
 
-def _plan_rates_budget(workspace_id, user_id, capability, model_id, *, local: bool):
-    """(the plan or None, the rate cards, the member's budget) in one message (PostgreSQL)."""
+def _plan_rates_budget(workspace_id, user_id, capability, model_id):
+    """(the plan or None, the rate cards, the member's budget) in one message (PostgreSQL).
+    The local engine reads the rate cards too: its rows record their shadow cost."""
     plans = _t(Plan)
     where = plans.columns["workspace_id"]
     sql = f"SELECT {plans.select} FROM {plans.name} WHERE {where} = %s"  # noqa: S608 (names from _meta; values are parameters)
-    args = [workspace_id]
-    if not local:
-        cards_sql, cards_args = _rate_cards_and_budget_query(
-            workspace_id, user_id, capability, model_id
-        )
-        sql += "; " + cards_sql
-        args += cards_args
+    cards_sql, cards_args = _rate_cards_and_budget_query(
+        workspace_id, user_id, capability, model_id
+    )
+    sql += "; " + cards_sql
+    args = [workspace_id, *cards_args]
     with connection.cursor() as cursor:
         cursor.execute(sql, args)
         row = cursor.fetchone()
-        rows = cursor.fetchall() if not local and cursor.nextset() else []
+        rows = cursor.fetchall() if cursor.nextset() else []
     plan = None if row is None else plans.load(row)
     overrides, budget = _rate_cards_and_budget_rows(rows)
     return plan, overrides, budget

@@ -19,6 +19,8 @@ class Caller:
     - ``source``: ``ui`` (a studio page), ``api`` (a personal key on ``/v1``) or ``job``.
     - ``key_id`` / ``key_cap``: the personal key and its monthly cap, when there is one.
     - ``purpose``: what the call is for, as ``(type, id)`` (a voice, a design, a clone…).
+    - ``project``: the public id of the project the call is for ("" for none): the ledger
+      records it for the spend explorer.
     - ``draft``: a try-out rather than a final render (the approved-voices rule spares it).
     - ``engine_kind``: ``"local"`` to run on the local engine whatever the workspace uses
       (a project's free draft); empty for the workspace's engine.
@@ -33,6 +35,7 @@ class Caller:
     key_id: int | None = None
     key_cap: object = None
     purpose: tuple[str, str] | None = None
+    project: str = ""
     draft: bool = False
     engine_kind: str = ""
     membership: object = None

@@ -153,6 +153,7 @@ def dub(
         job=job,
         key=ledger_key,
         purpose=caller.purpose,
+        project=caller.project,
         workspace=workspace,
         user=caller.user,
         capability="dubbing",

@@ -175,4 +175,5 @@ def job_reserve(*, caller, engine_name: str, capability: str, units, key: str, m
         api_key_id=caller.key_id,
         api_key_cap=caller.key_cap,
         purpose=caller.purpose,
+        project=caller.project,
     )

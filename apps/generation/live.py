@@ -52,6 +52,7 @@ class LiveMeter:
             api_key_id=caller.key_id,
             api_key_cap=caller.key_cap,
             purpose=caller.purpose,
+            project=caller.project,
         )
         return self.reservation
 

@@ -512,6 +512,7 @@ def transcribe_in_job(
         job=job,
         key=ledger_key,
         purpose=caller.purpose,
+        project=caller.project,
         workspace=caller.workspace,
         user=caller.user,
         capability="stt",

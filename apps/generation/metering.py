@@ -25,6 +25,7 @@ def metered_for(caller: Caller, engine, *, capability: str, model_id: str, units
         api_key_id=caller.key_id,
         api_key_cap=caller.key_cap,
         purpose=caller.purpose,
+        project=caller.project,
     )
 
 

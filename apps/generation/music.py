@@ -44,6 +44,7 @@ def compose(
         job=job,
         key=ledger_key,
         purpose=caller.purpose,
+        project=caller.project,
         workspace=workspace,
         user=caller.user,
         capability="music",

@@ -263,6 +263,7 @@ def cue_start(
                     user=user,
                     source=source,
                     purpose=(PURPOSE, str(cue.pk)),
+                    project=project.public_id,
                 ),
                 engine_name=engine.name,
                 capability=CAPABILITY[kind],
@@ -310,6 +311,7 @@ def _caller(cue: Cue, params: dict) -> Caller:
         user=cue.created_by,
         source=params.get("source") or UsageSource.UI,
         purpose=(PURPOSE, str(cue.pk)),
+        project=cue.project.public_id,
     )
 
 

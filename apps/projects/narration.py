@@ -1029,7 +1029,11 @@ def _render_block(context: _RenderContext, block: Block, *, made: int) -> Take:
         recipe__block=block.public_id,
     ).first()
     if generation is None:
-        caller = Caller(purpose=("project_block", block.public_id), **context.caller_base)
+        caller = Caller(
+            purpose=("project_block", block.public_id),
+            project=project.public_id,
+            **context.caller_base,
+        )
         try:
             spoken = speak(
                 caller=caller,

@@ -1,0 +1,178 @@
+"""The spend rollup (``SpendRollup``): the settled ledger summed per UTC hour and dimension.
+
+Two ways in, written from the same column expressions so they cannot disagree:
+
+- live: ``services`` settles a row and adds it to its rollup row in the same transaction —
+  on PostgreSQL in the settling statement itself (``settle_sql``: the conditional UPDATE in
+  a CTE feeding an upsert, so a row that was not still reserved adds nothing), elsewhere as
+  a second statement reading the settled row (``row_upsert_sql``) inside ``atomic()``;
+- ``rollup_rebuild``: deletes a workspace's rollup (or all of it) and sums the settled
+  ledger again with GROUP BY (``manage.py spend_rollup_rebuild``).
+
+Both take every value from the stored ledger row (never from a Python copy of it) and the
+hour from ``hour_sql``: the row's ``created_at`` truncated to the UTC hour, by the database,
+in one expression per vendor. The upsert adds to an existing row
+(``ON CONFLICT (...) DO UPDATE SET events = events + excluded.events, ...``), which
+PostgreSQL and SQLite both run. Hand-written SQL, built once per process from the models'
+own table and column names, because it runs on every settle (see "The ledger in SQL" in
+``services``).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from django.db import connection, transaction
+
+from .models import SpendRollup, UsageEvent, UsageStatus
+
+# The rollup's unique key, in the order of its constraint, and what it sums.
+DIMENSIONS = (
+    "workspace_id", "hour", "user_id", "api_key_id", "capability", "model_id", "voice_id",
+    "project", "source", "engine",
+)  # fmt: skip
+AMOUNTS = ("events", "units", "credits", "money", "shadow_credits")
+
+
+def _q(name: str) -> str:
+    return connection.ops.quote_name(name)
+
+
+def _column(model, attname: str) -> str:
+    """The quoted column of ``model``'s field whose attname is ``attname``."""
+    field = next(f for f in model._meta.concrete_fields if f.attname == attname)
+    return _q(field.column)
+
+
+def hour_sql(vendor: str, created_at: str) -> str:
+    """``created_at`` (a column expression) truncated to the start of its UTC hour.
+
+    PostgreSQL: the timestamp read in UTC, truncated, read back as a UTC timestamptz.
+    SQLite: Django stores a datetime as UTC text ``YYYY-MM-DD HH:MM:SS[.ffffff]``; its first
+    13 characters are the hour, written as Django writes that hour (``… HH:00:00``), so the
+    unique key compares equal to the hours the explorer queries with.
+    """
+    if vendor == "postgresql":
+        return f"(DATE_TRUNC('hour', {created_at} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+    return f"(SUBSTR({created_at}, 1, 13) || ':00:00')"
+
+
+def _row_values(vendor: str, alias: str, *, grouped: bool) -> tuple[list[str], list[str]]:
+    """The SELECT expressions of a rollup row from ledger rows named ``alias``: (the
+    dimensions, the amounts); ``grouped`` sums many rows, otherwise one row counts once."""
+    e = {name: f"{alias}.{_column(UsageEvent, name)}" for name in (*DIMENSIONS, *AMOUNTS)
+         if name not in ("hour", "events")}  # fmt: skip
+    created_at = f"{alias}.{_column(UsageEvent, 'created_at')}"
+    dims = [
+        e["workspace_id"],
+        hour_sql(vendor, created_at),
+        f"COALESCE({e['user_id']}, 0)",
+        f"COALESCE({e['api_key_id']}, 0)",
+        *(e[name] for name in DIMENSIONS[4:]),
+    ]
+    amounts = [
+        f"COALESCE({e['units']}, 0)",
+        f"COALESCE({e['credits']}, 0)",
+        e["money"],
+        f"COALESCE({e['shadow_credits']}, 0)",
+    ]
+    if grouped:
+        return dims, ["COUNT(*)", *(f"SUM({amount})" for amount in amounts)]
+    return dims, ["1", *amounts]
+
+
+def _upsert_tail() -> str:
+    """``ON CONFLICT (the unique key) DO UPDATE SET`` each amount added to the row's."""
+    table = _q(SpendRollup._meta.db_table)
+    key = ", ".join(_column(SpendRollup, name) for name in DIMENSIONS)
+    sets = ", ".join(
+        f"{_column(SpendRollup, name)} = {table}.{_column(SpendRollup, name)}"
+        f" + excluded.{_column(SpendRollup, name)}"
+        for name in AMOUNTS
+    )
+    return f" ON CONFLICT ({key}) DO UPDATE SET {sets}"
+
+
+def _insert_head() -> str:
+    table = _q(SpendRollup._meta.db_table)
+    columns = ", ".join(_column(SpendRollup, name) for name in (*DIMENSIONS, *AMOUNTS))
+    return f"INSERT INTO {table} ({columns})"
+
+
+@functools.cache
+def settle_sql(update_sql: str, vendor: str) -> str:
+    """PostgreSQL: ``update_sql`` (the conditional UPDATE of one ledger row, without
+    RETURNING) and the upsert of what it settled, as one statement: one round trip, atomic
+    by itself, and nothing is added when the UPDATE changed no row. Its row count is the
+    UPDATE's (0 or 1)."""
+    dims, amounts = _row_values(vendor, "settled", grouped=False)
+    return (
+        f"WITH settled AS ({update_sql} RETURNING *) "  # noqa: S608 (names from _meta; values are parameters)
+        f"{_insert_head()} SELECT {', '.join(dims + amounts)} FROM settled"
+        f"{_upsert_tail()}"
+    )
+
+
+@functools.cache
+def row_upsert_sql(vendor: str) -> str:
+    """Add one settled ledger row (``id = %s``) to its rollup row; run in the transaction
+    of the UPDATE that settled it, and only when that UPDATE changed the row."""
+    events = _q(UsageEvent._meta.db_table)
+    dims, amounts = _row_values(vendor, "e", grouped=False)
+    return (
+        f"{_insert_head()} SELECT {', '.join(dims + amounts)} FROM {events} e"  # noqa: S608 (names from _meta; values are parameters)
+        f" WHERE e.{_q(UsageEvent._meta.pk.column)} = %s AND e.{_column(UsageEvent, 'status')}"
+        f" = '{UsageStatus.SETTLED.value}'"
+        f"{_upsert_tail()}"
+    )
+
+
+def row_add(pk) -> None:
+    """Add the settled ledger row ``pk`` to the rollup (see ``row_upsert_sql``)."""
+    with connection.cursor() as cursor:
+        cursor.execute(row_upsert_sql(connection.vendor), [pk])
+
+
+@functools.cache
+def _rebuild_sql(vendor: str, one_workspace: bool) -> str:
+    events = _q(UsageEvent._meta.db_table)
+    dims, amounts = _row_values(vendor, "e", grouped=True)
+    where = f"e.{_column(UsageEvent, 'status')} = '{UsageStatus.SETTLED.value}'"
+    if one_workspace:
+        where += f" AND e.{_column(UsageEvent, 'workspace_id')} = %s"
+    # Group by the expressions themselves (SQLite and PostgreSQL both accept positions,
+    # but the expressions say what they are).
+    return (
+        f"{_insert_head()} SELECT {', '.join(dims + amounts)} FROM {events} e"  # noqa: S608 (names from _meta; values are parameters)
+        f" WHERE {where} GROUP BY {', '.join(dims)}"
+    )
+
+
+def rollup_rebuild(workspace=None) -> int:
+    """Delete the rollup of ``workspace`` (or every workspace's) and sum the settled ledger
+    into it again, in one transaction; the number of rollup rows written.
+
+    Safe while settles go on. On PostgreSQL the rollup table is locked first (EXCLUSIVE:
+    reads go on, writes wait), so a settle is either committed before the lock (its ledger
+    row is in the sums, its live rollup row is deleted with the rest) or waits for the
+    rebuild to commit and then adds itself (its ledger row was not committed when the sums
+    were read). A settle's one statement needs that lock before it changes anything. On
+    SQLite the DELETE takes the database's write lock, which does the same.
+    """
+    workspace_id = getattr(workspace, "pk", workspace)
+    rollups = SpendRollup.objects.all()
+    if workspace_id is not None:
+        rollups = rollups.filter(workspace_id=workspace_id)
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                table = _q(SpendRollup._meta.db_table)
+                cursor.execute(f"LOCK TABLE {table} IN EXCLUSIVE MODE")
+        rollups.delete()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _rebuild_sql(connection.vendor, workspace_id is not None),
+                [workspace_id] if workspace_id is not None else [],
+            )
+            written = cursor.rowcount
+    return written
