@@ -2,7 +2,16 @@
 
 from django.urls import path, re_path
 
-from . import api, api_history, api_jobs, api_media, api_pronunciation, api_studio, api_unserved
+from . import (
+    api,
+    api_history,
+    api_jobs,
+    api_media,
+    api_pronunciation,
+    api_studio,
+    api_unserved,
+    api_usage,
+)
 
 urlpatterns = [
     path("v1/text-to-speech/<str:voice_id>", api.speech, name="api_tts"),
@@ -67,6 +76,7 @@ urlpatterns = [
         name="api_dubbing_transcripts",
     ),
     path("v1/history", api_history.history, name="api_history"),
+    path("v1/usage/character-stats", api_usage.character_stats, name="api_usage_stats"),
     path("v1/history/<str:history_item_id>", api_history.history_item, name="api_history_item"),
     path(
         "v1/history/<str:history_item_id>/audio",
