@@ -254,34 +254,45 @@ def key_address_seen(workspace, api_key_id: int, address: str | None, *, user_id
     """Record that personal key ``api_key_id`` was used from ``address``; True when the address
     is new for the key (then, if the key was used from another address before, a flag).
 
-    On the path of every ``/v1`` call: one statement, an insert that does nothing for an
-    address seen within the hour (``last_seen`` is written at most hourly). The statement
-    returns a row only when it inserted or touched, and ``first_seen = last_seen`` only when
-    it inserted."""
+    On the path of every ``/v1`` call, so the known path is one read-only statement on
+    PostgreSQL: ``last_seen`` is written at most hourly (an UPDATE whose condition is false
+    neither writes nor locks the row), and the INSERT happens only for an address not seen
+    (``ON CONFLICT DO NOTHING`` for two first calls at once). An upsert (``ON CONFLICT DO
+    UPDATE``) locks, so writes, the row on every call and each commit waits for the disk:
+    4.6 ms a call measured, against 1.0-1.6 ms for this (0.5 ms for a plain SELECT of the
+    row). SQLite (the embedded setup) runs the same as two statements."""
     if not address or api_key_id is None:
         return False
     now = timezone.now()
     ops = connection.ops
     at = ops.adapt_datetimefield_value(now)
+    values = {
+        "workspace": getattr(workspace, "pk", workspace),
+        "key": api_key_id,
+        "address": ops.adapt_ipaddressfield_value(address),
+        "now": at,
+        "cutoff": ops.adapt_datetimefield_value(now - ADDRESS_TOUCH_EVERY),
+    }
     table = KeyAddress._meta.db_table
+    touch = (
+        f"UPDATE {table} SET last_seen = %(now)s WHERE api_key_id = %(key)s "  # noqa: S608
+        "AND address = %(address)s AND last_seen < %(cutoff)s"
+    )
+    insert = (
+        f"INSERT INTO {table} (workspace_id, api_key_id, address, first_seen, last_seen) "  # noqa: S608
+        "SELECT %(workspace)s, %(key)s, %(address)s, %(now)s, %(now)s "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE api_key_id = %(key)s "
+        "AND address = %(address)s) "
+        "ON CONFLICT (api_key_id, address) DO NOTHING RETURNING id"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (workspace_id, api_key_id, address, first_seen, last_seen) "  # noqa: S608
-            "VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (api_key_id, address) DO UPDATE SET last_seen = excluded.last_seen "
-            f"WHERE {table}.last_seen < %s "
-            "RETURNING first_seen = last_seen",
-            [
-                getattr(workspace, "pk", workspace),
-                api_key_id,
-                ops.adapt_ipaddressfield_value(address),
-                at,
-                at,
-                ops.adapt_datetimefield_value(now - ADDRESS_TOUCH_EVERY),
-            ],
-        )
+        if connection.vendor == "postgresql":
+            cursor.execute(f"WITH touched AS ({touch} RETURNING id) {insert}", values)
+        else:
+            cursor.execute(touch, values)
+            cursor.execute(insert, values)
         row = cursor.fetchone()
-    new = bool(row and row[0])
+    new = row is not None
     if new and KeyAddress.objects.filter(api_key_id=api_key_id).exclude(address=address).exists():
         _raise(
             workspace,
