@@ -203,3 +203,14 @@ def test_another_workspaces_settings_stay_apart(client_as, manager, outsider, wo
     client_as(outsider).post(reverse("billing:review_settings"), GOOD)
     assert not SpendSettings.objects.filter(workspace=workspace, time_zone="Europe/Paris").exists()
     assert SpendSettings.objects.filter(time_zone="Europe/Paris").count() == 1
+
+
+def test_the_flag_list_is_a_partial_for_htmx_and_a_page_otherwise(client_as, flag, manager):
+    url = reverse("billing:review_index")
+    partial = client_as(manager, **HTMX).get(url, {"status": "open"}).content.decode()
+    assert "<html" not in partial and partial.lstrip().startswith(
+        '<section class="card" id="anomaly-flags"'
+    )
+    assert "Forecast to the reset" not in partial and "Mia Member spent" in partial
+    page = client_as(manager).get(url).content.decode()
+    assert "<html" in page and "Forecast to the reset" in page and "Mia Member spent" in page
