@@ -151,7 +151,6 @@ def spend_page(request):
         return render(request, "billing/spend.html", context, status=400)
     table = spend.spend_table(query, workspace=request.workspace)
     rows_base = reverse("billing:spend_rows")
-    base_pairs = query.params()
     rows_view = []
     for row in table.rows:
         cell_query = query.query_string(**({query.group: [row.value]} if query.group else {}))
@@ -175,12 +174,7 @@ def spend_page(request):
         ],
         group_label=spend.DIMENSIONS[query.group].label if query.group else "All spend",
         qs=query.query_string(),
-        base_pairs=base_pairs,
         chart=_chart_data(table, f"{rows_base}?{query.query_string()}"),
-        filtered={
-            key: [spend.value_label(query, request.workspace, key, v) for v in values]
-            for key, values in query.filters.items()
-        },
     )
     return render(request, "billing/spend.html", context)
 
