@@ -72,18 +72,23 @@ def zone_of(spend_settings: SpendSettings):
 
 
 def rows_url(*, start: datetime, end: datetime, user_id=None, api_key_id=None) -> str:
-    """The explorer's ledger rows behind a flag: ``user``, ``start``, ``end``, ``api_key``."""
+    """The explorer's ledger rows behind a flag (``billing:spend_rows``): the member
+    (``member``), the personal key (``key``) and the days ``from``..``to`` the span
+    ``[start, end)`` covers in the active time zone (the viewer's, which the explorer reads
+    its days in). Days are the explorer's finest filter: the rows of a flag's hours are
+    among those of its days."""
     try:
         path = reverse("billing:spend_rows")
     except NoReverseMatch:
         path = ROWS_PATH
     query = {}
     if user_id:
-        query["user"] = user_id
-    query["start"] = start.astimezone(UTC).isoformat()
-    query["end"] = end.astimezone(UTC).isoformat()
+        query["member"] = user_id
     if api_key_id:
-        query["api_key"] = api_key_id
+        query["key"] = api_key_id
+    last = max(end - timedelta(microseconds=1), start)
+    query["from"] = timezone.localdate(start).isoformat()
+    query["to"] = timezone.localdate(last).isoformat()
     return f"{path}?{urlencode(query)}"
 
 

@@ -4,9 +4,11 @@ personal key from a new address; each raised once, linked to its rows, decided b
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
+from django.utils import timezone
 
 from apps.billing import anomalies
 from apps.billing.anomalies import (
@@ -81,11 +83,7 @@ def test_a_day_above_k_times_the_median_is_flagged_once_with_its_rows(
     )
     query = parse_qs(urlsplit(flag_rows_url(flag)).query)
     assert urlsplit(flag_rows_url(flag)).path == "/billing/spend/rows/"
-    assert query == {
-        "user": [str(member.pk)],
-        "start": ["2025-06-11T00:00:00+00:00"],
-        "end": ["2025-06-12T00:00:00+00:00"],
-    }
+    assert query == {"member": [str(member.pk)], "from": ["2025-06-11"], "to": ["2025-06-11"]}
     told = Notification.objects.filter(workspace=workspace)
     assert sorted(n.user_id for n in told) == sorted([owner.pk, manager.pk])
     assert anomalies_check(workspace, now=NOW) == []  # once only
@@ -194,7 +192,6 @@ def test_a_day_off_is_off_hours_all_day(workspace, member, paris):
 
 
 def test_the_periodic_task_checks_workspaces_with_recent_spend(workspace, member, paris):
-    from django.utils import timezone
 
     hour = timezone.now().replace(minute=0, second=0, microsecond=0)
     stale = make_workspace("Quiet")
@@ -224,7 +221,7 @@ def test_a_keys_first_address_is_recorded_and_a_new_one_is_flagged_once(
         "2001:db8::1",
         member,
     )
-    assert parse_qs(urlsplit(flag_rows_url(flag)).query)["api_key"] == ["7"]
+    assert parse_qs(urlsplit(flag_rows_url(flag)).query)["key"] == ["7"]
     with django_assert_num_queries(STATEMENTS):
         assert key_address_seen(workspace, 7, "2001:db8::1") is False
     assert key_address_seen(workspace, 8, "2001:db8::1") is True  # another key's first
@@ -281,7 +278,12 @@ def test_a_manager_dismisses_or_acts_once_with_a_note(workspace, manager, owner)
     assert (acted.state, acted.decided_by, acted.note) == (AnomalyState.ACTED, owner, "Key revoked")
 
 
-def test_rows_url_names_the_explorer_rows_view():
-    start = datetime(2025, 6, 11, tzinfo=UTC)
-    url = anomalies.rows_url(start=start, end=start + timedelta(hours=1), user_id=3)
-    assert url.startswith("/billing/spend/rows/?user=3&start=2025-06-11T00%3A00%3A00%2B00%3A00")
+def test_rows_url_names_the_days_of_the_span_in_the_viewers_zone():
+    start = datetime(2025, 6, 11, 22, tzinfo=UTC)
+    url = anomalies.rows_url(start=start, end=start + timedelta(hours=2), user_id=3, api_key_id=9)
+    assert url == "/billing/spend/rows/?member=3&key=9&from=2025-06-11&to=2025-06-11"  # [22, 24)
+    url = anomalies.rows_url(start=start, end=start + timedelta(hours=3))
+    assert url == "/billing/spend/rows/?from=2025-06-11&to=2025-06-12"
+    with timezone.override(ZoneInfo("Europe/Berlin")):  # 00:00-02:00 on the 12th there
+        url = anomalies.rows_url(start=start, end=start + timedelta(hours=2))
+    assert url == "/billing/spend/rows/?from=2025-06-12&to=2025-06-12"
