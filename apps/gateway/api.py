@@ -22,6 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from apps.projects.dictionaries import rules_for_locators
 from apps.workspaces.bad_input import nul_in
+from apps.workspaces.services import client_ip
 
 from . import concurrency, responses, services, services_media
 from .asgi import thread_hop
@@ -173,6 +174,7 @@ def api_view(
                 _request_check(request, methods)
                 api_key = services.api_key_check(raw=request.headers.get("xi-api-key"), scope=scope)
                 _admit(request, api_key)
+                services.key_address_seen(api_key, client_ip(request))
                 response = view(request, api_key, **kwargs)
             except Exception as exc:
                 response = _refusal(exc, request=request, request_id=request_id, methods=methods)
@@ -570,6 +572,7 @@ async def _streamed(request, voice_id, *, with_timestamps: bool):
             raw=request.headers.get("xi-api-key"), scope=request.api_scope
         )
         _admit(request, api_key)
+        services.key_address_seen(api_key, client_ip(request))
         pending = services.api_speech_stream_prepare(
             api_key=api_key,
             speech=_speech_input(request, voice_id, api_key),

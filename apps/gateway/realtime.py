@@ -48,7 +48,7 @@ from studio_site.sockets import (
     refusal_code,
 )
 
-from .services import ApiRefused, api_key_check, caller_of, key_engine
+from .services import ApiRefused, api_key_check, caller_of, key_address_seen, key_engine
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +200,8 @@ class RealtimeTranscriptionConsumer(SocketEnding, AsyncWebsocketConsumer):
             self.config = session_config(self.scope.get("query_string", b"").decode("latin-1"))
             raw = self._key()
             self.api_key = await database_sync_to_async(api_key_check)(raw=raw, scope="stt")
+            client = (self.scope.get("client") or [None])[0]
+            await database_sync_to_async(key_address_seen)(self.api_key, client)
             self.meter = await database_sync_to_async(self._meter)()
             await database_sync_to_async(self.meter.reserve)()
             self.engine_session = await sync_to_async(self._open, thread_sensitive=False)()

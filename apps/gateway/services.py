@@ -6,6 +6,7 @@ Nothing here generates, meters or keeps anything itself: that is the core's
 (``apps.generation``) and the voices' (``apps.voices.services_made``).
 """
 
+import logging
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from apps.workspaces.models import EngineSettings, Membership, Role
 from apps.workspaces.services import ActionRefused, audit_record
 
 from .models import SCOPES, ApiKey
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "chorus_"
 LAST_USED_EVERY = timedelta(minutes=1)  # how often last_used_at is written (not per request)
@@ -182,6 +185,7 @@ import math  # noqa: E402
 from datetime import UTC, datetime  # noqa: E402
 from decimal import Decimal  # noqa: E402
 
+from apps.billing import anomalies  # noqa: E402
 from apps.billing.models import UsageSource  # noqa: E402
 from apps.billing.services import member_usage, period_start, plan_for  # noqa: E402
 from apps.generation import speech  # noqa: E402
@@ -225,6 +229,31 @@ def keyed(service):
         return service(caller=caller_of(api_key), **kwargs)
 
     return call
+
+
+# (key hash, address) -> when this process last told the ledger: a known address costs no
+# statement for an hour (``anomalies.key_address_seen`` itself writes at most hourly too).
+_ADDRESSES_TOLD: dict[tuple[str, str], float] = {}
+ADDRESS_TELL_EVERY = 3600.0
+
+
+def key_address_seen(api_key: ApiKey, address: str | None) -> None:
+    """Record the address a personal key is used from: a new one is an anomaly flag for the
+    workspace's managers (``apps.billing.anomalies``). Never fails the call."""
+    if not address:
+        return
+    told = (api_key.key_hash, address)
+    now = time.monotonic()
+    if now - _ADDRESSES_TOLD.get(told, -ADDRESS_TELL_EVERY) < ADDRESS_TELL_EVERY:
+        return
+    try:
+        anomalies.key_address_seen(api_key.workspace, api_key.pk, address, user_id=api_key.user_id)
+    except Exception:  # a flag is not worth a failed call
+        log.exception("recording the address of key %s failed", api_key.pk)
+        return
+    if len(_ADDRESSES_TOLD) > 50_000:
+        _ADDRESSES_TOLD.clear()
+    _ADDRESSES_TOLD[told] = now
 
 
 def api_key_check(*, raw: str | None, scope: str) -> ApiKey:
