@@ -11,11 +11,6 @@ app = Celery("chorus")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-# The spend review (issue 16): the forecast against the plan (managers told once per period)
-# and the anomaly rules, beside the schedule in settings (``CELERY_BEAT_SCHEDULE``).
-app.add_periodic_task(3600.0, app.signature("billing.forecasts_check"), name="billing-forecasts")
-app.add_periodic_task(900.0, app.signature("billing.anomalies_check"), name="billing-anomalies")
-
 
 @worker_init.connect
 def _speak_side_by_side(**_):

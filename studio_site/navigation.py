@@ -75,6 +75,8 @@ SECTIONS: tuple[Section, ...] = (
         (
             Item("My usage", "billing:usage"),
             Item("Spend", "billing:spend"),
+            Item("Spend review", "billing:review_index", role=Role.MANAGER),
+            Item("Reconciliation", "billing:reconcile", role=Role.MANAGER),
             Item("Budgets", "billing:budgets"),
             Item("Plan", "billing:plan", role=Role.MANAGER),
             Item("Rate card", "billing:rates"),

@@ -13,6 +13,7 @@ import secrets
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -457,6 +458,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "transcripts.live_sweep",
         "schedule": 30.0,
     },
+    # The spend review (issue 16): the forecast against the plan (managers told once per
+    # period), the anomaly rules, and the night's reconciliation with the provider.
+    "billing-forecasts": {"task": "billing.forecasts_check", "schedule": 3600.0},
+    "billing-anomalies": {"task": "billing.anomalies_check", "schedule": 900.0},
+    "billing-reconcile-nightly": {
+        "task": "billing.reconcile_nightly",
+        "schedule": crontab(hour=2, minute=15),
+    },
 }
 # A usage reservation not settled within this many seconds is released by the sweeper.
 CHORUS_RESERVATION_TTL_SECONDS = env_int("CHORUS_RESERVATION_TTL_SECONDS", 1800, minimum=60)
@@ -497,7 +506,10 @@ CHORUS_JOB_KINDS = {
 }
 # What apps add to a workspace export: callables (workspace) -> [(path in the ZIP, data)],
 # data being JSON-able or bytes (a file).
-CHORUS_EXPORT_SECTIONS = ["apps.voices.services_usage.export_sections"]
+CHORUS_EXPORT_SECTIONS = [
+    "apps.voices.services_usage.export_sections",
+    "apps.billing.export.export_sections",  # the ledger, billing/ledger.csv
+]
 # /v1/music waits this long for its job, then answers 504 naming the job (it keeps running).
 # Below the official SDK's 240 s client timeout, so the caller hears why it waited.
 CHORUS_API_JOB_WAIT_SECONDS = env_float("CHORUS_API_JOB_WAIT_SECONDS", 180.0, minimum=0.1)

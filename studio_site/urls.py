@@ -8,6 +8,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from apps.billing import urls as billing_urls
+from apps.billing import urls_reconcile, urls_review
 from apps.gateway import api_urls
 from apps.generation import urls as generation_urls
 from apps.workspaces import urls as workspace_urls
@@ -26,7 +27,12 @@ workspace_pages = [
     *workspace_urls.urlpatterns,
     *generation_urls.workspace_patterns,
 ]
-billing_pages = [*billing_urls.urlpatterns, *generation_urls.billing_patterns]
+billing_pages = [
+    *billing_urls.urlpatterns,
+    *urls_reconcile.urlpatterns,
+    path("review/", include(urls_review)),
+    *generation_urls.billing_patterns,
+]
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),

@@ -12,6 +12,7 @@ from apps.workspaces.models import Membership, Role, Workspace
 
 from . import anomalies, forecast, services
 from .models import ForecastNotice, SpendRollup
+from .reconcile import reconcile_nightly  # noqa: F401 (registers the night task)
 
 log = logging.getLogger(__name__)
 

@@ -7,3 +7,12 @@ class GenerationConfig(AppConfig):
     name = "apps.generation"
     label = "generation"
     verbose_name = "Generation core"
+
+    def ready(self):
+        # Billing reconciles the ledger with the provider through the workspace's engine;
+        # it may not import the core, so the core hands it the engine builder.
+        from apps.billing.reconcile import engine_source_register
+
+        from .engine import engine_for
+
+        engine_source_register(engine_for)

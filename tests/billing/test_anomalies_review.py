@@ -5,27 +5,10 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.urls import NoReverseMatch, include, path, reverse
+from django.urls import reverse
 
-from apps.billing import urls_review
 from apps.billing.models import AnomalyFlag, AnomalyKind, AnomalyState, Plan, SpendSettings
-from studio_site import urls as site_urls
 from tests.conftest import HTMX
-
-
-def _site_with_the_review():
-    """The site's URLs with the review in the billing namespace, until the lead includes it
-    (then the site's own are used as they are)."""
-    try:
-        reverse("billing:review_index", urlconf=site_urls)
-        return site_urls.urlpatterns
-    except NoReverseMatch:
-        billing = [*site_urls.billing_pages, path("review/", include(urls_review))]
-        return [path("billing/", include((billing, "billing"))), *site_urls.urlpatterns]
-
-
-urlpatterns = _site_with_the_review()
-pytestmark = pytest.mark.urls(__name__)
 
 
 def flag_in(workspace, key="spike:1:2025-06-11", **values):

@@ -15,8 +15,6 @@ from apps.billing.models import ReconcileDay, UsageEvent, UsageStatus
 from apps.engines.elevenlabs.client import ElevenLabsEngine
 from apps.workspaces.models import EngineKind, EngineSettings
 
-pytestmark = pytest.mark.urls("tests.billing.reconcile_urlconf")
-
 DAY = date(2025, 3, 10)
 NOON = datetime(2025, 3, 10, 12, tzinfo=UTC)
 
