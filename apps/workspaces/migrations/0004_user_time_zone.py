@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('workspaces', '0003_require_approved_voices'),
+        ("workspaces", "0003_require_approved_voices"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='user',
-            name='time_zone',
+            model_name="user",
+            name="time_zone",
             field=models.CharField(blank=True, max_length=64),
         ),
     ]
