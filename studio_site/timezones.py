@@ -1,4 +1,5 @@
-"""Dates in the member's time zone: the browser's zone, from the ``tz`` cookie that
+"""Dates in the member's time zone: their own setting (``User.time_zone``, set on the spend
+page) when they chose one, else the browser's zone, from the ``tz`` cookie that
 ``static/js/chorus.js`` sets (``Intl.DateTimeFormat().resolvedOptions().timeZone``).
 
 A cookie that is not a zoneinfo name is ignored (UTC, or ``TIME_ZONE``); nothing here can fail a
@@ -33,7 +34,9 @@ class TimezoneMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        zone = zone_of(request.COOKIES.get(COOKIE))
+        user = getattr(request, "user", None)
+        chosen = getattr(user, "time_zone", "") if getattr(user, "is_authenticated", False) else ""
+        zone = zone_of(chosen) or zone_of(request.COOKIES.get(COOKIE))
         if zone is None:
             timezone.deactivate()
         else:

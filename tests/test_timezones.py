@@ -1,4 +1,5 @@
-"""Dates are shown in the member's time zone: the ``tz`` cookie (studio_site.timezones)."""
+"""Dates are shown in the member's time zone: their own setting, else the ``tz`` cookie
+(studio_site.timezones)."""
 
 from datetime import UTC, datetime
 
@@ -58,3 +59,14 @@ def test_only_real_zone_names_are_zones():
     assert zone_of("Europe/Berlin").key == "Europe/Berlin"
     assert zone_of("Europe%2FBerlin") is None
     assert zone_of("nowhere") is None and zone_of(None) is None
+
+
+def test_a_members_own_zone_wins_over_the_browsers(client_as, viewer, listed):
+    client = client_as(viewer)
+    client.cookies["tz"] = "America/New_York"
+    viewer.time_zone = "Asia/Tokyo"
+    viewer.save(update_fields=["time_zone"])
+    assert shown_time(client).endswith(">15 Jan 2026, 21:00")
+    viewer.time_zone = ""  # blank: the browser's again
+    viewer.save(update_fields=["time_zone"])
+    assert shown_time(client).endswith(">15 Jan 2026, 07:00")
