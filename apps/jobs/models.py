@@ -7,6 +7,9 @@ from django.utils.http import urlencode
 
 
 class JobStatus(models.TextChoices):
+    # A job whose estimate is above its capability's approval threshold, asked for by a
+    # member: nothing is reserved or queued until a manager approves it (``job_release``).
+    WAITING = "waiting", "Waiting for approval"
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
@@ -127,10 +130,25 @@ class Job(models.Model):
 
     @property
     def can_cancel(self) -> bool:
-        return self.status in {JobStatus.QUEUED, JobStatus.RUNNING}
+        return self.status in {JobStatus.WAITING, JobStatus.QUEUED, JobStatus.RUNNING}
+
+    @property
+    def approval(self) -> dict:
+        """What a job that had to wait for a manager records (see ``generation.jobs``):
+        ``credits`` (the estimate), ``threshold``, and once decided ``decision``
+        ("approved" / "refused"), ``reason``, ``decided_by`` (a user id), ``decided_at``."""
+        return (self.params or {}).get("approval") or {}
+
+    @property
+    def is_waiting(self) -> bool:
+        return self.status == JobStatus.WAITING
 
     @property
     def can_retry(self) -> bool:
+        """Failed or cancelled; never a job no manager approved (refused, or withdrawn while
+        it waited): running it again would skip the approval."""
+        if self.approval and self.approval.get("decision") != "approved":
+            return False
         return self.status in {JobStatus.FAILED, JobStatus.CANCELLED}
 
     @property

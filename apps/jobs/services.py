@@ -87,8 +87,12 @@ def job_start(
     subject: str = "",
     inputs: dict | None = None,
     result_url: str = "",
+    waiting: bool = False,
 ) -> Job:
     """Create the job row and enqueue it once the surrounding transaction commits.
+
+    ``waiting``: the job waits for a manager's approval instead (status ``waiting``, nothing
+    enqueued); ``job_release`` queues it, ``job_refuse`` cancels it.
 
     ``subject`` names what the job is about in people's words ("Interview with Ana"),
     ``inputs`` what it was given (``file``, ``seconds``, ``language``, ``target_language``,
@@ -106,10 +110,75 @@ def job_start(
         params=params or {},
         subject_type=subject_type,
         subject_id=str(subject_id),
-        message=message,
+        status=JobStatus.WAITING if waiting else JobStatus.QUEUED,
+        message=WAITING_MESSAGE if waiting else message,
         celery_task_id=str(uuid.uuid4()),
     )
-    transaction.on_commit(lambda: _enqueue(job))
+    if not waiting:
+        transaction.on_commit(lambda: _enqueue(job))
+    return job
+
+
+WAITING_MESSAGE = "Waiting for a manager's approval"
+
+
+class JobNotWaiting(ValueError):
+    """The job was decided already (approved, refused, withdrawn): nothing to decide."""
+
+
+def _decided(job: Job, *, by, decision: str, reason: str = "") -> dict:
+    return {
+        **job.params,
+        "approval": {
+            **job.approval,
+            "decision": decision,
+            "reason": reason,
+            "decided_by": getattr(by, "pk", None),
+            "decided_at": timezone.now().isoformat(),
+        },
+    }
+
+
+def _waiting_locked(job: Job) -> Job:
+    locked = Job.objects.select_for_update().filter(pk=job.pk).first()
+    if locked is None or locked.status != JobStatus.WAITING:
+        state = "gone" if locked is None else locked.get_status_display().lower()
+        raise JobNotWaiting(f"This job no longer waits for approval (it is {state}).")
+    return locked
+
+
+def job_release(*, job: Job, by=None) -> Job:
+    """A waiting job approved: queued now, enqueued once the transaction commits.
+
+    Whoever approves reserves its credits first, in the same transaction (see
+    ``generation.jobs.job_approve``). ``JobNotWaiting`` when it was decided already.
+    """
+    with transaction.atomic():
+        job = _waiting_locked(job)
+        job.params = _decided(job, by=by, decision="approved")
+        job.status = JobStatus.QUEUED
+        job.message = "Waiting for a worker"
+        job.save(update_fields=["params", "status", "message", "updated_at"])
+        transaction.on_commit(lambda: _enqueue(job))
+    job_push(job)
+    return job
+
+
+def job_refuse(*, job: Job, reason: str, by=None) -> Job:
+    """A waiting job refused: cancelled, the reason as its message (what the member reads).
+    ``JobNotWaiting`` when it was decided already; a refused job cannot be retried."""
+    reason = " ".join((reason or "").split())
+    if not reason:
+        raise ValueError("Reason: say why the job is refused; the member reads it.")
+    with transaction.atomic():
+        job = _waiting_locked(job)
+        now = timezone.now()
+        job.params = _decided(job, by=by, decision="refused", reason=reason[:500])
+        job.status = JobStatus.CANCELLED
+        job.message = f"Refused: {reason}"[:300]
+        job.finished_at = now
+        job.save(update_fields=["params", "status", "message", "finished_at", "updated_at"])
+    job_push(job)
     return job
 
 
@@ -187,10 +256,11 @@ def job_requeue_for_retry(*, job: Job, error: str, delay: float) -> bool:
 
 
 def job_cancel(*, job: Job) -> Job:
-    """Stop a queued or running job. A running job stops at its next progress report."""
+    """Stop a waiting, queued or running job. A running job stops at its next progress
+    report; a waiting one is withdrawn (it never reserved anything)."""
     now = timezone.now()
     updated = Job.objects.filter(
-        pk=job.pk, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]
+        pk=job.pk, status__in=[JobStatus.WAITING, JobStatus.QUEUED, JobStatus.RUNNING]
     ).update(status=JobStatus.CANCELLED, finished_at=now, message="Cancelled", updated_at=now)
     job.refresh_from_db()
     if updated:
@@ -203,6 +273,10 @@ def job_retry(*, job: Job) -> Job:
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         if not job.can_retry:
+            if job.approval and job.approval.get("decision") != "approved":
+                raise ValueError(
+                    "No manager approved this job, so it cannot be retried: ask for it again."
+                )
             raise ValueError(f"A {job.get_status_display().lower()} job cannot be retried.")
         job.attempt += 1
         job.retries = 0
@@ -220,7 +294,9 @@ def job_retry(*, job: Job) -> Job:
 
 
 def job_sweep_stale(*, now=None) -> int:
-    """Fail running jobs whose worker stopped sending heartbeats (it died or was killed)."""
+    """Fail running jobs whose worker stopped sending heartbeats (it died or was killed).
+
+    Waiting jobs are never touched: they wait for a person, however long."""
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=settings.CHORUS_JOB_STALE_SECONDS)
     stale = list(Job.objects.filter(status=JobStatus.RUNNING, heartbeat_at__lt=cutoff))
