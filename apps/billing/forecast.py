@@ -277,6 +277,27 @@ def _points(hourly, *, start, end, now, spent, to_come) -> list[ForecastPoint]:
     return points
 
 
+def forecast_chart(forecast: Forecast, zone) -> dict:
+    """What ``static/js/spend-forecast.js`` draws (the spend page's ``forecast-data``): the
+    points' times in the viewer's ``zone``, the measured line up to now and the projected
+    one from now (both hold the point at now, so the lines meet), and the plan's credits and
+    the cap as flat lines (None: no such limit). Numbers as strings: exact, as the table."""
+    labels, measured, projected = [], [], []
+    for point in forecast.points:
+        labels.append(point.at.astimezone(zone).strftime("%d %b %H:%M"))
+        at_now = point.at == forecast.now
+        measured.append(str(point.credits) if point.measured else None)
+        projected.append(str(point.credits) if (not point.measured or at_now) else None)
+    return {
+        "labels": labels,
+        "measured": measured,
+        "projected": projected,
+        "plan": None if forecast.plan_limit is None else str(forecast.plan_limit),
+        "cap": None if forecast.cap is None else str(forecast.cap),
+        "ratio": forecast.ratio_text,
+    }
+
+
 # --- Telling the managers --------------------------------------------------------------------
 
 LIMIT_NAMES = {"plan": "the plan's credits", "cap": "the workspace cap"}

@@ -165,6 +165,24 @@ def test_the_line_is_measured_up_to_now_then_projected_to_the_reset(ledger):
     assert [p.at for p in points] == sorted(p.at for p in points)
 
 
+def test_the_chart_draws_the_same_line_in_the_viewers_zone(ledger):
+    from zoneinfo import ZoneInfo
+
+    result = forecast_for(ledger, now=NOW)
+    chart = forecast.forecast_chart(result, ZoneInfo("Europe/Berlin"))
+    count = len(result.points)
+    assert len(chart["labels"]) == len(chart["measured"]) == len(chart["projected"]) == count
+    assert chart["labels"][0] == "01 Jun 02:00"  # midnight UTC, 02:00 in Berlin's summer
+    now = [p.at for p in result.points].index(NOW)
+    # Measured up to now, projected from now: both hold now's point, so the lines meet.
+    assert chart["measured"][now] == chart["projected"][now] == "1500.000"
+    assert all(v is None for v in chart["measured"][now + 1 :])
+    assert all(v is None for v in chart["projected"][:now])
+    assert chart["projected"][-1] == "3500.000"
+    assert (chart["plan"], chart["cap"]) == ("5000", "3800.000")
+    assert "the budget rule" in chart["ratio"]
+
+
 def test_the_first_hours_of_a_period_do_not_project_a_spike(workspace, plan):
     rolled(workspace, at(1, 2), 300)
     result = forecast_for(workspace, now=at(1, 6))
