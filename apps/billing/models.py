@@ -257,6 +257,55 @@ class SpendRollup(models.Model):
         return f"{self.hour:%Y-%m-%d %H}h {self.capability}: {self.credits}"
 
 
+class SpendDimension(models.TextChoices):
+    """What a ``SpendDay`` row sums over: one of the explorer's dimensions, or everything."""
+
+    MEMBER = "member"
+    PROJECT = "project"
+    CAPABILITY = "capability"
+    MODEL = "model"
+    VOICE = "voice"
+    KEY = "key"
+    SOURCE = "source"
+    ENGINE = "engine"
+    TOTAL = "total"
+
+
+class SpendDay(models.Model):
+    """The settled ledger summed per UTC day and ONE dimension's value (a narrow rollup: a
+    day has a row per member, a row per project… and one ``total`` row), so a view grouped
+    by one dimension (or none) reads a few rows per day instead of the hourly rollup's
+    every combination. Kept in step in the same statement (PostgreSQL) or transaction as
+    ``SpendRollup`` (``billing.rollup``) and rebuilt with it.
+
+    ``value`` is the dimension's value as text: member and key ids as digits, "" for none
+    (no member, no key, no project…); the ``total`` row's value is ""."""
+
+    workspace = models.ForeignKey(
+        "workspaces.Workspace", on_delete=models.CASCADE, related_name="spend_days"
+    )
+    day = models.DateField()  # the UTC date the calls were made on
+    dimension = models.CharField(max_length=16, choices=SpendDimension.choices)
+    value = models.CharField(max_length=120, blank=True)
+    events = models.PositiveIntegerField(default=0)
+    units = models.DecimalField(max_digits=20, decimal_places=3, default=Decimal(0))
+    credits = models.DecimalField(max_digits=20, decimal_places=3, default=Decimal(0))
+    money = models.DecimalField(max_digits=20, decimal_places=6, default=Decimal(0))
+    shadow_credits = models.DecimalField(max_digits=20, decimal_places=3, default=Decimal(0))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workspace", "day", "dimension", "value"],
+                name="one_spend_day_row_per_dimension_value",
+            )
+        ]
+        indexes = [models.Index(fields=["workspace", "dimension", "day"])]
+
+    def __str__(self) -> str:
+        return f"{self.day} {self.dimension}={self.value}: {self.credits}"
+
+
 class SpendSettings(models.Model):
     """What managers set for the spend review of a workspace."""
 
