@@ -1189,3 +1189,24 @@ def rate_delete(*, row: RateCard, actor, ip=None) -> None:
     target = f"{row.capability}/{row.model_id or '*'}"
     row.delete()
     audit_record(workspace=row.workspace, actor=actor, action="rate.reset", target=target, ip=ip)
+
+
+# --- Job approval thresholds (issue 16) -----------------------------------------------------
+
+
+def job_threshold(workspace, capability: str) -> Decimal | None:
+    """Credits above which a member's job of ``capability`` waits for a manager (the spend
+    settings' ``job_thresholds``); None: such jobs never wait."""
+    from .models import SpendSettings
+
+    row = SpendSettings.objects.filter(workspace=workspace).values("job_thresholds").first()
+    raw = ((row or {}).get("job_thresholds") or {}).get(capability)
+    return None if raw in (None, "") else Decimal(str(raw))
+
+
+def notify(*, workspace, users, text: str, url: str = "") -> None:
+    """An in-app notice (``Notification``) for each of ``users``."""
+    Notification.objects.bulk_create(
+        Notification(workspace=workspace, user=user, text=text[:300], url=url[:200])
+        for user in {user.pk: user for user in users if user is not None}.values()
+    )

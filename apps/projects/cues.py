@@ -36,7 +36,7 @@ from apps.engines.base import DEFAULT_OUTPUT_FORMAT, EngineError, MusicRequest, 
 from apps.generation.caller import Caller
 from apps.generation.engine import engine_for
 from apps.generation.errors import ApiInvalid, ApiRefused
-from apps.generation.jobs import errors_recorded, job_reserve
+from apps.generation.jobs import errors_recorded, job_reserve, job_waits
 from apps.generation.media import sound
 from apps.generation.music import compose
 from apps.history.models import Generation, new_history_id
@@ -225,6 +225,15 @@ def cue_start(
     block = _block(block, project=project)
     engine = _engine(workspace)
     units = _units(workspace, engine.name, kind, prompt, seconds)
+    wait = job_waits(
+        workspace=workspace,
+        user=user,
+        capability=CAPABILITY[kind],
+        engine_name=engine.name,
+        model_id=MODEL[kind],
+        units=units,
+        source=source,
+    )
     try:
         with transaction.atomic():
             cue = Cue.objects.create(
@@ -239,6 +248,7 @@ def cue_start(
                 created_by=user,
             )
             cue.job = job_start(
+                waiting=wait is not None,
                 workspace=workspace,
                 kind=CUE_JOB,
                 created_by=user,
@@ -270,6 +280,8 @@ def cue_start(
                 model_id=MODEL[kind],
                 units=units,
                 key=cue_ledger_key(cue),
+                job=cue.job,
+                wait=wait,
             )
     except BudgetExceeded as exc:
         raise CueRefused(

@@ -35,7 +35,7 @@ from apps.engines.base import (
 from apps.generation.caller import Caller
 from apps.generation.dubbing import DubOrder, dub
 from apps.generation.engine import engine_for
-from apps.generation.jobs import errors_recorded, job_reserve
+from apps.generation.jobs import errors_recorded, job_reserve, job_waits
 from apps.generation.music import MUSIC_DEFAULT_MS, compose
 from apps.history.models import Generation, new_history_id
 from apps.jobs.models import Job, JobStatus
@@ -102,8 +102,19 @@ def music_start(
     }
     unit = rate_for(workspace, "music", model_id, engine.name).unit
     seconds = (music_length_ms or MUSIC_DEFAULT_MS) / 1000
+    units = units_for(unit, seconds=seconds, characters=len(prompt))
+    wait = job_waits(
+        workspace=workspace,
+        user=user,
+        capability="music",
+        engine_name=engine.name,
+        model_id=model_id,
+        units=units,
+        source=source,
+    )
     with transaction.atomic():
         job = job_start(
+            waiting=wait is not None,
             workspace=workspace,
             kind="music",
             created_by=user,
@@ -125,8 +136,10 @@ def music_start(
             engine_name=engine.name,
             capability="music",
             model_id=model_id,
-            units=units_for(unit, seconds=seconds, characters=len(prompt)),
+            units=units,
             key=music_ledger_key(job),
+            job=job,
+            wait=wait,
         )
     return job
 
@@ -225,11 +238,21 @@ def dubbing_create(
         history_item_id=new_history_id(),
     )
     unit = rate_for(workspace, "dubbing", "", engine.name).unit
+    units = units_for(unit, seconds=duration)
+    wait = job_waits(
+        workspace=workspace,
+        user=user,
+        capability="dubbing",
+        engine_name=engine.name,
+        units=units,
+        source=source,
+    )
     dubbing.source_file.save(filename, ContentFile(media), save=False)
     try:
         with transaction.atomic():
             dubbing.save()
             dubbing.job = job_start(
+                waiting=wait is not None,
                 workspace=workspace,
                 kind="dubbing",
                 created_by=user,
@@ -259,8 +282,10 @@ def dubbing_create(
                 ),
                 engine_name=engine.name,
                 capability="dubbing",
-                units=units_for(unit, seconds=duration),
+                units=units,
                 key=dubbing_ledger_key(dubbing),
+                job=dubbing.job,
+                wait=wait,
             )
     except BaseException:
         dubbing.source_file.delete(save=False)

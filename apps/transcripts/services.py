@@ -26,7 +26,7 @@ from apps.billing.services import BudgetExceeded, rate_for, usage_estimate
 from apps.engines.base import STTRequest
 from apps.generation.caller import Caller
 from apps.generation.engine import engine_for
-from apps.generation.jobs import errors_recorded, job_reserve
+from apps.generation.jobs import errors_recorded, job_reserve, job_waits
 from apps.generation.media import transcribe_in_job
 from apps.generation.uploads import (  # noqa: F401  (MAX_LENGTH_SHOWN, language_checked: read here)
     MAX_LENGTH_SHOWN,
@@ -96,12 +96,21 @@ def transcript_start(*, workspace, user, upload, title: str, options: Options) -
         engine=engine.name,
     )
     unit = rate_for(workspace, "stt", MODEL_ID, engine.name).unit
+    wait = job_waits(
+        workspace=workspace,
+        user=user,
+        capability="stt",
+        engine_name=engine.name,
+        model_id=MODEL_ID,
+        units=units_for(unit, seconds=seconds),
+    )
     try:
         with transaction.atomic():
             # The upload itself, not a copy: storage moves a spooled upload into place.
             transcript.media.save(transcript.filename or "media", upload, save=False)
             transcript.save()
             job = job_start(
+                waiting=wait is not None,
                 workspace=workspace,
                 kind="transcribe",
                 created_by=user,
@@ -129,6 +138,8 @@ def transcript_start(*, workspace, user, upload, title: str, options: Options) -
                 model_id=MODEL_ID,
                 units=units_for(unit, seconds=seconds),
                 key=ledger_key(transcript),
+                job=job,
+                wait=wait,
             )
             transcript.job = job
             transcript.save(update_fields=["job"])
