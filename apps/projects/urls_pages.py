@@ -27,6 +27,7 @@ urlpatterns = [
     path("approvals/", views.approvals, name="approvals"),
     path("approvals/threshold/", views.threshold, name="threshold"),
     path("renders/<int:pk>/decide/", views.render_decide, name="render_decide"),
+    path("approvals/jobs/<int:pk>/decide/", views.job_decide, name="job_decide"),
     path("renders/<int:pk>/cancel/", views.render_cancel, name="render_cancel"),
     path("<project_id:public_id>/", views.project_detail, name="detail"),
     path("<project_id:public_id>/edit/", views.project_edit, name="edit"),

@@ -1,6 +1,7 @@
 """The project pages of the narration studio: the list, a new project, a project (its header,
 chapters, speakers, renders and regeneration ratio, and the parts of the studio it ties
-together: its pronunciation dictionaries, its cues and its exports) and the approvals of renders.
+together: its pronunciation dictionaries, its cues and its exports) and the approvals (renders
+and jobs waiting for a manager).
 
 Views are thin: ``narration`` does the work; a refusal (``ProjectRefused``) is a 400 with the
 page and the message. Every form posts without JavaScript (then a redirect); with htmx the
@@ -18,6 +19,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from apps.billing.services import notify
+from apps.generation import jobs as generation_jobs
+from apps.jobs.models import Job, JobStatus
+from apps.jobs.services import JobNotWaiting
 from apps.voices.picker import speech_models, speech_voices
 from apps.workspaces.access import get_scoped, scoped, workspace_view
 from apps.workspaces.models import ROLE_RANK, Role
@@ -625,6 +630,8 @@ def render_cancel(request, pk: int):
 
 
 def _approvals(request, *, status: int = 200, **extra):
+    """Everything waiting for a manager: final renders above the project threshold and jobs
+    above their capability's threshold, with what was decided lately."""
     waiting = (
         narration.approvals_waiting(request.workspace)
         .select_related("project", "requested_by")
@@ -640,10 +647,24 @@ def _approvals(request, *, status: int = 200, **extra):
         .select_related("project", "requested_by", "decided_by", "job")
         .order_by("-decided_at", "-id")[:20]
     )
+    waiting_jobs = list(generation_jobs.jobs_waiting(request.workspace))
+    error_job = extra.pop("error_job", None)
+    if error_job not in {job.pk for job in waiting_jobs}:
+        error_job = None
+    decided_jobs = (
+        scoped(request, Job)
+        .filter(params__approval__decision__in=["approved", "refused"])
+        .select_related("created_by")
+        .order_by("-updated_at", "-id")[:20]
+    )
     threshold = narration.project_threshold(request.workspace)
     context = {
         "waiting": waiting,
+        "waiting_jobs": waiting_jobs,
+        "waiting_count": len(waiting) + len(waiting_jobs),
         "decided": decided,
+        "decided_jobs": decided_jobs,
+        "error_job": error_job,
         "threshold": threshold,
         "threshold_form": extra.pop("threshold_form", None)
         or ThresholdForm(initial={"threshold": threshold}),
@@ -677,12 +698,70 @@ def render_decide(request, pk: int):
         )
     except narration.ProjectRefused as exc:
         return _approvals(request, error=str(exc), error_render=made.pk, status=400)
+    _render_decided_notice(request, made, approve=form.cleaned_data["approve"])
     who = made.requested_by.display_name if made.requested_by else "The member"
     done = (
         f"Approved: {made.project.name} renders now."
         if form.cleaned_data["approve"]
         else f"Refused. {who} sees your reason on the project."
     )
+    return _done(request, reverse("projects:approvals"), done)
+
+
+def _render_decided_notice(request, made: Render, *, approve: bool) -> None:
+    """Tell whoever asked for a render what a manager decided (in-app)."""
+    made.refresh_from_db(fields=["state", "reason"])
+    what = f"{'Draft' if made.draft else 'Final'} render of {made.project.name}"
+    if approve:
+        text = f"{request.user.display_name} approved the {what.lower()}: it renders now."
+    else:
+        text = f"{request.user.display_name} refused the {what.lower()}: {made.reason}"
+    notify(
+        workspace=made.workspace,
+        users=[made.requested_by],
+        text=text,
+        url=_detail_url(made.project),
+    )
+
+
+@workspace_view(Role.MANAGER)
+@require_POST
+def job_decide(request, pk: int):
+    """A manager approves a job waiting for approval (its credits are reserved and it runs)
+    or refuses it with a reason; whoever asked is told. Another workspace's job is a 404."""
+    job = get_scoped(request, Job.objects.select_related("created_by"), pk=pk)
+    approve = request.POST.get("approve", "")
+    reason = " ".join(request.POST.get("reason", "").split())
+    if approve not in ("0", "1"):
+        return _approvals(request, error="Approve or refuse.", error_job=job.pk, status=400)
+    if len(reason) > 500:
+        return _approvals(
+            request, error="Reason: 500 characters at most.", error_job=job.pk, status=400
+        )
+    if job.status != JobStatus.WAITING:
+        return _approvals(
+            request,
+            error=f"{job.title}: this job no longer waits for approval "
+            f"(it is {job.get_status_display().lower()}).",
+            status=400,
+        )
+    try:
+        if approve == "1":
+            job = generation_jobs.job_approve(job=job, by=request.user)
+        else:
+            job = generation_jobs.job_decline(job=job, by=request.user, reason=reason)
+    except JobNotWaiting as exc:
+        return _approvals(request, error=f"{job.title}: {exc}", status=400)
+    except ValueError as exc:  # refused without a reason
+        return _approvals(request, error=str(exc), error_job=job.pk, status=400)
+    who = job.created_by.display_name if job.created_by else "The member"
+    if job.status == JobStatus.QUEUED:
+        done = f"Approved: {job.title} runs now."
+    elif approve == "1":  # a budget spent meanwhile refused it
+        messages.error(request, f"{job.title} could not start: {job.message}")
+        done = ""
+    else:
+        done = f"Refused. {who} is told why."
     return _done(request, reverse("projects:approvals"), done)
 
 
