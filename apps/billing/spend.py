@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from django.db.models import DateTimeField, Q, QuerySet, Sum
+from django.db.models import Case, DateTimeField, F, IntegerField, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import Trunc
 
 from apps.workspaces.models import Membership, User
 
 from . import labels
-from .models import SpendRollup, UsageEvent, UsageSource, UsageStatus
+from .models import SpendDay, SpendDimension, SpendRollup, UsageEvent, UsageSource, UsageStatus
 from .rates import CAPABILITIES
 
 PERIODS = {"day": "Day", "week": "Week", "month": "Month"}
@@ -347,13 +347,19 @@ def _key(value) -> str:
     return str(value)
 
 
-def spend_table(query: SpendQuery, *, workspace) -> SpendTable:
-    """Sum the rollup per bucket × value of the grouping dimension in one query, then lay it
-    out (rows sorted by what they spent, largest first) and name the values (at most one
-    query per named dimension)."""
-    buckets = buckets_of(query)
+_MILLI, _MICRO = Decimal("0.001"), Decimal("0.000001")
+_SUMS = {
+    "s_credits": Sum("credits"),
+    "s_money": Sum("money"),
+    "s_shadow": Sum("shadow_credits"),
+    "s_events": Sum("events"),
+}
+
+
+def _sums_hourly(query: SpendQuery, workspace, buckets, dim, add) -> None:
+    """Every hourly rollup row of the range, summed per bucket (``Trunc`` in the viewer's
+    zone) and value in one query."""
     index = {b.key: i for i, b in enumerate(buckets)}
-    dim = DIMENSIONS.get(query.group)
     columns = ["bucket"] + ([dim.rollup] if dim else [])
     sums = (
         rollup_rows(query, workspace=workspace)
@@ -361,34 +367,148 @@ def spend_table(query: SpendQuery, *, workspace) -> SpendTable:
             bucket=Trunc("hour", query.period, tzinfo=query.zone, output_field=DateTimeField())
         )
         .values(*columns)
-        .annotate(
-            s_credits=Sum("credits"),
-            s_money=Sum("money"),
-            s_shadow=Sum("shadow_credits"),
-            s_events=Sum("events"),
-        )
+        .annotate(**_SUMS)
         .order_by(*columns)
+        .values_list(*columns, *_SUMS)
     )
+    for item in sums:
+        i = index.get(item[0].astimezone(query.zone).date())
+        if i is None:  # cannot happen: the range starts and ends on bucket edges it covers
+            continue
+        value = _key(item[1]) if dim else ""
+        add(i, value, *item[-4:])
+
+
+@dataclass
+class DailyPlan:
+    """How an unfiltered view is summed from the daily rollup (UTC days) and the hourly one.
+
+    ``days``: the UTC days wholly inside the range, each with the bucket of its noon in the
+    viewer's zone (where the day's ``SpendDay`` sums go). ``hours``: the UTC hours of the
+    range whose sums must be read from ``SpendRollup`` — every hour of a day only partly in
+    the range (at its edges), with its bucket and no day to take it from, and every hour of a
+    whole day whose own bucket is not its noon's, with both (added to its own, taken from
+    the noon's). In UTC nothing needs correcting; in Berlin a day by day view corrects the
+    one or two hours after local midnight, New York four or five a day, a view by month only
+    the hours around each month's edge."""
+
+    days: dict[date, int]  # UTC day → bucket index
+    hours: dict[datetime, tuple[int, int | None]]  # UTC hour → (its bucket, its noon's)
+
+
+def daily_plan(query: SpendQuery, buckets: list[Bucket]) -> DailyPlan:
+    index = {b.key: i for i, b in enumerate(buckets)}
+    zone, period = query.zone, query.period
+
+    def bucket(moment: datetime) -> int:
+        return index[_bucket_start(moment.astimezone(zone).date(), period)]
+
+    start, end = query.start.astimezone(UTC), query.end.astimezone(UTC)
+    first_day = start.date() if start.time() == time() else start.date() + timedelta(days=1)
+    days, day = {}, first_day
+    while day < end.date():  # a day ends (next midnight) at or before the range's end
+        days[day] = bucket(datetime.combine(day, time(12), tzinfo=UTC))
+        day += timedelta(days=1)
+    hours = {}
+    hour = start.replace(minute=0, second=0, microsecond=0)
+    if hour < start:  # the hourly path reads the hours that start in the range
+        hour += timedelta(hours=1)
+    while hour < end:
+        own, noon = bucket(hour), days.get(hour.date())
+        if noon is None or own != noon:
+            hours[hour] = (own, noon)
+        hour += timedelta(hours=1)
+    return DailyPlan(days=days, hours=hours)
+
+
+def _sums_daily(query: SpendQuery, workspace, buckets, dim, add) -> None:
+    """An unfiltered view: the daily rollup of the range's whole UTC days, each day summed
+    into its noon's bucket (grouped in SQL per bucket when buckets are longer than a day),
+    and the hours of ``DailyPlan.hours`` from the hourly rollup (one query, per hour) moved
+    to their own buckets. Exactly the sums of ``_sums_hourly``: every hour of the range is
+    counted once, in its own bucket."""
+    plan = daily_plan(query, buckets)
+    if plan.days:
+        days = SpendDay.objects.filter(
+            workspace=workspace,
+            dimension=query.group or SpendDimension.TOTAL,
+            day__gte=min(plan.days),
+            day__lte=max(plan.days),
+        )
+        if query.period == "day":
+            by = F("day")
+        else:  # the bucket's index: a step function of the day, one step per bucket edge
+            steps, ordered = [], sorted(plan.days.items())
+            for (_, before), (day, after) in zip(ordered, ordered[1:], strict=False):
+                if after != before:
+                    steps.append(When(day__lt=day, then=Value(before)))
+            by = Case(*steps, default=Value(ordered[-1][1]), output_field=IntegerField())
+        sums = (
+            days.annotate(by=by)
+            .values("by", "value")
+            .annotate(**_SUMS)
+            .order_by()
+            .values_list("by", "value", *_SUMS)
+        )
+        for item in sums:
+            i = plan.days[item[0]] if query.period == "day" else item[0]
+            add(i, _key(item[1]) if dim else "", *item[2:])
+    if plan.hours:
+        columns = ["hour"] + ([dim.rollup] if dim else [])
+        sums = (
+            SpendRollup.objects.filter(workspace=workspace, hour__in=list(plan.hours))
+            .values(*columns)
+            .annotate(**_SUMS)
+            .order_by()
+            .values_list(*columns, *_SUMS)
+        )
+        for item in sums:
+            own, noon = plan.hours[item[0].astimezone(UTC)]
+            value = _key(item[1]) if dim else ""
+            add(own, value, *item[-4:])
+            if noon is not None:
+                add(noon, value, *item[-4:], sign=-1)
+
+
+def spend_table(query: SpendQuery, *, workspace, hourly: bool | None = None) -> SpendTable:
+    """Sum the spend per bucket × value of the grouping dimension, then lay it out (rows
+    sorted by what they spent, largest first) and name the values (at most one query per
+    named dimension).
+
+    A view without filters reads the daily rollup and a few hours of the hourly one
+    (``_sums_daily``: two queries); a filtered view sums the hourly rollup (``_sums_hourly``:
+    one query — a member's filter, a member's own view included, reads through the
+    (workspace, user_id, hour) index only that member's rows, a few thousand a year; other
+    filters read every hourly row of the range). Both give exactly the same sums (``hourly``
+    forces one or the other: tests and the bench compare them)."""
+    buckets = buckets_of(query)
+    dim = DIMENSIONS.get(query.group)
     zero = _zero(query.measure)
     rows: dict[str, Row] = {}
     shadow_by_bucket = [Decimal("0.000") for _ in buckets]
-    for item in sums:
-        day = item["bucket"].astimezone(query.zone).date()
-        i = index.get(day)
-        if i is None:  # cannot happen: the range starts and ends on bucket edges it covers
-            continue
-        value = _key(item[dim.rollup]) if dim else ""
+
+    def add(i: int, value: str, credits, money, shadow, events: int, sign: int = 1) -> None:
         row = rows.get(value)
         if row is None:
             row = rows[value] = Row(value=value, label=value, cells=[zero] * len(buckets))
-        credits, money = item["s_credits"] or Decimal(0), item["s_money"] or Decimal(0)
-        shadow = item["s_shadow"] or Decimal(0)
+        # Quantized to the columns' places: SQLite sums decimals as floats (…9999 → exact
+        # again); on PostgreSQL the sums are exact and this changes nothing.
+        credits = (credits or Decimal(0)).quantize(_MILLI)
+        money = (money or Decimal(0)).quantize(_MICRO)
+        shadow, events = (shadow or Decimal(0)).quantize(_MILLI), events or 0
+        if sign < 0:
+            credits, money, shadow, events = -credits, -money, -shadow, -events
         row.cells[i] += money if query.measure == "money" else credits
         row.credits += credits
         row.money += money
         row.shadow += shadow
-        row.events += item["s_events"] or 0
+        row.events += events
         shadow_by_bucket[i] += shadow
+
+    if hourly or (hourly is None and query.filters):
+        _sums_hourly(query, workspace, buckets, dim, add)
+    else:
+        _sums_daily(query, workspace, buckets, dim, add)
     _name_rows(query, workspace, list(rows.values()))
     measure = "money" if query.measure == "money" else "credits"
     ordered = sorted(rows.values(), key=lambda r: (-getattr(r, measure), r.label.lower()))

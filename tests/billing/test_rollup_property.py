@@ -28,11 +28,12 @@ from apps.billing.models import (
     Budget,
     Plan,
     RateCard,
+    SpendDay,
     SpendRollup,
     UsageEvent,
     UsageStatus,
 )
-from apps.billing.rollup import rollup_rebuild
+from apps.billing.rollup import DAY_DIMENSIONS, rollup_rebuild
 from tests.factories import add_member, make_user
 
 CALLS = (  # (capability, model id) on the default rate card, and one override below
@@ -221,6 +222,28 @@ def _rows(workspace) -> set[tuple]:
     )
 
 
+def _day_rows(workspace) -> set[tuple]:
+    return set(
+        SpendDay.objects.filter(workspace=workspace).values_list(
+            "day", "dimension", "value", "events", *AMOUNTS
+        )
+    )
+
+
+def _ledger_days(settled) -> set[tuple]:
+    """The settled rows summed here per UTC day and each of SpendDay's dimensions."""
+    sums = defaultdict(lambda: [0] + [Decimal(0)] * len(AMOUNTS))
+    for row in settled:
+        day = row.created_at.astimezone(UTC).date()
+        for dimension, attname in DAY_DIMENSIONS.items():
+            raw = getattr(row, attname) if attname else ""
+            total = sums[(day, dimension.value, "" if raw is None else str(raw))]
+            total[0] += 1
+            for i, name in enumerate(AMOUNTS, start=1):
+                total[i] += getattr(row, name) or 0
+    return {(*key, *amounts) for key, amounts in sums.items()}
+
+
 def _check(workspace) -> None:
     settled = list(UsageEvent.objects.filter(workspace=workspace, status=UsageStatus.SETTLED))
     for grouping in GROUPINGS:
@@ -229,8 +252,11 @@ def _check(workspace) -> None:
         if "hour" not in grouping:
             assert _ledger_sql_groups(workspace, grouping) == expected, grouping
     live = _rows(workspace)
+    live_days = _day_rows(workspace)
+    assert live_days == _ledger_days(settled)  # the daily rollup, per dimension
     assert rollup_rebuild(workspace=workspace) == len(live)
     assert _rows(workspace) == live
+    assert _day_rows(workspace) == live_days
     # Shadow cost: a local row's is its units at the ElevenLabs rate card; never charged.
     for row in UsageEvent.objects.filter(workspace=workspace):
         if row.engine != "local":
@@ -250,6 +276,7 @@ def _check(workspace) -> None:
 def _clean(workspace) -> None:
     UsageEvent.objects.all().delete()
     SpendRollup.objects.all().delete()
+    SpendDay.objects.all().delete()
     RateCard.objects.filter(workspace=workspace).delete()
 
 
