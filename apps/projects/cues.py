@@ -458,7 +458,7 @@ def cue_delete(cue: Cue) -> None:
     if job is not None:
         job.refresh_from_db(fields=["status"])
         running = job.status == JobStatus.RUNNING
-        if job.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+        if job.status in (JobStatus.WAITING, JobStatus.QUEUED, JobStatus.RUNNING):
             job = job_cancel(job=job)
             running = running and job.status != JobStatus.CANCELLED
     if not running:

@@ -20,7 +20,7 @@ from django.db.models import Count, Max, Q, Sum
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.billing.services import usage_estimate
+from apps.billing.services import notify, usage_estimate
 from apps.engines.local.tts import DEFAULT_VOICE_ID, LOCAL_VOICES, find_voice
 from apps.engines.pronunciation import PronunciationRule, rules_fingerprint, rules_from_json
 from apps.generation.caller import Caller
@@ -31,7 +31,7 @@ from apps.history.models import Generation
 from apps.jobs.models import Job, JobStatus
 from apps.jobs.services import job_cancel, job_start
 from apps.voices.models import LibraryVoice
-from apps.workspaces.models import ROLE_RANK, EngineKind, Role
+from apps.workspaces.models import ROLE_RANK, EngineKind, Membership, Role
 from apps.workspaces.services import ActionRefused
 
 from .importers import BLOCK_MAX_CHARS, ImportedChapter, ImportedScript
@@ -797,7 +797,23 @@ def render_request(
         )
         if not waits:
             _render_start(render, project=project)
+        else:
+            who = getattr(user, "display_name", "") or "A member"
+            notify(
+                workspace=workspace,
+                users=_managers(workspace),
+                text=(
+                    f"{who} asks for a final render of {project.name} (about "
+                    f"{estimate.credits:,.0f} credits): it waits for your approval."
+                ),
+                url=reverse("projects:approvals"),
+            )
     return render
+
+
+def _managers(workspace) -> list:
+    rows = Membership.objects.filter(workspace=workspace, role__in=[Role.OWNER, Role.MANAGER])
+    return [row.user for row in rows.select_related("user")]
 
 
 def _render_subject(render: Render, project: Project) -> str:
@@ -843,6 +859,19 @@ def render_decide(*, render: Render, user, membership, approve: bool, reason: st
         else:
             render.state = RenderState.REFUSED
             render.save(update_fields=["decided_by", "decided_at", "reason", "state"])
+        # Whoever asked is told, wherever the decision was taken (the page, the API).
+        what = f"{'draft' if render.draft else 'final'} render of {render.project.name}"
+        who = getattr(user, "display_name", "") or "A manager"
+        notify(
+            workspace=render.workspace,
+            users=[render.requested_by],
+            text=(
+                f"{who} approved the {what}: it renders now."
+                if approve
+                else f"{who} refused the {what}: {reason}"
+            ),
+            url=reverse("projects:detail", args=[render.project.public_id]),
+        )
     return render
 
 

@@ -19,7 +19,6 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from apps.billing.services import notify
 from apps.generation import jobs as generation_jobs
 from apps.jobs.models import Job, JobStatus
 from apps.jobs.services import JobNotWaiting
@@ -698,7 +697,6 @@ def render_decide(request, pk: int):
         )
     except narration.ProjectRefused as exc:
         return _approvals(request, error=str(exc), error_render=made.pk, status=400)
-    _render_decided_notice(request, made, approve=form.cleaned_data["approve"])
     who = made.requested_by.display_name if made.requested_by else "The member"
     done = (
         f"Approved: {made.project.name} renders now."
@@ -706,22 +704,6 @@ def render_decide(request, pk: int):
         else f"Refused. {who} sees your reason on the project."
     )
     return _done(request, reverse("projects:approvals"), done)
-
-
-def _render_decided_notice(request, made: Render, *, approve: bool) -> None:
-    """Tell whoever asked for a render what a manager decided (in-app)."""
-    made.refresh_from_db(fields=["state", "reason"])
-    what = f"{'Draft' if made.draft else 'Final'} render of {made.project.name}"
-    if approve:
-        text = f"{request.user.display_name} approved the {what.lower()}: it renders now."
-    else:
-        text = f"{request.user.display_name} refused the {what.lower()}: {made.reason}"
-    notify(
-        workspace=made.workspace,
-        users=[made.requested_by],
-        text=text,
-        url=_detail_url(made.project),
-    )
 
 
 @workspace_view(Role.MANAGER)

@@ -357,6 +357,10 @@ def test_a_render_decision_notifies_whoever_asked(
         draft=False,
     )
     assert made.state == RenderState.WAITING
+    # The managers are told it waits (in-app, linking to the approvals).
+    told = Notification.objects.get(user=manager)
+    assert "asks for a final render of" in told.text and told.url == reverse("projects:approvals")
+    assert not notices(member)
     page = client_as(manager).get(reverse("projects:approvals"))
     assert page.context["approvals_waiting"] == 1
     response = client_as(manager).post(
@@ -368,3 +372,12 @@ def test_a_render_decision_notifies_whoever_asked(
     assert Notification.objects.get(user=member).url == reverse(
         "projects:detail", args=[project.public_id]
     )
+
+
+def test_deleting_a_cue_whose_job_waits_withdraws_the_job(waiting, manager, client_as):
+    cue = cues.Cue.objects.get(job=waiting)
+    cues.cue_delete(cue)
+    waiting.refresh_from_db()
+    assert waiting.status == JobStatus.CANCELLED
+    page = client_as(manager).get(reverse("projects:approvals"))
+    assert page.context["approvals_waiting"] == 0
