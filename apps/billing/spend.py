@@ -569,3 +569,62 @@ def value_label(query: SpendQuery, workspace, key: str, value: str) -> str:
     row = Row(value=value, label=value, cells=[])
     _name_rows(SpendQuery(zone=query.zone, group=key), workspace, [row])
     return row.label
+
+
+# --- The drill-down's pages -------------------------------------------------------------
+
+
+@dataclass
+class LedgerPage:
+    """One page of ledger rows in (created_at, id) order and the cursors of its
+    neighbours (None where there is none): no COUNT, so a deep page costs what the first does."""
+
+    events: list
+    earlier: str | None
+    later: str | None
+
+
+def _cursor(event) -> str:
+    """A row's place in the order: microseconds since the epoch and the id, URL-safe."""
+    moment = event.created_at.astimezone(UTC)
+    micros = (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    return f"{micros}-{event.pk}"
+
+
+def _cursor_parse(raw: str, name: str) -> tuple[datetime, int]:
+    micros, _, pk = raw.partition("-")
+    if not (micros.isdigit() and pk.isdigit()) or len(micros) > 18 or len(pk) > 18:
+        raise SpendQueryError({name: "This page link is not valid: go back to the first page."})
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros)), int(pk)
+
+
+def ledger_page(rows: QuerySet, *, after: str = "", before: str = "", size: int = 50):
+    """The ``size`` rows of ``rows`` (ordered by created_at, id) after the cursor ``after``,
+    or before ``before``, or the first ones: keyset paging that reads one row more than a
+    page to know whether another follows (a range condition on the (workspace, created_at)
+    or (workspace, user, created_at) index, never an OFFSET or a COUNT of the month)."""
+    if after and before:
+        raise SpendQueryError({"after": "Give either after or before, not both."})
+    if before:
+        moment, pk = _cursor_parse(before, "before")
+        found = list(
+            rows.filter(created_at__lte=moment)
+            .filter(Q(created_at__lt=moment) | Q(id__lt=pk))
+            .order_by("-created_at", "-id")[: size + 1]
+        )
+        more, events = len(found) > size, found[:size][::-1]
+        return LedgerPage(
+            events=events,
+            earlier=_cursor(events[0]) if more else None,
+            later=_cursor(events[-1]) if events else None,
+        )
+    if after:
+        moment, pk = _cursor_parse(after, "after")
+        rows = rows.filter(created_at__gte=moment).filter(Q(created_at__gt=moment) | Q(id__gt=pk))
+    found = list(rows[: size + 1])
+    events = found[:size]
+    return LedgerPage(
+        events=events,
+        earlier=_cursor(events[0]) if after and events else None,
+        later=_cursor(events[-1]) if len(found) > size else None,
+    )

@@ -14,7 +14,6 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import render
 from django.urls import reverse
@@ -182,14 +181,22 @@ def spend_page(request):
 @workspace_view()
 @require_GET
 def spend_rows(request):
-    """The ledger rows behind a view or one of its cells (``bucket``), paged, each linked to
-    what it paid for."""
+    """The ledger rows behind a view or one of its cells (``bucket``), paged by cursor
+    (``after``/``before``: earlier and later links, no page count, so a deep page of a month
+    is as fast as the first), each linked to what it paid for."""
     zone, _ = viewer_zone(request)
     timezone.activate(zone)
     try:
         query = _query(request)
         bucket = (
             spend.bucket_of(query, request.GET["bucket"]) if request.GET.get("bucket") else None
+        )
+        rows = spend.ledger_rows(query, workspace=request.workspace, bucket=bucket)
+        page = spend.ledger_page(
+            rows.select_related("user"),
+            after=request.GET.get("after", ""),
+            before=request.GET.get("before", ""),
+            size=ROWS_PER_PAGE,
         )
     except spend.SpendQueryError as error:
         return render(
@@ -198,11 +205,7 @@ def spend_rows(request):
             {"errors": error.errors, "zone": zone.key},
             status=400,
         )
-    rows = spend.ledger_rows(query, workspace=request.workspace, bucket=bucket).select_related(
-        "user"
-    )
-    page = Paginator(rows, ROWS_PER_PAGE).get_page(request.GET.get("page"))
-    events = list(page.object_list)
+    events = page.events
     links = labels.purpose_links(request.workspace, events)
     projects = labels.names(request.workspace, "project", [e.project for e in events])
     for event in events:
