@@ -28,7 +28,7 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -60,9 +60,10 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import NoReverseMatch, reverse  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
-from apps.billing.models import SpendRollup, UsageEvent  # noqa: E402
+from apps.billing.models import SpendDay, SpendRollup, UsageEvent  # noqa: E402
 from apps.gateway.models import ApiKey  # noqa: E402
 from apps.workspaces.models import Membership, Role, User, Workspace  # noqa: E402
+from studio_site.timezones import COOKIE as TZ_COOKIE  # noqa: E402
 
 SLUG = "bench-spend"
 MEMBERS = 50
@@ -255,7 +256,7 @@ def ledger_write(workspace, users, rows: int, seed: int = 16) -> float:
 # --- Timing the views -----------------------------------------------------------------------
 
 
-def _views(users, month_start, month_end, week_start, today) -> list[tuple[str, str, dict]]:
+def _views(users, month_start, month_end, week_start, today, deep) -> list[tuple[str, str, dict]]:
     """(label, URL name, query) of every explorer view to time."""
     year = {"from": (today - timedelta(days=364)).isoformat(), "to": today.isoformat()}
     month = {"from": month_start.isoformat(), "to": month_end.isoformat()}
@@ -292,7 +293,7 @@ def _views(users, month_start, month_end, week_start, today) -> list[tuple[str, 
             {"by": "member", "member": heavy, "bucket": week_start.isoformat(), **month},
         ),
         ("drill-down: a month, first page", "billing:spend_rows", month),
-        ("drill-down: a month, page 40", "billing:spend_rows", {**month, "page": "40"}),
+        ("drill-down: a month, mid-month page", "billing:spend_rows", {**month, "after": deep}),
         ("CSV of a month's table (by member per day)", "billing:spend_csv", month),
         (
             "CSV of a month's rows of one member",
@@ -301,6 +302,36 @@ def _views(users, month_start, month_end, week_start, today) -> list[tuple[str, 
         ),
         ("CSV of a month's rows (whole team)", "billing:spend_rows_csv", month),
     ]
+    # In another zone than UTC the unfiltered views also move some hours between buckets
+    # (spend.DailyPlan): Berlin one or two a day, New York four or five; a year by day is the
+    # most hours there are to move.
+    for zone in ("Europe/Berlin", "America/New_York"):
+        views += [
+            (f"[{zone}] spend by member, per day (30 days)", "billing:spend", {"by": "member"}),
+            (
+                f"[{zone}] spend by voice, per week (12 weeks)",
+                "billing:spend",
+                {"by": "voice", "period": "week"},
+            ),
+            (
+                f"[{zone}] spend by member, per month (a year)",
+                "billing:spend",
+                {"by": "member", "period": "month", **year},
+            ),
+            (
+                f"[{zone}] spend by member, per day (a year)",
+                "billing:spend",
+                {"by": "member", **year},
+            ),
+            (f"[{zone}] CSV of a month's table", "billing:spend_csv", month),
+        ]
+    views.append(
+        (
+            "spend by member, per day (a year, UTC)",
+            "billing:spend",
+            {"by": "member", **year},
+        )
+    )
     return views
 
 
@@ -320,12 +351,24 @@ def time_views(manager, member, users, requests: int) -> list[dict]:
     client.force_login(manager)
     floor_url = reverse("jobs:list")
     results = []
-    for label, name, query in _views(users, month_start, month_end, week_start, today):
+    # A deep page: the cursor of the month's 40,000th settled row (what "Later" links hold).
+    from apps.billing.spend import _cursor
+
+    month_rows = UsageEvent.objects.filter(
+        workspace__slug=SLUG,
+        status="settled",
+        created_at__gte=datetime.combine(month_start, datetime.min.time(), tzinfo=UTC),
+    ).order_by("created_at", "id")
+    deep = _cursor(month_rows[40_000])
+    views = _views(users, month_start, month_end, week_start, today, deep)
+    for label, name, query in views:
         try:
             url = reverse(name)
         except NoReverseMatch:
             print(f"{label}: {name} is not routed yet, skipped")
             continue
+        zone = label[1:].split("]")[0] if label.startswith("[") else "UTC"
+        client.cookies[TZ_COOKIE] = zone  # the viewer's zone (the browser's, as a cookie)
         _get(client, url, query)  # the session's first read is not the view's
         # Queries for a week and for a year of the same view: a constant number means equal.
         counts = []
@@ -407,16 +450,27 @@ def main():
         print(f"ledger: {args.rows:,} rows in {seconds:.1f} s ({args.rows / seconds:,.0f} rows/s)")
     else:
         print(f"ledger: {have:,} rows already there (--fresh writes them again)")
-    if not args.no_rebuild or not SpendRollup.objects.filter(workspace=workspace).exists():
+    built = (
+        SpendRollup.objects.filter(workspace=workspace).exists()
+        and SpendDay.objects.filter(workspace=workspace).exists()
+    )
+    if not args.no_rebuild or not built:
         from apps.billing.rollup import rollup_rebuild
 
         started = time.perf_counter()
         written = rollup_rebuild(workspace)
         with connection.cursor() as cursor:
-            cursor.execute(f'ANALYZE "{SpendRollup._meta.db_table}"')
+            for model in (SpendRollup, SpendDay):
+                cursor.execute(f'ANALYZE "{model._meta.db_table}"')
         print(
-            f"rollup_rebuild: {written:,} rollup rows from the ledger in "
-            f"{time.perf_counter() - started:.1f} s"
+            f"rollup_rebuild: {written:,} hourly and "
+            f"{SpendDay.objects.filter(workspace=workspace).count():,} daily rollup rows from "
+            f"the ledger in {time.perf_counter() - started:.1f} s (both tables)"
+        )
+    else:
+        print(
+            f"rollups kept: {SpendRollup.objects.filter(workspace=workspace).count():,} hourly, "
+            f"{SpendDay.objects.filter(workspace=workspace).count():,} daily rows"
         )
     manager = users[1]  # a manager, not the owner
     member = users[20]

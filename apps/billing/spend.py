@@ -405,19 +405,30 @@ def daily_plan(query: SpendQuery, buckets: list[Bucket]) -> DailyPlan:
 
     start, end = query.start.astimezone(UTC), query.end.astimezone(UTC)
     first_day = start.date() if start.time() == time() else start.date() + timedelta(days=1)
-    days, day = {}, first_day
+    days, hours, hour = {}, {}, timedelta(hours=1)
+    day = first_day
     while day < end.date():  # a day ends (next midnight) at or before the range's end
-        days[day] = bucket(datetime.combine(day, time(12), tzinfo=UTC))
+        midnight = datetime.combine(day, time(), tzinfo=UTC)
+        noon = days[day] = bucket(midnight + 12 * hour)
+        # Local time only moves forward through a day, so its hours' buckets do too: when
+        # its first and last hours are in the noon's bucket, all of them are.
+        if bucket(midnight) != noon or bucket(midnight + 23 * hour) != noon:
+            for h in range(24):
+                own = bucket(midnight + h * hour)
+                if own != noon:
+                    hours[midnight + h * hour] = (own, noon)
         day += timedelta(days=1)
-    hours = {}
-    hour = start.replace(minute=0, second=0, microsecond=0)
-    if hour < start:  # the hourly path reads the hours that start in the range
-        hour += timedelta(hours=1)
-    while hour < end:
-        own, noon = bucket(hour), days.get(hour.date())
-        if noon is None or own != noon:
-            hours[hour] = (own, noon)
-        hour += timedelta(hours=1)
+    # The edges: the hours of the range (those that start in it, as the hourly path reads
+    # them) on a UTC day only partly inside.
+    moment = start.replace(minute=0, second=0, microsecond=0)
+    if moment < start:
+        moment += hour
+    while moment < end:
+        if moment.date() in days:
+            moment = datetime.combine(moment.date() + timedelta(days=1), time(), tzinfo=UTC)
+            continue
+        hours[moment] = (bucket(moment), None)
+        moment += hour
     return DailyPlan(days=days, hours=hours)
 
 
