@@ -222,7 +222,7 @@ def _rebuild_sql(vendor: str, one_workspace: bool) -> str:
     # but the expressions say what they are).
     return (
         f"{_insert_head()} SELECT {', '.join(dims + amounts)} FROM {events} e"  # noqa: S608 (names from _meta; values are parameters)
-        f" WHERE {where} GROUP BY {', '.join(dims)}"
+        f" WHERE {where} GROUP BY {', '.join(dims)} ORDER BY 1, 2"
     )
 
 
@@ -235,7 +235,7 @@ def _day_rebuild_sql(vendor: str, one_workspace: bool) -> str:
         where += f" AND e.{_column(UsageEvent, 'workspace_id')} = %s"
     return (
         f"{_insert_head(SpendDay, DAY_KEY)} SELECT {', '.join(key + amounts)}"  # noqa: S608 (names from _meta; values are parameters)
-        f" FROM {events} e {cross} WHERE {where} GROUP BY {', '.join(key)}"
+        f" FROM {events} e {cross} WHERE {where} GROUP BY {', '.join(key)} ORDER BY 1, 3, 2"
     )
 
 
@@ -251,6 +251,12 @@ def rollup_rebuild(workspace=None) -> int:
     ledger row was not committed when the sums were read). A settle's one statement needs
     those locks before it changes anything. On SQLite the DELETE takes the database's write
     lock, which does the same.
+
+    Rows are written in the order the explorer reads them (the hourly rollup by hour, the
+    daily one by dimension and day), as live settles write them anyway (in time order): a
+    range of hours then sits in few table pages instead of one page per row, which is what
+    a hash aggregate's order would give (on the bench's year, a filtered view read 38,000
+    pages for 40,000 rows).
     """
     workspace_id = getattr(workspace, "pk", workspace)
     rollups, days = SpendRollup.objects.all(), SpendDay.objects.all()

@@ -18,6 +18,7 @@ their exact time, so there a cell may differ by those edge minutes in such a zon
 from __future__ import annotations
 
 import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -435,9 +436,9 @@ def daily_plan(query: SpendQuery, buckets: list[Bucket]) -> DailyPlan:
 def _sums_daily(query: SpendQuery, workspace, buckets, dim, add) -> None:
     """An unfiltered view: the daily rollup of the range's whole UTC days, each day summed
     into its noon's bucket (grouped in SQL per bucket when buckets are longer than a day),
-    and the hours of ``DailyPlan.hours`` from the hourly rollup (one query, per hour) moved
-    to their own buckets. Exactly the sums of ``_sums_hourly``: every hour of the range is
-    counted once, in its own bucket."""
+    and the hours of ``DailyPlan.hours`` from the hourly rollup (one query, summed per pair
+    of buckets they move between) moved to their own buckets. Exactly the sums of
+    ``_sums_hourly``: every hour of the range is counted once, in its own bucket."""
     plan = daily_plan(query, buckets)
     if plan.days:
         days = SpendDay.objects.filter(
@@ -465,16 +466,27 @@ def _sums_daily(query: SpendQuery, workspace, buckets, dim, add) -> None:
             i = plan.days[item[0]] if query.period == "day" else item[0]
             add(i, _key(item[1]) if dim else "", *item[2:])
     if plan.hours:
-        columns = ["hour"] + ([dim.rollup] if dim else [])
+        # Summed per (own bucket, noon's bucket) pair in SQL: a day by day view in New York
+        # moves five hours a day, all between the same two days.
+        pairs: dict[tuple[int, int | None], list[datetime]] = defaultdict(list)
+        for hour, pair in plan.hours.items():
+            pairs[pair].append(hour)
+        moves = list(pairs)
+        pair = Case(
+            *(When(hour__in=pairs[move], then=Value(i)) for i, move in enumerate(moves)),
+            output_field=IntegerField(),
+        )
+        columns = ["pair"] + ([dim.rollup] if dim else [])
         sums = (
             SpendRollup.objects.filter(workspace=workspace, hour__in=list(plan.hours))
+            .annotate(pair=pair)
             .values(*columns)
             .annotate(**_SUMS)
             .order_by()
             .values_list(*columns, *_SUMS)
         )
         for item in sums:
-            own, noon = plan.hours[item[0].astimezone(UTC)]
+            own, noon = moves[item[0]]
             value = _key(item[1]) if dim else ""
             add(own, value, *item[-4:])
             if noon is not None:
