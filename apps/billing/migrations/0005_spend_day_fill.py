@@ -15,7 +15,11 @@ def fill(apps, schema_editor):
 
     if schema_editor.connection.alias != "default":
         return
-    rollup_rebuild()
+    # A new database has nothing to sum (and its later migrations may add columns today's
+    # SQL names): only a ledger with settled rows is rebuilt.
+    ledger = apps.get_model("billing", "UsageEvent")
+    if ledger.objects.filter(status="settled").exists():
+        rollup_rebuild()
 
 
 class Migration(migrations.Migration):
