@@ -22,10 +22,10 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from apps.workspaces.access import scoped, workspace_view
-from apps.workspaces.models import Membership
+from apps.workspaces.models import Membership, Role
 from studio_site.timezones import COOKIE, zone_of
 
-from . import labels, spend
+from . import forecast, labels, spend
 from .models import UsageSource
 from .rates import CAPABILITIES
 
@@ -176,6 +176,19 @@ def spend_page(request):
         chart=_chart_data(table, f"{rows_base}?{query.query_string()}"),
     )
     return render(request, "billing/spend.html", context)
+
+
+@workspace_view(Role.MANAGER)
+@require_GET
+def spend_forecast(request):
+    """The workspace's forecast against the plan (the summary and its line), which the spend
+    page loads after it (htmx) for managers: the projection reads the whole period, so the
+    explorer's own views do not wait for it."""
+    zone, _ = viewer_zone(request)
+    timezone.activate(zone)
+    projected = forecast.forecast_for(request.workspace)
+    context = {"forecast": projected, "forecast_chart": forecast.forecast_chart(projected, zone)}
+    return render(request, "billing/_forecast_chart.html", context)
 
 
 @workspace_view()

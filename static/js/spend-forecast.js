@@ -14,7 +14,8 @@
   function draw() {
     var card = document.querySelector("[data-forecast-card]");
     var source = document.getElementById("forecast-data");
-    if (!card || !source || typeof window.Chart === "undefined") return;
+    if (!card || !source || typeof window.Chart === "undefined" || card.dataset.drawn) return;
+    card.dataset.drawn = "1";
     var spec = JSON.parse(source.textContent);
     var number = function (v) { return v === null ? null : Number(v); };
     var datasets = [
@@ -48,6 +49,12 @@
     });
   }
 
+  // The forecast arrives after the page (htmx loads it): draw it then.
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (event.target && event.target.querySelector && event.target.querySelector("#forecast-data")) {
+      draw();
+    }
+  });
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw);
   else draw();
 })();

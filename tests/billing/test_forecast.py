@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django.core import mail
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.billing import forecast
@@ -272,3 +273,15 @@ def test_the_periodic_check_looks_only_at_workspaces_with_a_limit(ledger, manage
     assert forecasts_check() == 1
     assert ForecastNotice.objects.get().kind == "cap"
     assert forecasts_check() == 0
+
+
+def test_the_spend_page_loads_the_forecast_for_managers_only(ledger, manager, member, client_as):
+    page = client_as(manager).get(reverse("billing:spend")).content.decode()
+    assert f'hx-get="{reverse("billing:spend_forecast")}"' in page
+    answer = client_as(manager).get(reverse("billing:spend_forecast"), headers={"HX-Request": "1"})
+    assert answer.status_code == 200
+    body = answer.content.decode()
+    assert 'id="forecast-data"' in body and "Forecast to the reset" in body
+    own = client_as(member).get(reverse("billing:spend")).content.decode()
+    assert 'id="spend-forecast"' not in own  # the workspace's projection is for managers
+    assert client_as(member).get(reverse("billing:spend_forecast")).status_code == 403
