@@ -92,6 +92,9 @@ def test_a_manager_finds_the_top_spender_and_their_voice_last_week_and_downloads
     expect(rows.first.locator("th")).to_have_text("Nia Narrator")
     expect(rows.first.locator("[data-credits]")).to_have_text("1700.000")
     expect(page.locator("[data-spend-chart]")).to_be_visible()  # the chart drew
+    # Under it, loaded after the page: the forecast against the plan, drawn as a line.
+    expect(page.locator("#forecast-summary")).to_be_visible()
+    expect(page.locator("[data-forecast-card]")).to_be_visible()
 
     # Then Nia only, by voice: voice-adam.
     page.get_by_label("Member", exact=True).select_option(label="Nia Narrator")
