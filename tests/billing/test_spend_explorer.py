@@ -344,6 +344,7 @@ def test_a_drill_down_row_links_to_what_it_paid_for(client_as, owner, workspace)
         ({"key": "1 OR 1=1"}, "key"),
         ({"voice": "<script>"}, "voice"),
         ({"measure": "euros"}, "measure"),
+        ({"from": "2025-01-01", "to": "2025-04-03"}, "from"),  # 92 days by day at most
     ],
 )
 def test_bad_query_strings_are_a_400_that_says_what_is_wrong(
@@ -464,3 +465,15 @@ def test_the_explorer_draws_the_chart_from_a_json_script(client_as, owner, works
     assert '<script id="spend-data" type="application/json">' in html
     assert "vendor/chartjs-4.6.2/chart.umd.min.js" in html
     assert "<script>" not in html  # no inline script but the json_script
+
+
+def test_longer_ranges_are_shown_per_week_or_month(client_as, owner, workspace):
+    client = client_as(owner)
+    quarter = {"from": "2025-01-01", "to": "2025-04-02"}  # 92 days: the most per day
+    assert client.get("/billing/spend/", quarter).status_code == 200
+    year = {"from": "2025-01-01", "to": "2025-12-31"}
+    refused = client.get("/billing/spend/", year)
+    assert refused.status_code == 400
+    assert "choose per week or per month" in refused.content.decode()
+    for period in ("week", "month"):
+        assert client.get("/billing/spend/", {**year, "period": period}).status_code == 200
