@@ -131,12 +131,16 @@ def _parse_date(raw: str, name: str, errors: dict) -> date | None:
         return None
 
 
-def spend_query_parse(params, *, workspace, zone: ZoneInfo, membership, today: date):
+def spend_query_parse(
+    params, *, workspace, zone: ZoneInfo, membership, today: date, table: bool = False
+):
     """The ``SpendQuery`` of a query string (a ``QueryDict``), or ``SpendQueryError``.
 
     A member without the manager role is held to their own rows: whatever member filter the
     URL asks for is replaced by themselves (a shared link shows them their part, never
-    another member's). For managers a member id outside the workspace is an error."""
+    another member's). For managers a member id outside the workspace is an error. ``table``:
+    the view is drawn per bucket (the page, the table's CSV): per day, at most
+    ``MAX_DAYS_BY_DAY`` days (the ledger rows of a longer range are still listed)."""
     errors: dict[str, str] = {}
     period = params.get("period") or "day"
     if period not in PERIODS:
@@ -160,7 +164,7 @@ def spend_query_parse(params, *, workspace, zone: ZoneInfo, membership, today: d
             errors["from"] = "The start is after the end."
         elif (end_date - start_date).days >= MAX_DAYS:
             errors["from"] = f"A view covers at most {MAX_DAYS} days."
-        elif period == "day" and (end_date - start_date).days >= MAX_DAYS_BY_DAY:
+        elif table and period == "day" and (end_date - start_date).days >= MAX_DAYS_BY_DAY:
             errors["from"] = (
                 f"Per day, a view covers at most {MAX_DAYS_BY_DAY} days: choose per week or "
                 "per month for a longer range, or shorter dates."

@@ -51,7 +51,9 @@ def viewer_zone(request) -> tuple[ZoneInfo, str]:
     return ZoneInfo(settings.TIME_ZONE), "the site's default"
 
 
-def _query(request):
+def _query(request, *, table: bool = False):
+    """The view's query; ``table``: a view drawn per bucket (the page, the table's CSV), which
+    per day covers at most ``spend.MAX_DAYS_BY_DAY``."""
     zone, _ = viewer_zone(request)
     return spend.spend_query_parse(
         request.GET,
@@ -59,6 +61,7 @@ def _query(request):
         zone=zone,
         membership=request.membership,
         today=timezone.now().astimezone(zone).date(),
+        table=table,
     )
 
 
@@ -144,7 +147,7 @@ def spend_page(request):
         "can_manage": request.membership.can_manage,
     }
     try:
-        query = _query(request)
+        query = _query(request, table=True)
     except spend.SpendQueryError as error:
         context["errors"] = error.errors
         return render(request, "billing/spend.html", context, status=400)
@@ -308,7 +311,7 @@ def table_csv_rows(table: spend.SpendTable, group_label: str):
 @require_GET
 def spend_table_csv(request):
     try:
-        query = _query(request)
+        query = _query(request, table=True)
     except spend.SpendQueryError as error:
         return _bad_request_text(error)
     table = spend.spend_table(query, workspace=request.workspace)

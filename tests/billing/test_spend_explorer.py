@@ -355,6 +355,8 @@ def test_bad_query_strings_are_a_400_that_says_what_is_wrong(
     assert response.status_code == 400
     assert f"<code>{field}</code>" in response.content.decode()
     for url in ("/billing/spend/rows/", "/billing/spend/table.csv", "/billing/spend/rows.csv"):
+        if params.get("to") == "2025-04-03" and "table" not in url:
+            continue  # the ledger rows of a long range are listed whatever the period
         response = client.get(url, params)
         assert response.status_code == 400, url
         assert field in response.content.decode()
@@ -477,3 +479,6 @@ def test_longer_ranges_are_shown_per_week_or_month(client_as, owner, workspace):
     assert "choose per week or per month" in refused.content.decode()
     for period in ("week", "month"):
         assert client.get("/billing/spend/", {**year, "period": period}).status_code == 200
+    assert client.get("/billing/spend/table.csv", year).status_code == 400
+    for url in ("/billing/spend/rows/", "/billing/spend/rows.csv"):  # rows: any range
+        assert client.get(url, year).status_code == 200, url
