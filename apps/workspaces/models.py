@@ -43,7 +43,9 @@ class User(AbstractBaseUser, PermissionsMixin):
     is_staff = models.BooleanField(default=False)
     date_joined = models.DateTimeField(default=timezone.now)
     # The zone dates are shown in (a zoneinfo name); blank: the browser's (the ``tz`` cookie).
-    time_zone = models.CharField(max_length=64, blank=True)
+    # (A database default too: rows written by code that predates the field, such as an older
+    # migration's models, get the blank.)
+    time_zone = models.CharField(max_length=64, blank=True, db_default="")
 
     objects = UserManager()
 
