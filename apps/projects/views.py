@@ -221,7 +221,7 @@ def render_panel(request, *, project: Project, scope: str = RenderScope.PROJECT,
             if blocks
             else None
         )
-    renders = Render.objects.filter(project=project).select_related(
+    renders = Render.objects.filter(workspace=request.workspace, project=project).select_related(
         "job", "requested_by", "decided_by"
     )
     if scope != RenderScope.PROJECT:
