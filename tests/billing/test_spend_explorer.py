@@ -482,3 +482,19 @@ def test_longer_ranges_are_shown_per_week_or_month(client_as, owner, workspace):
     assert client.get("/billing/spend/table.csv", year).status_code == 400
     for url in ("/billing/spend/rows/", "/billing/spend/rows.csv"):  # rows: any range
         assert client.get(url, year).status_code == 200, url
+
+
+def test_values_from_the_ledger_are_escaped_in_the_table(client_as, owner, workspace):
+    """A voice id and a project come from callers (the API takes any): the table's rows,
+    built outside the template, escape them in the label, the row's value and every link."""
+    hostile = '"><img src=x onerror=alert(1)>'
+    spent(workspace, owner, at=datetime.now(UTC) - timedelta(hours=2), credits=7, voice_id=hostile)
+    rollup_rebuild()
+    html = client_as(owner).get("/billing/spend/", {"by": "voice"}).content.decode()
+    assert "<img src=x" not in html
+    row = re.search(r'<tr data-row="(&quot;&gt;&lt;img[^"]*)">(.*?)</tr>', html, re.S)
+    assert row, "the hostile voice's row is in the table, escaped"
+    assert "&lt;img src=x onerror=alert(1)&gt;</a></th>" in row.group(2)
+    cells = re.findall(r'<td data-cell><a href="([^"]+)">([\d.]+)</a></td>', row.group(2))
+    assert [value for _, value in cells] == ["7.000"]
+    assert "voice=%22%3E%3Cimg" in cells[0][0] and "&amp;bucket=" in cells[0][0]
