@@ -18,7 +18,6 @@ their exact time, so there a cell may differ by those edge minutes in such a zon
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -26,7 +25,7 @@ from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
 from django.db.models import Case, DateTimeField, F, IntegerField, Q, QuerySet, Sum, Value, When
-from django.db.models.functions import Trunc
+from django.db.models.functions import Trunc, TruncDate
 
 from apps.workspaces.models import Membership, User
 
@@ -478,28 +477,26 @@ def _sums_daily(query: SpendQuery, workspace, buckets, dim, add) -> None:
             i = plan.days[item[0]] if query.period == "day" else item[0]
             add(i, _key(item[1]) if dim else "", *item[2:])
     if plan.hours:
-        # Summed per (own bucket, noon's bucket) pair in SQL: a day by day view in New York
-        # moves five hours a day, all between the same two days.
-        pairs: dict[tuple[int, int | None], list[datetime]] = defaultdict(list)
-        for hour, pair in plan.hours.items():
-            pairs[pair].append(hour)
-        moves = list(pairs)
-        pair = Case(
-            *(When(hour__in=pairs[move], then=Value(i)) for i, move in enumerate(moves)),
-            output_field=IntegerField(),
-        )
-        columns = ["pair"] + ([dim.rollup] if dim else [])
+        # Summed in SQL per UTC day and own bucket (``Trunc`` in the viewer's zone): a day by
+        # day view in New York moves five hours a day, all between the same two days. An
+        # hour on a day of ``plan.days`` is taken from its noon's bucket; an edge hour is not.
+        columns = ["own", "utc_day"] + ([dim.rollup] if dim else [])
         sums = (
             SpendRollup.objects.filter(workspace=workspace, hour__in=list(plan.hours))
-            .annotate(pair=pair)
+            .annotate(
+                own=Trunc("hour", query.period, tzinfo=query.zone, output_field=DateTimeField()),
+                utc_day=TruncDate("hour", tzinfo=UTC),
+            )
             .values(*columns)
             .annotate(**_SUMS)
             .order_by()
             .values_list(*columns, *_SUMS)
         )
+        index = {b.key: i for i, b in enumerate(buckets)}
         for item in sums:
-            own, noon = moves[item[0]]
-            value = _key(item[1]) if dim else ""
+            own = index[item[0].astimezone(query.zone).date()]
+            noon = plan.days.get(item[1])
+            value = _key(item[2]) if dim else ""
             add(own, value, *item[-4:])
             if noon is not None:
                 add(noon, value, *item[-4:], sign=-1)
