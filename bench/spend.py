@@ -189,12 +189,18 @@ def ledger_write(workspace, users, rows: int, seed: int = 16) -> float:
             chosen_days = rng.choices(days, weights=day_weights, k=rows)
             chosen_hours = rng.choices(range(24), weights=hour_weights, k=rows)
             chosen_caps = rng.choices(capabilities, weights=capability_weights, k=rows)
+            moments = []
             for n in range(rows):
-                h = chosen_habits[n]
-                capability = chosen_caps[n]
                 at = chosen_days[n] + timedelta(hours=chosen_hours[n], seconds=rng.randrange(3600))
                 if at >= now:
                     at = now - timedelta(seconds=rng.randrange(1, 86400 * 7))
+                moments.append(at)
+            # In time order, as a ledger is written: a month's rows lie together on disk.
+            moments.sort()
+            for n in range(rows):
+                h = chosen_habits[n]
+                capability = chosen_caps[n]
+                at = moments[n]
                 if capability == "tts":
                     model, rate = rng.choice(h["tts_models"])
                     units = Decimal(rng.randint(40, 2400))

@@ -7,8 +7,6 @@ is a URL to share. Managers and owners see the workspace; a member (or a viewer)
 same pages held to their own rows.
 """
 
-import csv
-from datetime import UTC
 from functools import lru_cache
 from zoneinfo import ZoneInfo, available_timezones
 
@@ -27,13 +25,12 @@ from apps.workspaces.access import scoped, workspace_view
 from apps.workspaces.models import Membership, Role
 from studio_site.timezones import COOKIE, zone_of
 
-from . import forecast, labels, spend
+from . import forecast, labels, ledger_csv, spend
 from .models import UsageSource
 from .rates import CAPABILITIES
 
 ROWS_PER_PAGE = 50
 CHART_SERIES = 7  # the largest rows get a colour each; the rest are summed as "Everyone else"
-CSV_CHUNK = 2000
 
 
 @lru_cache(maxsize=1)
@@ -268,13 +265,6 @@ def spend_rows(request):
     )
 
 
-class _Echo:
-    """A file-like object whose ``write`` hands the line back (csv.writer into a stream)."""
-
-    def write(self, value):
-        return value
-
-
 def _filename(request, kind: str, query: spend.SpendQuery, bucket=None) -> str:
     span = (
         f"{bucket.start.isoformat()}"
@@ -285,10 +275,9 @@ def _filename(request, kind: str, query: spend.SpendQuery, bucket=None) -> str:
     return f"{kind}-{request.workspace.slug}{group}-{span}.csv"
 
 
-def _csv_response(rows, filename: str) -> StreamingHttpResponse:
-    writer = csv.writer(_Echo())
+def _csv_response(blocks, filename: str) -> StreamingHttpResponse:
     response = StreamingHttpResponse(
-        (writer.writerow(row) for row in rows), content_type="text/csv; charset=utf-8"
+        ledger_csv.CsvStream(blocks), content_type="text/csv; charset=utf-8"
     )
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
@@ -307,7 +296,7 @@ def table_csv_rows(table: spend.SpendTable, group_label: str):
     ]
     for row in table.rows:
         yield [
-            row.label,
+            ledger_csv.cell_text(row.label),
             *[str(c) for c in row.cells],
             str(row.credits),
             str(row.money),
@@ -333,40 +322,9 @@ def spend_table_csv(request):
         return _bad_request_text(error)
     table = spend.spend_table(query, workspace=request.workspace)
     label = spend.DIMENSIONS[query.group].label if query.group else "All spend"
-    return _csv_response(table_csv_rows(table, label), _filename(request, "spend", query))
-
-
-LEDGER_COLUMNS = (
-    ("id", "id"),
-    ("created_at_utc", "created_at"),
-    ("member", "user__email"),
-    ("personal_key_id", "api_key_id"),
-    ("source", "source"),
-    ("capability", "capability"),
-    ("engine", "engine"),
-    ("model_id", "model_id"),
-    ("voice_id", "voice_id"),
-    ("project", "project"),
-    ("unit", "unit"),
-    ("units", "units"),
-    ("credits", "credits"),
-    ("money", "money"),
-    ("shadow_credits", "shadow_credits"),
-    ("purpose_type", "purpose_type"),
-    ("purpose_id", "purpose_id"),
-    ("request_id", "request_id"),
-    ("upstream_request_id", "upstream_request_id"),
-)
-
-
-def _ledger_csv_rows(queryset):
-    yield [name for name, _ in LEDGER_COLUMNS]
-    values = queryset.values_list(*[column for _, column in LEDGER_COLUMNS])
-    for row in values.iterator(chunk_size=CSV_CHUNK):
-        yield [
-            value.astimezone(UTC).isoformat() if i == 1 else ("" if value is None else value)
-            for i, value in enumerate(row)
-        ]
+    return _csv_response(
+        ledger_csv.table_blocks(table_csv_rows(table, label)), _filename(request, "spend", query)
+    )
 
 
 @workspace_view()
@@ -382,7 +340,9 @@ def spend_rows_csv(request):
     except spend.SpendQueryError as error:
         return _bad_request_text(error)
     rows = spend.ledger_rows(query, workspace=request.workspace, bucket=bucket)
-    return _csv_response(_ledger_csv_rows(rows), _filename(request, "ledger", query, bucket))
+    return _csv_response(
+        ledger_csv.ledger_blocks(rows), _filename(request, "ledger", query, bucket)
+    )
 
 
 @workspace_view()

@@ -1,0 +1,167 @@
+"""CSV of the spend explorer, streamed in blocks: the table of a view and the raw ledger rows.
+
+A month of a 50-member team is some 75,000 ledger rows (15 MB of CSV). Written row by row in
+Python that took over a second; on PostgreSQL the rows are written by the server
+(``COPY (SELECT …) TO STDOUT``) and only passed on here, in blocks of ``BLOCK`` bytes. Other
+databases (SQLite, the embedded default) take the Python path; both write the same values.
+
+Under Daphne (ASGI) Django reads a synchronous iterator whole into memory before sending it;
+``CsvStream`` is also an asynchronous iterator, pulling each block in the request's own thread
+(its database connection), so a year of rows is never in memory on either server.
+
+Text that a caller chose (a voice id, a project, a model id: the API takes any) is written
+with a leading ``'`` when it starts with ``= + - @`` or a tab or carriage return, so that a
+spreadsheet opening the file shows it as text instead of running it as a formula.
+"""
+
+import csv
+import io
+from collections.abc import Iterable, Iterator
+from datetime import UTC
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+from django.db.models import F, Func, QuerySet, TextField
+
+BLOCK = 64 * 1024
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+# (CSV column, ledger field, kind): "text" is guarded against formulas, "time" is written in
+# UTC as ISO 8601 with microseconds, "value" as the database gives it (numbers, ids).
+LEDGER_COLUMNS = (
+    ("id", "id", "value"),
+    ("created_at_utc", "created_at", "time"),
+    ("member", "user__email", "text"),
+    ("personal_key_id", "api_key_id", "value"),
+    ("source", "source", "text"),
+    ("capability", "capability", "text"),
+    ("engine", "engine", "text"),
+    ("model_id", "model_id", "text"),
+    ("voice_id", "voice_id", "text"),
+    ("project", "project", "text"),
+    ("unit", "unit", "text"),
+    ("units", "units", "value"),
+    ("credits", "credits", "value"),
+    ("money", "money", "value"),
+    ("shadow_credits", "shadow_credits", "value"),
+    ("purpose_type", "purpose_type", "text"),
+    ("purpose_id", "purpose_id", "text"),
+    ("request_id", "request_id", "text"),
+    ("upstream_request_id", "upstream_request_id", "text"),
+)
+
+
+def cell_text(value: str) -> str:
+    """A caller's text as a spreadsheet should show it (see the module's note)."""
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
+
+
+class CsvStream:
+    """Blocks of bytes from a generator, for ``StreamingHttpResponse``: iterable (WSGI, the
+    test client) and async iterable (ASGI), closed with the response."""
+
+    def __init__(self, blocks: Iterator[bytes]):
+        self.blocks = blocks
+
+    def __iter__(self):
+        return self.blocks
+
+    async def __aiter__(self):
+        pull = sync_to_async(next)  # thread-sensitive: the request's thread and connection
+        while (block := await pull(self.blocks, None)) is not None:
+            yield block
+
+    def close(self) -> None:  # StreamingHttpResponse.close() calls it (in the same thread)
+        self.blocks.close()
+
+
+def _blocks(lines: Iterable[list]) -> Iterator[bytes]:
+    """``lines`` written as CSV and handed on in blocks of about ``BLOCK`` bytes."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    for line in lines:
+        writer.writerow(line)
+        if out.tell() >= BLOCK:
+            yield out.getvalue().encode()
+            out.seek(0)
+            out.truncate()
+    if out.tell():
+        yield out.getvalue().encode()
+
+
+def table_blocks(lines: Iterable[list]) -> Iterator[bytes]:
+    return _blocks(lines)
+
+
+def _header() -> list[str]:
+    return [name for name, _, _ in LEDGER_COLUMNS]
+
+
+def _python_lines(queryset: QuerySet, chunk: int = 2000) -> Iterator[list]:
+    yield _header()
+    values = queryset.values_list(*[field for _, field, _ in LEDGER_COLUMNS])
+    kinds = [kind for _, _, kind in LEDGER_COLUMNS]
+    for row in values.iterator(chunk_size=chunk):
+        yield [
+            ""
+            if value is None
+            else value.astimezone(UTC).isoformat(timespec="microseconds")
+            if kind == "time"
+            else cell_text(value)
+            if kind == "text"
+            else value
+            for value, kind in zip(row, kinds, strict=True)
+        ]
+
+
+class _UtcIso(Func):
+    """A ``timestamptz`` as ``Python``'s ``isoformat(timespec="microseconds")`` in UTC."""
+
+    output_field = TextField()
+    template = (
+        "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
+    )
+
+
+class _TextCell(Func):
+    """``cell_text`` in SQL: a leading quote before a text that starts like a formula."""
+
+    output_field = TextField()
+    template = (
+        "CASE WHEN left(%(expressions)s, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') "
+        "THEN '''' || %(expressions)s ELSE %(expressions)s END"
+    )
+
+
+def _copy_blocks(queryset: QuerySet) -> Iterator[bytes]:
+    """The rows written by PostgreSQL (``COPY … TO STDOUT``), gathered into blocks."""
+    expressions = {}
+    for i, (_, field, kind) in enumerate(LEDGER_COLUMNS):
+        column = F(field)
+        expressions[f"csv_{i}"] = (
+            _UtcIso(column) if kind == "time" else _TextCell(column) if kind == "text" else column
+        )
+    values = queryset.annotate(**expressions).values_list(*expressions)
+    sql, params = values.query.sql_with_params()
+    head = io.StringIO()
+    csv.writer(head).writerow(_header())
+    with connection.cursor() as cursor:
+        statement = f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)"
+        with cursor.cursor.copy(statement, params) as copy:
+            parts, size = [head.getvalue().encode()], 0
+            for data in copy:
+                parts.append(data)
+                size += len(data)
+                if size >= BLOCK:
+                    yield b"".join(parts)
+                    parts, size = [], 0
+            if parts:
+                yield b"".join(parts)
+
+
+def ledger_blocks(queryset: QuerySet, *, server: bool | None = None) -> Iterator[bytes]:
+    """The CSV of ``queryset``'s ledger rows (header first) in blocks. ``server``: written by
+    PostgreSQL (the default there) or in Python (elsewhere; tests compare the two)."""
+    if server is None:
+        server = connection.vendor == "postgresql"
+    return _copy_blocks(queryset) if server else _blocks(_python_lines(queryset))
