@@ -576,7 +576,8 @@ def _name_rows(query: SpendQuery, workspace, rows: list[Row]) -> None:
             "engine": ENGINES,
         }[key]
     elif key == "key":
-        names = labels.names(workspace, "key", values) or {v: f"Key #{v}" for v in values}
+        # A deleted key keeps its number.
+        names = {v: f"Key #{v}" for v in values} | labels.names(workspace, "key", values)
     else:
         names = labels.names(workspace, key, values) if key else {}
     none_label = {

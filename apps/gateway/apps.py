@@ -21,3 +21,18 @@ class GatewayConfig(AppConfig):
             post_delete.connect(
                 known_keys_forget, sender=model, dispatch_uid=f"keys-del-{model.__name__}"
             )
+
+        # The spend explorer names a personal key by its name and the prefix lists show.
+        from apps.billing import labels
+
+        labels.register_namer("key", _key_names)
+
+
+def _key_names(workspace, ids):
+    from .models import ApiKey
+
+    pks = [int(i) for i in ids if i.isdigit()]
+    rows = ApiKey.objects.filter(workspace=workspace, pk__in=pks).values_list(
+        "pk", "name", "prefix"
+    )
+    return {str(pk): f"{name} ({prefix}…)" for pk, name, prefix in rows}

@@ -58,3 +58,23 @@ class VoicesConfig(AppConfig):
             post_delete.connect(
                 library_has_forget, sender=model, dispatch_uid=f"library-has-del-{name}"
             )
+
+        # The spend explorer names a voice id by its library name.
+        from apps.billing import labels
+
+        labels.register_namer("voice", _voice_names)
+
+
+def _voice_names(workspace, voice_ids):
+    """The library names of ``voice_ids`` (a withdrawn voice too: the ledger is history)."""
+    from .models import LibraryVoice
+
+    rows = (
+        LibraryVoice.objects.filter(workspace=workspace, voice_id__in=voice_ids)
+        .order_by("voice_id", "withdrawn_at")  # a voice still in the library first
+        .values_list("voice_id", "name")
+    )
+    names: dict[str, str] = {}
+    for voice_id, name in rows:
+        names.setdefault(voice_id, name)
+    return names

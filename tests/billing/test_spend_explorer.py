@@ -10,6 +10,7 @@ import re
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from html import unescape
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -137,7 +138,10 @@ def table_of(html: str) -> dict[str, dict]:
             re.sub(r"<[^>]+>", "", re.search(r"<td data-credits>(.*?)</td>", body).group(1))
         )
         money = Decimal(re.search(r"<td data-money>(.*?)</td>", body).group(1))
-        out[value] = {"cells": cells, "credits": credits, "money": money}
+        label = re.search(r'<th scope="row">(?:<a href="[^"]*">)?(.*?)(?:</a>)?</th>', body).group(
+            1
+        )
+        out[value] = {"cells": cells, "credits": credits, "money": money, "label": unescape(label)}
     return out
 
 
@@ -498,3 +502,36 @@ def test_values_from_the_ledger_are_escaped_in_the_table(client_as, owner, works
     cells = re.findall(r'<td data-cell><a href="([^"]+)">([\d.]+)</a></td>', row.group(2))
     assert [value for _, value in cells] == ["7.000"]
     assert "voice=%22%3E%3Cimg" in cells[0][0] and "&amp;bucket=" in cells[0][0]
+
+
+def test_voices_and_keys_are_shown_by_name(client_as, owner, workspace):
+    """The voices app names a voice id by its library name (a withdrawn voice too); the
+    gateway names a personal key by its name and prefix; a deleted key keeps its number."""
+    from django.utils import timezone
+
+    from apps.gateway.models import ApiKey
+    from apps.voices.models import LibraryVoice
+
+    LibraryVoice.objects.create(
+        workspace=workspace, engine="elevenlabs", voice_id="voice-rachel", name="Rachel"
+    )
+    LibraryVoice.objects.create(
+        workspace=workspace,
+        engine="elevenlabs",
+        voice_id="voice-gone",
+        name="Old narrator",
+        withdrawn_at=timezone.now(),
+    )
+    key = ApiKey.objects.create(
+        workspace=workspace, user=owner, name="CI script", prefix="chorus_ab12cd", key_hash="h" * 64
+    )
+    at = datetime.now(UTC) - timedelta(hours=3)
+    spent(workspace, owner, at=at, credits=5, voice_id="voice-rachel", api_key_id=key.pk)
+    spent(workspace, owner, at=at, credits=3, voice_id="voice-gone", api_key_id=999_999)
+    spent(workspace, owner, at=at, credits=2, voice_id="voice-unknown", source="api")
+    rebuild(workspace)
+    client = client_as(owner)
+    voices = table_of(client.get("/billing/spend/", {"by": "voice"}).content.decode())
+    assert {row["label"] for row in voices.values()} >= {"Rachel", "Old narrator", "voice-unknown"}
+    keys = table_of(client.get("/billing/spend/", {"by": "key"}).content.decode())
+    assert {row["label"] for row in keys.values()} >= {"CI script (chorus_ab12cd…)", "Key #999999"}
