@@ -9,10 +9,16 @@ from celery import current_app
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
+from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .models import Job, JobStatus
+
+# Sent (inside the refusal's transaction) when a waiting job is refused, by a manager or by a
+# budget spent since it was asked for: the app whose row the job works on marks it (a
+# transcript that would otherwise wait forever). ``job``: the refused job.
+job_refused = Signal()
 
 JOB_TASK = "jobs.run"  # the one task that runs every kind of job (``tasks.job_run``)
 
@@ -178,6 +184,7 @@ def job_refuse(*, job: Job, reason: str, by=None) -> Job:
         job.message = f"Refused: {reason}"[:300]
         job.finished_at = now
         job.save(update_fields=["params", "status", "message", "finished_at", "updated_at"])
+        job_refused.send(sender=Job, job=job)
     job_push(job)
     return job
 

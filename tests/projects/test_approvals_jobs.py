@@ -381,3 +381,41 @@ def test_deleting_a_cue_whose_job_waits_withdraws_the_job(waiting, manager, clie
     assert waiting.status == JobStatus.CANCELLED
     page = client_as(manager).get(reverse("projects:approvals"))
     assert page.context["approvals_waiting"] == 0
+
+
+def test_a_refused_transcription_is_failed_with_the_reason_not_left_waiting(
+    charged, workspace, manager, member, client_as
+):
+    """A transcript whose job a manager refuses says so (it no longer reads "Waiting"), and
+    its Retry is refused with the reason: no way round the decision."""
+    import io
+    import wave
+
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from apps.transcripts.models import Transcript, TranscriptStatus
+
+    thresholds(workspace, stt=1)  # 10 seconds of speech-to-text cost more than 1 credit
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1), out.setsampwidth(2), out.setframerate(16000)
+        out.writeframes(b"\x00\x10" * 16000 * 10)
+    client = client_as(member)
+    response = client.post(
+        reverse("transcripts:new"),
+        {"media": SimpleUploadedFile("call.wav", buffer.getvalue(), "audio/wav")},
+    )
+    assert response.status_code in (302, 303), response.content[:300]
+    transcript = Transcript.objects.get(workspace=workspace)
+    job = transcript.job
+    assert job.status == JobStatus.WAITING and transcript.status == TranscriptStatus.QUEUED
+    assert decide(client_as(manager), job, approve="0", reason="Too long").status_code == 303
+    transcript.refresh_from_db()
+    assert transcript.status == TranscriptStatus.FAILED
+    assert transcript.error == "Refused: Too long"
+    page = client.get(reverse("transcripts:detail", args=[transcript.pk])).content.decode()
+    assert "Refused: Too long" in page
+    retry = client.post(reverse("transcripts:retry", args=[transcript.pk]))
+    assert retry.status_code == 400 and "No manager approved this job" in retry.content.decode()
+    transcript.refresh_from_db()
+    assert transcript.status == TranscriptStatus.FAILED and not UsageEvent.objects.exists()
