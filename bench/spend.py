@@ -426,6 +426,8 @@ def time_views(manager, member, users, requests: int, only: str = "") -> list[di
             f"  {result['kib']:.0f} KiB",
             flush=True,
         )
+    if not only or only.lower() in "csv of a month's rows (whole team) floor":
+        results.append(copy_floor(client_for(manager), month_start, month_end, requests))
     # A member's own view: the same page, held to their rows.
     client = Client()
     client.force_login(member)
@@ -440,6 +442,66 @@ def time_views(manager, member, users, requests: int, only: str = "") -> list[di
     results.append(own)
     print(f"{own['label']:48s} p50 {own['p50']:6.1f} ms  p95 {own['p95']:6.1f} ms")
     return results
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    client.cookies[TZ_COOKIE] = "UTC"
+    return client
+
+
+def copy_floor(client, month_start, month_end, requests: int) -> dict:
+    """The whole team's raw CSV of a month against what PostgreSQL itself takes to write the
+    same rows (``COPY (the same SELECT, plain columns) TO STDOUT``, read to the end by
+    psycopg), interleaved: the part of the view that no Python can remove."""
+    from apps.billing.ledger_csv import LEDGER_COLUMNS
+
+    rows = UsageEvent.objects.filter(
+        workspace__slug=SLUG,
+        status="settled",
+        created_at__gte=datetime.combine(month_start, datetime.min.time(), tzinfo=UTC),
+        created_at__lt=datetime.combine(
+            month_end + timedelta(days=1), datetime.min.time(), tzinfo=UTC
+        ),
+    ).order_by("created_at", "id")
+    sql, params = rows.values_list(*[f for _, f, _ in LEDGER_COLUMNS]).query.sql_with_params()
+    query = {"from": month_start.isoformat(), "to": month_end.isoformat()}
+    url = reverse("billing:spend_rows_csv")
+
+    def bare() -> int:
+        size = 0
+        statement = f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)"
+        with connection.cursor() as cursor, cursor.cursor.copy(statement, params) as copy:
+            for data in copy:
+                size += len(data)
+        return size
+
+    views, floor = [], []
+    for n in range(requests + 3):
+        started = time.perf_counter()
+        _, body = _get(client, url, query)
+        view_ms = (time.perf_counter() - started) * 1000
+        started = time.perf_counter()
+        size = bare()
+        floor_ms = (time.perf_counter() - started) * 1000
+        if n >= 3:  # the first three warm up
+            views.append(view_ms)
+            floor.append(floor_ms)
+    result = {
+        "label": "CSV of a month's rows (whole team) vs bare COPY",
+        "p50": statistics.median(views),
+        "p95": pct(views, 95),
+        "queries": [0, 0],
+    }
+    print(
+        f"{result['label']:48s} p50 {result['p50']:6.1f} ms  p95 {result['p95']:6.1f} ms  "
+        f"(PostgreSQL's bare COPY of the same rows: p50 {statistics.median(floor):.1f} / "
+        f"p95 {pct(floor, 95):.1f} ms, {size / 1024:.0f} KiB; "
+        f"the view's {len(body) / 1024:.0f} KiB)",
+        flush=True,
+    )
+    return result
 
 
 def main():

@@ -26,27 +26,28 @@ from django.db.models import F, Func, QuerySet, TextField
 BLOCK = 64 * 1024
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
-# (CSV column, ledger field, kind): "text" is guarded against formulas, "time" is written in
-# UTC as ISO 8601 with microseconds, "value" as the database gives it (numbers, ids).
+# (CSV column, ledger field, kind): "text" (what a caller or the provider chose) is guarded
+# against formulas, "time" is written in UTC as ISO 8601 with microseconds, "value" as the
+# database gives it (numbers, ids, and the names Chorus itself writes: sources, capabilities).
 LEDGER_COLUMNS = (
     ("id", "id", "value"),
     ("created_at_utc", "created_at", "time"),
     ("member", "user__email", "text"),
     ("personal_key_id", "api_key_id", "value"),
-    ("source", "source", "text"),
-    ("capability", "capability", "text"),
-    ("engine", "engine", "text"),
+    ("source", "source", "value"),
+    ("capability", "capability", "value"),
+    ("engine", "engine", "value"),
     ("model_id", "model_id", "text"),
     ("voice_id", "voice_id", "text"),
     ("project", "project", "text"),
-    ("unit", "unit", "text"),
+    ("unit", "unit", "value"),
     ("units", "units", "value"),
     ("credits", "credits", "value"),
     ("money", "money", "value"),
     ("shadow_credits", "shadow_credits", "value"),
-    ("purpose_type", "purpose_type", "text"),
-    ("purpose_id", "purpose_id", "text"),
-    ("request_id", "request_id", "text"),
+    ("purpose_type", "purpose_type", "value"),
+    ("purpose_id", "purpose_id", "value"),
+    ("request_id", "request_id", "value"),
     ("upstream_request_id", "upstream_request_id", "text"),
 )
 
@@ -128,7 +129,7 @@ class _TextCell(Func):
 
     output_field = TextField()
     template = (
-        "CASE WHEN left(%(expressions)s, 1) IN ('=', '+', '-', '@', E'\\t', E'\\r') "
+        "CASE WHEN %(expressions)s ~ '^[-=+@\\t\\r]' "
         "THEN '''' || %(expressions)s ELSE %(expressions)s END"
     )
 
