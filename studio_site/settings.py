@@ -188,6 +188,7 @@ INSTALLED_APPS = [
     "apps.speech",
     "apps.transcripts",
     "apps.projects",
+    "apps.agents",
 ]
 
 MIDDLEWARE = [
@@ -537,6 +538,17 @@ CHORUS_SPEECH_PART_MAX = min(env_int("CHORUS_SPEECH_PART_MAX", 10_000, minimum=1
 # A project render speaks this many blocks at once (0: one per core, at most 4; always one on
 # SQLite).
 CHORUS_PROJECT_RENDER_THREADS = env_int("CHORUS_PROJECT_RENDER_THREADS", 0, minimum=0)
+
+# --- Voice agents (apps.agents) ------------------------------------------------------------
+
+# On the local engine an agent thinks with an OpenAI-compatible chat endpoint (llama.cpp
+# server, Ollama, vLLM, a hosted one) when its URL is set: the base URL before
+# /chat/completions, e.g. http://127.0.0.1:11434/v1. Without one, the offline model.
+CHORUS_AGENT_LLM_URL = env_str("CHORUS_AGENT_LLM_URL")
+CHORUS_AGENT_LLM_KEY = env_str("CHORUS_AGENT_LLM_KEY")  # its bearer token, if it needs one
+# The model names that endpoint serves (offered in the agent form), comma-separated.
+CHORUS_AGENT_LLM_MODELS = env_list("CHORUS_AGENT_LLM_MODELS", [])
+CHORUS_AGENT_LLM_TIMEOUT_SECONDS = env_float("CHORUS_AGENT_LLM_TIMEOUT_SECONDS", 30.0, minimum=1.0)
 
 # --- Request bodies (studio_site.server) ---------------------------------------------------
 
