@@ -232,3 +232,32 @@ def session_cookie_for(user) -> str:
     client = Client()
     client.force_login(user)
     return client.cookies[settings.SESSION_COOKIE_NAME].value
+
+
+# --- Order: the longest files first -------------------------------------------------------
+
+# ``make test`` hands whole files to its workers (``--dist loadfile``) in collection order. A
+# long file collected last runs alone at the end while the other worker idles; these run
+# first instead (measured: each takes 60-120 s), then the other files that start servers,
+# workers or a browser, then the rest — the short files fill in at the end.
+LONGEST_FIRST = (
+    "tests/gateway/test_schemathesis_fuzz.py",
+    "tests/test_make_run.py",
+    "tests/e2e/test_sidebar_walk.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        if path in LONGEST_FIRST:
+            return LONGEST_FIRST.index(path)
+        slow = item.get_closest_marker("slow") or item.get_closest_marker("e2e")
+        return len(LONGEST_FIRST) + (0 if slow or path.startswith("tests/e2e/") else 1)
+
+    # Whole files move together (a file's rank is its slowest item's), in their own order.
+    ranks: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        ranks[path] = min(ranks.get(path, 99), rank(item))
+    items.sort(key=lambda item: ranks[item.nodeid.split("::", 1)[0]])
