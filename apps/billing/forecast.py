@@ -100,12 +100,20 @@ class Forecast:
     plan_limit: Decimal | None  # the plan's credits; None: no limit
     cap: Decimal | None  # the workspace cap; None: none
     points: list[ForecastPoint]
+    # Credits the provider counts this period that Chorus did not bill (the shared account
+    # used outside Chorus): its last synced ``credits_used`` less the ledger's spend. Counted
+    # against the plan's credits (the provider's count), never against the cap (Chorus's).
+    outside: Decimal = Decimal(0)
+
+    @property
+    def projected_on_plan(self) -> Decimal:
+        return self.projected + self.outside
 
     @property
     def crosses(self) -> tuple[str, ...]:
         """The limits the projection goes over: ``plan``, ``cap``."""
         over = []
-        if self.plan_limit is not None and self.projected > self.plan_limit:
+        if self.plan_limit is not None and self.projected_on_plan > self.plan_limit:
             over.append("plan")
         if self.cap is not None and self.projected > self.cap:
             over.append("cap")
@@ -230,6 +238,10 @@ def forecast_for(workspace, *, now: datetime | None = None) -> Forecast:
     projected = _credits(spent + to_come)
 
     points = _points(hourly, start=start, end=end, now=now, spent=spent, to_come=to_come)
+    outside = Decimal(0)
+    synced_this_period = plan.synced_at is not None and plan.synced_at >= start
+    if plan.source == "elevenlabs" and plan.budget_period == "plan" and synced_this_period:
+        outside = max(Decimal(plan.credits_used) - spent, Decimal(0))
     return Forecast(
         period_start=start,
         period_end=end,
@@ -247,6 +259,7 @@ def forecast_for(workspace, *, now: datetime | None = None) -> Forecast:
         plan_limit=Decimal(plan.credit_limit) if plan.credit_limit else None,
         cap=plan.workspace_cap,
         points=points,
+        outside=_credits(outside),
     )
 
 
@@ -292,7 +305,15 @@ def forecast_chart(forecast: Forecast, zone) -> dict:
         "labels": labels,
         "measured": measured,
         "projected": projected,
-        "plan": None if forecast.plan_limit is None else str(forecast.plan_limit),
+        # What the plan leaves for Chorus: its credits less those used outside Chorus.
+        "plan": None
+        if forecast.plan_limit is None
+        else str(
+            forecast.plan_limit - forecast.outside if forecast.outside else forecast.plan_limit
+        ),
+        "planLabel": "Plan's credits"
+        if not forecast.outside
+        else f"Plan's credits less {forecast.outside:,.0f} used outside Chorus",
         "cap": None if forecast.cap is None else str(forecast.cap),
         "ratio": forecast.ratio_text,
     }

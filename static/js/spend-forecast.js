@@ -26,7 +26,7 @@
         pointRadius: 0, spanGaps: false },
     ];
     if (spec.plan !== null) {
-      datasets.push({ label: "Plan's credits", data: flat(spec.plan, spec.labels.length),
+      datasets.push({ label: spec.planLabel || "Plan's credits", data: flat(spec.plan, spec.labels.length),
         borderColor: "#000000", backgroundColor: "#000000", borderDash: [2, 3], pointRadius: 0 });
     }
     if (spec.cap !== null) {

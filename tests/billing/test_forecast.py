@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.billing import forecast
-from apps.billing.forecast import forecast_for, forecast_notices_send
+from apps.billing.forecast import forecast_chart, forecast_for, forecast_notices_send
 from apps.billing.models import (
     ForecastNotice,
     Notification,
@@ -285,3 +285,27 @@ def test_the_spend_page_loads_the_forecast_for_managers_only(ledger, manager, me
     own = client_as(member).get(reverse("billing:spend")).content.decode()
     assert 'id="spend-forecast"' not in own  # the workspace's projection is for managers
     assert client_as(member).get(reverse("billing:spend_forecast")).status_code == 403
+
+
+def test_credits_the_provider_counts_outside_chorus_count_against_the_plan(ledger, plan):
+    """The account is shared: calls made outside Chorus show in the provider's synced
+    ``credits_used`` but not in the ledger. They go against the plan's credits (the
+    provider's count), not against the workspace cap (Chorus's own spend)."""
+    plan.source, plan.budget_period = "elevenlabs", "plan"
+    plan.next_reset_at, plan.synced_at = at(1, month=7), at(10)
+    plan.credits_used = 1500 + 1600  # the ledger's 1,500 and 1,600 spent elsewhere
+    plan.save()
+    result = forecast_for(ledger, now=NOW)
+    assert result.projected == Decimal("3500.000")  # the ledger's projection, as before
+    assert result.outside == Decimal("1600.000")
+    assert result.projected_on_plan == Decimal("5100.000")
+    assert result.crosses == ("plan",)  # 5,100 > 5,000; the cap (3,800) sees only 3,500
+    chart = forecast_chart(result, UTC)
+    assert chart["plan"] == "3400.000" and "1,600 used outside Chorus" in chart["planLabel"]
+    # A sync from before the period says nothing about it; on a calendar month, neither.
+    plan.synced_at = at(28, month=5)
+    plan.save()
+    assert forecast_for(ledger, now=NOW).outside == 0
+    plan.synced_at, plan.budget_period = at(10), "month"
+    plan.save()
+    assert forecast_for(ledger, now=NOW).outside == 0
