@@ -27,7 +27,7 @@ BLOCK = 64 * 1024
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 # (CSV column, ledger field, kind): "text" (what a caller or the provider chose) is guarded
-# against formulas, "time" is written in UTC as ISO 8601 with microseconds, "value" as the
+# against formulas, "time" is written in UTC (``utc_text``), "value" as the
 # database gives it (numbers, ids, and the names Chorus itself writes: sources, capabilities).
 LEDGER_COLUMNS = (
     ("id", "id", "value"),
@@ -50,6 +50,16 @@ LEDGER_COLUMNS = (
     ("request_id", "request_id", "value"),
     ("upstream_request_id", "upstream_request_id", "text"),
 )
+
+
+def utc_text(moment) -> str:
+    """A time in UTC as PostgreSQL writes a ``timestamp`` (``YYYY-MM-DD HH:MM:SS`` and the
+    fraction of a second without its trailing zeros): what spreadsheets read as a date and
+    time. The column's name says it is UTC."""
+    text = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}".rstrip("0")
+    return text
 
 
 def cell_text(value: str) -> str:
@@ -106,7 +116,7 @@ def _python_lines(queryset: QuerySet, chunk: int = 2000) -> Iterator[list]:
         yield [
             ""
             if value is None
-            else value.astimezone(UTC).isoformat(timespec="microseconds")
+            else utc_text(value)
             if kind == "time"
             else cell_text(value)
             if kind == "text"
@@ -115,13 +125,12 @@ def _python_lines(queryset: QuerySet, chunk: int = 2000) -> Iterator[list]:
         ]
 
 
-class _UtcIso(Func):
-    """A ``timestamptz`` as ``Python``'s ``isoformat(timespec="microseconds")`` in UTC."""
+class _UtcText(Func):
+    """``utc_text`` in SQL: the ``timestamp`` in UTC, written as PostgreSQL writes one (the
+    ISO date style, which psycopg needs anyway)."""
 
     output_field = TextField()
-    template = (
-        "to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"')"
-    )
+    template = "(%(expressions)s AT TIME ZONE 'UTC')"
 
 
 class _TextCell(Func):
@@ -140,7 +149,7 @@ def _copy_blocks(queryset: QuerySet) -> Iterator[bytes]:
     for i, (_, field, kind) in enumerate(LEDGER_COLUMNS):
         column = F(field)
         expressions[f"csv_{i}"] = (
-            _UtcIso(column) if kind == "time" else _TextCell(column) if kind == "text" else column
+            _UtcText(column) if kind == "time" else _TextCell(column) if kind == "text" else column
         )
     values = queryset.annotate(**expressions).values_list(*expressions)
     sql, params = values.query.sql_with_params()

@@ -78,7 +78,9 @@ def test_the_raw_csv_equals_the_settled_ledger_rows_of_the_filter(client_as, own
     for line, event in zip(body, expected, strict=True):
         record = dict(zip(header, line, strict=True))
         assert int(record["id"]) == event.pk
-        assert datetime.fromisoformat(record["created_at_utc"]) == event.created_at
+        assert datetime.fromisoformat(record["created_at_utc"]).replace(tzinfo=UTC) == (
+            event.created_at
+        )
         assert record["member"] == (event.user.email if event.user else "")
         assert record["personal_key_id"] == (str(event.api_key_id) if event.api_key_id else "")
         assert Decimal(record["credits"]) == event.credits
@@ -141,8 +143,11 @@ def test_every_ledger_column_of_the_raw_csv_equals_the_row(
     assert len(body) == len(events) == len(hostile_rows)
     for line, event in zip(body, events, strict=True):
         record = dict(zip(header, line, strict=True))
-        assert record["created_at_utc"] == event.created_at.astimezone(UTC).isoformat(
-            timespec="microseconds"
+        assert re.fullmatch(
+            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d{0,5}[1-9])?", record["created_at_utc"]
+        )
+        assert datetime.fromisoformat(record["created_at_utc"]).replace(tzinfo=UTC) == (
+            event.created_at
         )
         for name in ("units", "credits", "money", "shadow_credits"):
             value = getattr(event, name)
@@ -216,3 +221,14 @@ def test_the_table_csv_guards_labels_against_formulas(client_as, owner, workspac
     labels = [r[0] for r in rows[1:-1]]
     assert '\'=HYPERLINK("http://x")' in labels and "'+1" in labels
     assert "two\nlines" in labels and 'a,b "quoted"' in labels
+
+
+def test_times_are_written_in_utc_as_the_database_writes_them():
+    from datetime import timedelta, timezone
+
+    from apps.billing.ledger_csv import utc_text
+
+    berlin = timezone(timedelta(hours=2))
+    assert utc_text(datetime(2026, 7, 1, 1, 30, tzinfo=berlin)) == "2026-06-30 23:30:00"
+    assert utc_text(datetime(2026, 7, 1, 1, 30, 5, 120000, tzinfo=UTC)) == "2026-07-01 01:30:05.12"
+    assert utc_text(datetime(2026, 7, 1, 1, 30, 5, 7, tzinfo=UTC)) == "2026-07-01 01:30:05.000007"
