@@ -50,6 +50,7 @@ SECTIONS: tuple[Section, ...] = (
                 ("/voices/design/", "/voices/designs/", "/voices/votes/"),
             ),
             Item("Transcripts", "transcripts:list"),
+            Item("Agents", "agents:list"),
         ),
     ),
     Section(

@@ -51,6 +51,7 @@ urlpatterns = [
     path("settings/api-keys/", include("apps.gateway.urls")),
     path("speech/", include("apps.speech.urls")),
     path("projects/", include("apps.projects.urls")),
+    path("agents/", include("apps.agents.urls")),
     path("", include((workspace_pages, "workspaces"))),
     path("", include(api_urls.fallback_patterns)),
 ]
