@@ -4,6 +4,7 @@ from django.urls import path, re_path
 
 from . import (
     api,
+    api_convai,
     api_history,
     api_jobs,
     api_media,
@@ -199,6 +200,40 @@ urlpatterns += [
     ),
 ]
 
+# Conversational AI (``api_convai``): agents, the conversation WebSocket's signed URL, and the
+# recorded conversations. ``agents/create`` comes before ``agents/<agent_id>``.
+urlpatterns += [
+    path("v1/convai/agents/create", api_convai.agent_create, name="api_convai_agent_create"),
+    path("v1/convai/agents", api_convai.agent_list, name="api_convai_agents"),
+    path("v1/convai/agents/<str:agent_id>", api_convai.agent, name="api_convai_agent"),
+    path(
+        "v1/convai/conversation/get-signed-url",
+        api_convai.conversation_signed_url,
+        name="api_convai_signed_url",
+    ),
+    path(
+        "v1/convai/conversation/get_signed_url",
+        api_convai.conversation_signed_url,
+        name="api_convai_signed_url_legacy",
+    ),
+    path(
+        "v1/convai/conversation/token",
+        api_convai.conversation_token,
+        name="api_convai_token",
+    ),
+    path("v1/convai/conversations", api_convai.conversation_list, name="api_convai_conversations"),
+    path(
+        "v1/convai/conversations/<str:conversation_id>",
+        api_convai.conversation,
+        name="api_convai_conversation",
+    ),
+    path(
+        "v1/convai/conversations/<str:conversation_id>/audio",
+        api_convai.conversation_audio,
+        name="api_convai_conversation_audio",
+    ),
+]
+
 # Paths of the official API that Chorus does not serve but that a route above would take for
 # its parameter (``v1/voices/accents`` as a voice id): each answers a 404 ``not_supported``
 # naming the endpoint, never that route's ``voice_not_found`` or 405. Included before
@@ -226,6 +261,18 @@ unserved_patterns = [
             "operations": "POST /v1/history/download (Download History Items); "
             "GET /v1/history/{history_item_id}/audio gives one item's audio"
         },
+    ),
+    # Conversational AI paths that ``v1/convai/agents/<agent_id>`` and
+    # ``v1/convai/conversations/<conversation_id>`` would take.
+    path(
+        "v1/convai/agents/summaries",
+        api_unserved.not_supported,
+        {"operations": "GET /v1/convai/agents/summaries (Get Agent Summaries)"},
+    ),
+    path(
+        "v1/convai/conversations/resolve",
+        api_unserved.not_supported,
+        {"operations": "GET /v1/convai/conversations/resolve (Resolve Conversation Reference)"},
     ),
 ]
 
