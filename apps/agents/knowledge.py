@@ -139,8 +139,8 @@ def _markdown_text(text: str) -> str:
     """Markdown's markup taken off what is read aloud or matched: heading marks, emphasis,
     code fences, link and image syntax (their words kept), HTML tags."""
     text = re.sub(r"^```.*$", "", text, flags=re.M)
-    text = re.sub(r"^\s{0,3}#{1,6}\s+", "", text, flags=re.M)
-    text = re.sub(r"^\s{0,3}>\s?", "", text, flags=re.M)
+    text = re.sub(r"^[ \t]{0,3}#{1,6}[ \t]+", "", text, flags=re.M)
+    text = re.sub(r"^[ \t]{0,3}>[ \t]?", "", text, flags=re.M)
     text = re.sub(r"!\[([^\]]*)\]\([^)]*\)", r"\1", text)
     text = re.sub(r"\[([^\]]+)\]\([^)]*\)", r"\1", text)
     text = re.sub(r"</?[A-Za-z][^>]{0,200}>", "", text)
