@@ -130,7 +130,7 @@ def agent_update(
     """Rename, retag and/or reconfigure ``agent``. A changed configuration is written as the
     next version (the previous one is kept, and the conversations that ran on it keep
     pointing at it); an unchanged one writes nothing."""
-    agent = Agent.objects.select_for_update().select_related("version").get(pk=agent.pk)
+    agent = Agent.objects.select_for_update(of=("self",)).select_related("version").get(pk=agent.pk)
     fields = []
     if name is not None:
         agent.name = _name_checked(name)
