@@ -241,7 +241,18 @@ def forecast_for(workspace, *, now: datetime | None = None) -> Forecast:
     outside = Decimal(0)
     synced_this_period = plan.synced_at is not None and plan.synced_at >= start
     if plan.source == "elevenlabs" and plan.budget_period == "plan" and synced_this_period:
-        outside = max(Decimal(plan.credits_used) - spent, Decimal(0))
+        # The provider's count is a snapshot at ``synced_at``: less what Chorus had billed
+        # by then (whole hours from the rollup, the sync's own hour from the ledger).
+        cut = min(plan.synced_at, now)
+        hour = cut.replace(minute=0, second=0, microsecond=0)
+        before = sum((total for at, total, _ in hourly if at < hour), Decimal(0))
+        before += UsageEvent.objects.filter(
+            workspace=workspace,
+            status=UsageStatus.SETTLED,
+            created_at__gte=max(hour, start),
+            created_at__lt=cut,
+        ).aggregate(total=Sum("credits"))["total"] or Decimal(0)
+        outside = max(Decimal(plan.credits_used) - before, Decimal(0))
     return Forecast(
         period_start=start,
         period_end=end,

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import EmptyResultSet
 from django.db import connection
 from django.db.models import F, Func, QuerySet, TextField
 
@@ -144,7 +145,9 @@ class _TextCell(Func):
 
 
 def _copy_blocks(queryset: QuerySet) -> Iterator[bytes]:
-    """The rows written by PostgreSQL (``COPY … TO STDOUT``), gathered into blocks."""
+    """The rows written by PostgreSQL (``COPY … TO STDOUT``), gathered into blocks. The
+    statement is built here, before the response starts: a query that cannot match (an id
+    beyond any row's) is the header alone, not an error half-way through a 200."""
     expressions = {}
     for i, (_, field, kind) in enumerate(LEDGER_COLUMNS):
         column = F(field)
@@ -152,21 +155,26 @@ def _copy_blocks(queryset: QuerySet) -> Iterator[bytes]:
             _UtcText(column) if kind == "time" else _TextCell(column) if kind == "text" else column
         )
     values = queryset.annotate(**expressions).values_list(*expressions)
-    sql, params = values.query.sql_with_params()
     head = io.StringIO()
     csv.writer(head).writerow(_header())
-    with connection.cursor() as cursor:
-        statement = f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)"
-        with cursor.cursor.copy(statement, params) as copy:
-            parts, size = [head.getvalue().encode()], 0
-            for data in copy:
-                parts.append(data)
-                size += len(data)
-                if size >= BLOCK:
-                    yield b"".join(parts)
-                    parts, size = [], 0
-            if parts:
+    try:
+        sql, params = values.query.sql_with_params()
+    except EmptyResultSet:
+        return iter([head.getvalue().encode()])
+    return _copy_stream(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv)", params, head.getvalue())
+
+
+def _copy_stream(statement: str, params, head: str) -> Iterator[bytes]:
+    with connection.cursor() as cursor, cursor.cursor.copy(statement, params) as copy:
+        parts, size = [head.encode()], 0
+        for data in copy:
+            parts.append(data)
+            size += len(data)
+            if size >= BLOCK:
                 yield b"".join(parts)
+                parts, size = [], 0
+        if parts:
+            yield b"".join(parts)
 
 
 def ledger_blocks(queryset: QuerySet, *, server: bool | None = None) -> Iterator[bytes]:

@@ -42,7 +42,10 @@ MAX_DAYS = 731  # the longest range one view sums (two years)
 MAX_DAYS_BY_DAY = 92
 DEFAULT_DAYS = {"day": 30, "week": 12 * 7, "month": 365}
 ENGINES = {"local": "Local draft", "elevenlabs": "Final (ElevenLabs)"}
-_TOKEN = re.compile(r"^[A-Za-z0-9_.:\-]{1,120}$")
+# A filter value: what callers chose through /v1 (a voice id with a space, a model id that
+# starts with "="), so any text of at most 120 characters without control characters.
+_TOKEN = re.compile(r"^[^\x00-\x1f\x7f]{1,120}$")
+_ID = re.compile(r"^[0-9]{1,18}$")  # a row id (bigint): ASCII digits, never "²"
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,9 @@ def spend_query_parse(
     if measure not in MEASURES:
         errors["measure"] = "Choose credits or money."
     end_date = _parse_date(params["to"], "to", errors) if params.get("to") else today
+    if end_date is not None and not 2000 <= end_date.year <= 2999:
+        errors["to"] = "Choose dates between the years 2000 and 2999."
+        end_date = None
     start_date = None
     if params.get("from"):
         start_date = _parse_date(params["from"], "from", errors)
@@ -179,7 +185,7 @@ def spend_query_parse(
         for value in raw:
             if value == NONE:
                 continue
-            if dim.numeric and not value.isdigit():
+            if dim.numeric and not _ID.match(value):
                 problem = f"“{value[:40]}” is not an id."
             elif key == "capability" and value not in CAPABILITIES:
                 problem = f"“{value[:40]}” is no capability."
@@ -271,6 +277,10 @@ def bucket_of(query: SpendQuery, raw: str) -> Bucket:
         raise SpendQueryError({"bucket": f"“{raw[:40]}” is not a date: use YYYY-MM-DD."}) from None
     if _bucket_start(day, query.period) != day:
         raise SpendQueryError({"bucket": f"No {query.period} starts on {day.isoformat()}."})
+    if not _bucket_start(query.start_date, query.period) <= day <= query.end_date:
+        raise SpendQueryError(
+            {"bucket": f"{day.isoformat()} is outside the view's dates: pick a cell of the table."}
+        )
     after = _next(day, query.period)
     return Bucket(day, _bucket_label(day, query.period), day, after)
 
@@ -576,8 +586,21 @@ def _name_rows(query: SpendQuery, workspace, rows: list[Row]) -> None:
             "engine": ENGINES,
         }[key]
     elif key == "key":
-        # A deleted key keeps its number.
-        names = {v: f"Key #{v}" for v in values} | labels.names(workspace, "key", values)
+        # A deleted key keeps its number. A member names only keys of their own ledger
+        # rows: another's key (asked for by id in the URL) stays a number.
+        named = values
+        if query.forced_member is not None and values:
+            named = [
+                str(k)
+                for k in UsageEvent.objects.filter(
+                    workspace=workspace,
+                    user_id=query.forced_member,
+                    api_key_id__in=[int(v) for v in values],
+                )
+                .values_list("api_key_id", flat=True)
+                .distinct()
+            ]
+        names = {v: f"Key #{v}" for v in values} | labels.names(workspace, "key", named)
     else:
         names = labels.names(workspace, key, values) if key else {}
     none_label = {
@@ -600,7 +623,11 @@ def _name_rows(query: SpendQuery, workspace, rows: list[Row]) -> None:
 def value_label(query: SpendQuery, workspace, key: str, value: str) -> str:
     """The label of one filter value (the drill-down's heading)."""
     row = Row(value=value, label=value, cells=[])
-    _name_rows(SpendQuery(zone=query.zone, group=key), workspace, [row])
+    _name_rows(
+        SpendQuery(zone=query.zone, group=key, forced_member=query.forced_member),
+        workspace,
+        [row],
+    )
     return row.label
 
 
@@ -624,11 +651,16 @@ def _cursor(event) -> str:
     return f"{micros}-{event.pk}"
 
 
+_CURSOR = re.compile(r"^([0-9]{1,18})-([0-9]{1,18})$")
+_CURSOR_MAX = 32503680000 * 1_000_000  # the year 3000, in microseconds since 1970
+
+
 def _cursor_parse(raw: str, name: str) -> tuple[datetime, int]:
-    micros, _, pk = raw.partition("-")
-    if not (micros.isdigit() and pk.isdigit()) or len(micros) > 18 or len(pk) > 18:
+    found = _CURSOR.match(raw)
+    if not found or int(found.group(1)) >= _CURSOR_MAX:
         raise SpendQueryError({name: "This page link is not valid: go back to the first page."})
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros)), int(pk)
+    micros, pk = int(found.group(1)), int(found.group(2))
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros), pk
 
 
 def ledger_page(rows: QuerySet, *, after: str = "", before: str = "", size: int = 50):

@@ -52,7 +52,10 @@ METRIC_SUMS = {
 }
 HOUR = 3600
 MAX_BUCKETS = 10_000  # a year by the hour is 8,784
-MAX_MS = 253_402_300_799_000  # 9999-12-31
+# Times up to the year 3000 and buckets of at most ten years: the axis is then never near
+# the end of Python's calendar (9999), where a step would overflow.
+MAX_MS = 32_503_680_000_000  # 3000-01-01
+MAX_BUCKET_SECONDS = 10 * 366 * 86400
 SOURCE_NAMES = {"ui": "studio", "api": "api", "job": "job"}
 
 
@@ -108,7 +111,7 @@ def _params(request, api_key: ApiKey) -> dict:
     workspace_metrics = bool(_query_bool(request, "include_workspace_metrics", errors))
     breakdown = _query_choice(request, "breakdown_type", BREAKDOWNS, errors) or "none"
     interval = _query_choice(request, "aggregation_interval", INTERVALS, errors) or "day"
-    size = _query_int(request, "aggregation_bucket_size", errors, low=1)
+    size = _query_int(request, "aggregation_bucket_size", errors, low=1, high=MAX_BUCKET_SECONDS)
     metric = _query_choice(request, "metric", METRICS, errors) or "credits"
     if start_ms is not None and end_ms is not None and end_ms < start_ms:
         errors.append(

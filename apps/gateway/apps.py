@@ -31,7 +31,7 @@ class GatewayConfig(AppConfig):
 def _key_names(workspace, ids):
     from .models import ApiKey
 
-    pks = [int(i) for i in ids if i.isdigit()]
+    pks = [int(i) for i in ids if i.isascii() and i.isdigit() and len(i) <= 18]
     rows = ApiKey.objects.filter(workspace=workspace, pk__in=pks).values_list(
         "pk", "name", "prefix"
     )

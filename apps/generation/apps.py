@@ -33,7 +33,7 @@ def _job_links(workspace, ids):
 
     from apps.jobs.models import Job
 
-    pks = [int(i) for i in ids if i.isdigit()]
+    pks = [int(i) for i in ids if i.isascii() and i.isdigit() and len(i) <= 18]
     found = Job.objects.filter(workspace=workspace, pk__in=pks).values_list("pk", flat=True)
     return {str(pk): reverse("jobs:detail", args=[pk]) for pk in found}
 

@@ -58,7 +58,7 @@ def _cue_links(workspace, pks):
 
     from .models import Cue
 
-    ids = [int(pk) for pk in pks if pk.isdigit()]
+    ids = [int(pk) for pk in pks if pk.isascii() and pk.isdigit() and len(pk) <= 18]
     rows = Cue.objects.filter(workspace=workspace, pk__in=ids).values_list(
         "pk", "project__public_id"
     )

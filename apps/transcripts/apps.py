@@ -19,7 +19,9 @@ class TranscriptsConfig(AppConfig):
 def _job_refused(sender, job, **kwargs):
     """A transcription a manager refused (or a budget did) is failed with the reason, not
     left waiting; it cannot be retried (``job_retry`` says why)."""
-    if job.subject_type != "transcript" or not job.subject_id.isdigit():
+    if job.subject_type != "transcript" or not (
+        job.subject_id.isascii() and job.subject_id.isdigit()
+    ):
         return
     from django.utils import timezone
 

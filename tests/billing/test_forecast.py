@@ -302,6 +302,11 @@ def test_credits_the_provider_counts_outside_chorus_count_against_the_plan(ledge
     assert result.crosses == ("plan",)  # 5,100 > 5,000; the cap (3,800) sees only 3,500
     chart = forecast_chart(result, UTC)
     assert chart["plan"] == "3400.000" and "1,600 used outside Chorus" in chart["planLabel"]
+    # The count is a snapshot: Chorus's spend after the sync (500 on the 8th) is not taken
+    # from it. Synced on the 6th: 1,000 billed by Chorus by then, 1,600 elsewhere.
+    plan.synced_at, plan.credits_used = at(6), 1000 + 1600
+    plan.save()
+    assert forecast_for(ledger, now=NOW).outside == Decimal("1600.000")
     # A sync from before the period says nothing about it; on a calendar month, neither.
     plan.synced_at = at(28, month=5)
     plan.save()
