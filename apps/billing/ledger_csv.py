@@ -87,7 +87,7 @@ class CsvStream:
         self.blocks.close()
 
 
-def _blocks(lines: Iterable[list]) -> Iterator[bytes]:
+def csv_blocks(lines: Iterable[list]) -> Iterator[bytes]:
     """``lines`` written as CSV and handed on in blocks of about ``BLOCK`` bytes."""
     out = io.StringIO()
     writer = csv.writer(out)
@@ -99,10 +99,6 @@ def _blocks(lines: Iterable[list]) -> Iterator[bytes]:
             out.truncate()
     if out.tell():
         yield out.getvalue().encode()
-
-
-def table_blocks(lines: Iterable[list]) -> Iterator[bytes]:
-    return _blocks(lines)
 
 
 def _header() -> list[str]:
@@ -182,4 +178,4 @@ def ledger_blocks(queryset: QuerySet, *, server: bool | None = None) -> Iterator
     PostgreSQL (the default there) or in Python (elsewhere; tests compare the two)."""
     if server is None:
         server = connection.vendor == "postgresql"
-    return _copy_blocks(queryset) if server else _blocks(_python_lines(queryset))
+    return _copy_blocks(queryset) if server else csv_blocks(_python_lines(queryset))

@@ -323,7 +323,7 @@ def spend_table_csv(request):
     table = spend.spend_table(query, workspace=request.workspace)
     label = spend.DIMENSIONS[query.group].label if query.group else "All spend"
     return _csv_response(
-        ledger_csv.table_blocks(table_csv_rows(table, label)), _filename(request, "spend", query)
+        ledger_csv.csv_blocks(table_csv_rows(table, label)), _filename(request, "spend", query)
     )
 
 

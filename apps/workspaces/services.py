@@ -1,18 +1,19 @@
 """Business logic of workspaces: creation, roles, invitations, audit, sign-in throttling, export."""
 
-import io
 import ipaddress
 import json
 import logging
 import secrets
+import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
-from django.core.files.base import ContentFile
+from django.core.files.base import File
 from django.core.files.storage import default_storage
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
@@ -610,11 +611,18 @@ def workspace_export_run(*, job, progress) -> dict:
     sections = workspace_export_sections(workspace)
     for provider in settings.CHORUS_EXPORT_SECTIONS:
         sections.extend(import_string(provider)(workspace))
-    buffer = io.BytesIO()
+    # The archive is written to a temporary file, and a section that comes in blocks (the
+    # ledger: an iterator of bytes) is written as it comes: a big workspace's export never
+    # sits whole in the worker's memory.
+    buffer = tempfile.TemporaryFile()  # noqa: SIM115 (closed below, after it is saved)
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for index, (name, data) in enumerate(sections, start=1):
             if isinstance(data, bytes):  # a file (audio), as it is
                 archive.writestr(name, data)
+            elif isinstance(data, Iterator):  # blocks of a file
+                with archive.open(name, "w", force_zip64=True) as member:
+                    for block in data:
+                        member.write(block)
             else:
                 archive.writestr(name, json.dumps(data, indent=2, ensure_ascii=False))
             progress(10 + int(80 * index / len(sections)), f"Wrote {name}")
@@ -626,17 +634,18 @@ def workspace_export_run(*, job, progress) -> dict:
     progress(95, "Saving the archive")
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     filename = f"chorus-{workspace.slug}-{stamp}.zip"
-    path = default_storage.save(
-        f"exports/{workspace.pk}/{job.pk}/{filename}", ContentFile(buffer.getvalue())
-    )
+    size = buffer.tell()
+    buffer.seek(0)
+    with buffer:
+        path = default_storage.save(f"exports/{workspace.pk}/{job.pk}/{filename}", File(buffer))
     audit_record(
         workspace=workspace,
         actor=job.created_by,
         action="workspace.exported",
         target=filename,
-        data={"job": job.pk, "bytes": buffer.tell()},
+        data={"job": job.pk, "bytes": size},
     )
-    return {"file": path, "filename": filename, "size": buffer.getbuffer().nbytes}
+    return {"file": path, "filename": filename, "size": size}
 
 
 # --- Engine settings --------------------------------------------------------------------

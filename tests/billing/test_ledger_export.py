@@ -81,3 +81,17 @@ def test_an_empty_ledger_exports_its_header(settings, owner, workspace):
     assert (
         header[0].startswith("id,created_at_utc,finished_at_utc,status,member") and len(header) == 1
     )
+
+
+def test_caller_chosen_text_that_a_spreadsheet_would_run_is_quoted(settings, owner, workspace):
+    settings.CHORUS_EXPORT_SECTIONS = [PROVIDER]
+    event = _row(workspace, owner, UsageStatus.SETTLED, 3, datetime(2025, 1, 1, tzinfo=UTC))
+    UsageEvent.objects.filter(pk=event.pk).update(voice_id="=HYPERLINK(1)", note="@SUM(A1)")
+    job = Job.objects.create(workspace=workspace, kind="workspace_export", created_by=owner)
+    result = workspace_export_run(job=job, progress=lambda *a: None)
+    with default_storage.open(result["file"]) as handle:
+        archive = zipfile.ZipFile(io.BytesIO(handle.read()))
+    (row,) = csv.DictReader(io.StringIO(archive.read("billing/ledger.csv").decode()))
+    assert (row["voice_id"], row["note"]) == ("'=HYPERLINK(1)", "'@SUM(A1)")
+    assert row["capability"] == "tts" and row["project"] == "prj_1"
+    assert result["size"] == default_storage.size(result["file"]) > 0
