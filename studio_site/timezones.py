@@ -14,9 +14,18 @@ from django.utils import timezone
 COOKIE = "tz"
 
 
+# In the system's zoneinfo but no place's zone: "localtime" is the server's own, "Factory"
+# a placeholder, "posixrules" a rules file.
+NOT_ZONES = frozenset({"localtime", "Factory", "posixrules", "posix", "right"})
+
+
 @lru_cache(maxsize=1)
 def _known() -> frozenset[str]:
-    return frozenset(available_timezones())
+    return frozenset(
+        name
+        for name in available_timezones()
+        if name not in NOT_ZONES and not name.startswith(("posix/", "right/"))
+    )
 
 
 def zone_of(name: str | None) -> ZoneInfo | None:

@@ -59,6 +59,9 @@ def test_only_real_zone_names_are_zones():
     assert zone_of("Europe/Berlin").key == "Europe/Berlin"
     assert zone_of("Europe%2FBerlin") is None
     assert zone_of("nowhere") is None and zone_of(None) is None
+    # In the system's zoneinfo, but no place's zone: the server's own, placeholders, paths.
+    for name in ("localtime", "Factory", "posixrules", "posix/Europe/Berlin", "../etc/passwd"):
+        assert zone_of(name) is None, name
 
 
 def test_a_members_own_zone_wins_over_the_browsers(client_as, viewer, listed):

@@ -3,6 +3,7 @@
 from datetime import date
 
 from django.contrib import messages
+from django.core.cache import cache
 from django.db import transaction
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
@@ -19,6 +20,9 @@ from .reconcile import DEFAULT_DAYS, DayDrift, reconcile_days, reconcile_nightly
 
 def _on_provider(request) -> bool:
     return engine_settings_for(request.workspace).kind == EngineKind.ELEVENLABS
+
+
+RUN_AGAIN_SECONDS = 300
 
 
 @workspace_view(Role.MANAGER)
@@ -56,6 +60,18 @@ def reconcile_run(request):
         messages.info(request, "The local engine has nothing to reconcile.")
     else:
         workspace_id = request.workspace.pk
-        transaction.on_commit(lambda: reconcile_nightly.delay(workspace_id=workspace_id))
-        messages.success(request, "Reconciliation started: the days below update when it is done.")
+        # At most one check a workspace per RUN_AGAIN_SECONDS: each walks up to hundreds of
+        # the provider's history pages, and a button pressed ten times must not queue ten.
+        key = f"chorus:reconcile-run:{workspace_id}:{request.workspace.created_at.timestamp()}"
+        if cache.add(key, 1, timeout=RUN_AGAIN_SECONDS):
+            transaction.on_commit(lambda: reconcile_nightly.delay(workspace_id=workspace_id))
+            messages.success(
+                request, "Reconciliation started: the days below update when it is done."
+            )
+        else:
+            messages.info(
+                request,
+                "A check started less than five minutes ago: the days below update when it is "
+                "done.",
+            )
     return HttpResponseRedirect(reverse("billing:reconcile"), status=303)

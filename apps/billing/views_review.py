@@ -6,7 +6,6 @@ explorer's), another workspace's flag is a 404.
 """
 
 from decimal import Decimal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django import forms
 from django.contrib import messages
@@ -19,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from apps.workspaces.access import get_scoped, scoped, workspace_view
 from apps.workspaces.forms import StudioForm
 from apps.workspaces.models import Role
+from studio_site.timezones import zone_of
 
 from . import anomalies, forecast
 from .models import AnomalyFlag, AnomalyState, SpendSettings
@@ -88,12 +88,10 @@ class SpendSettingsForm(StudioForm):
 
     def clean_time_zone(self):
         value = self.cleaned_data["time_zone"].strip()
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        if zone_of(value) is None:  # only a place's zoneinfo name, never a path or "localtime"
             raise forms.ValidationError(
-                f"“{value}” is not a time zone: use a name such as Europe/Paris or UTC."
-            ) from exc
+                f"“{value[:60]}” is not a time zone: use a name such as Europe/Paris or UTC."
+            )
         return value
 
     def clean(self):

@@ -161,6 +161,8 @@ def test_a_manager_saves_the_spend_settings(client_as, manager, workspace):
         ({"anomaly_factor": "1"}, "greater than or equal to 1.1"),
         ({"anomaly_factor": "abc"}, "Enter a number"),
         ({"time_zone": "Mars/Olympus"}, "is not a time zone: use a name such as Europe/Paris"),
+        ({"time_zone": "localtime"}, "is not a time zone: use a name such as Europe/Paris"),
+        ({"time_zone": "posixrules"}, "is not a time zone: use a name such as Europe/Paris"),
         ({"work_start_hour": "18", "work_end_hour": "9"}, "Working hours end after they start"),
         ({"work_start_hour": "25"}, "less than or equal to 23"),
         ({"work_days": ["7"]}, "Select a valid choice"),

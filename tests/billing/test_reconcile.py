@@ -336,3 +336,8 @@ def test_check_now_queues_the_task_after_the_commit(
         response = client_as(manager).post(reverse("billing:reconcile_run"))
     assert response.status_code == 303 and response["Location"] == reverse("billing:reconcile")
     assert len(callbacks) == 1
+
+    # Pressed again at once: nothing more is queued, and the page says why.
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        again = client_as(manager).post(reverse("billing:reconcile_run"), follow=True)
+    assert not callbacks and "A check started less than five minutes ago" in again.content.decode()
