@@ -208,7 +208,14 @@ def spend_query_parse(
                 "user_id", flat=True
             )
         )
-        if ids - known:
+        missing = ids - known
+        if missing:  # someone who left the workspace: their spend is still the workspace's
+            missing -= set(
+                UsageEvent.objects.filter(workspace=workspace, user_id__in=missing)
+                .values_list("user_id", flat=True)
+                .distinct()
+            )
+        if missing:
             errors["member"] = "No such member in this workspace."
     if errors:
         raise SpendQueryError(errors)

@@ -113,3 +113,16 @@ def test_a_cell_of_a_caller_chosen_value_drills_down(client_as, owner, workspace
     rows = client.get(unescape(links[0]))
     assert rows.status_code == 200, rows.content[:300]
     assert rows.content.decode().count("data-event=") == 1
+
+
+def test_the_spend_of_someone_who_left_can_still_be_filtered(client_as, owner, workspace, member):
+    """A flag or a link names a member by id; after they leave the workspace their rows stay
+    the workspace's, and a manager can still open them (an id never in it is still a 400)."""
+    spent(workspace, member, at=datetime.now(UTC) - timedelta(hours=2), credits=6)
+    rollup_rebuild()
+    member.memberships.filter(workspace=workspace).delete()
+    client = client_as(owner)
+    response = client.get("/billing/spend/rows/", {"member": member.pk})
+    assert response.status_code == 200
+    assert response.content.decode().count("data-event=") == 1
+    assert client.get("/billing/spend/rows/", {"member": 987654}).status_code == 400
