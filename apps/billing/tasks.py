@@ -63,12 +63,11 @@ def forecast_notice_mail(notice_id: int) -> int:
     )
     if not emails:
         return 0
-    send_mail(
-        subject=f"Chorus: {notice.workspace.name} is projected over its credits",
-        message=forecast.notice_text(notice),
-        from_email=None,
-        recipient_list=emails,
-    )
+    # One message each: a manager's address is not shown to the others.
+    subject = f"Chorus: {notice.workspace.name} is projected over its credits"
+    text = forecast.notice_text(notice)
+    for email in emails:
+        send_mail(subject=subject, message=text, from_email=None, recipient_list=[email])
     return len(emails)
 
 

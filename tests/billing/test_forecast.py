@@ -238,7 +238,7 @@ def test_managers_are_told_once_per_period_in_app_and_by_mail(
         told.first().text
     )
     assert forecast_notice_mail(sent[0].pk) == 2
-    assert mail.outbox[0].to == sorted([owner.email, manager.email])
+    assert [m.to for m in mail.outbox] == [[e] for e in sorted([owner.email, manager.email])]
     assert "over the workspace cap of 3,800" in mail.outbox[0].body
 
     with django_capture_on_commit_callbacks() as callbacks:
