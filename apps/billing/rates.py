@@ -10,24 +10,33 @@ for the standard models (Creator plan: $22 for 100,000 credits); Eleven v3 costs
 at the Creator price per credit ($0.00022) is 1,273 credits an hour. The guide gives no
 figures for batch STT, sound effects, music, dubbing or voice design: the defaults below
 are Chorus's own estimates, marked as such on the page, to be edited to the contract.
+
+Voice agents (``agent``): a conversation is one ledger row whose units are credits, the sum of
+its parts each priced by its own rate (``agent``/``stt``, ``agent``/``tts``, ``agent``/``llm``,
+which owners may override like any rate): STT seconds at the live STT rate, TTS characters at
+the standard models' 1 credit per character (agents speak with Flash v2.5, a standard model),
+LLM tokens at a Chorus estimate (the guide prices no LLM). ``apps.generation.conversation``.
 """
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 CHARACTER, SECOND, MINUTE, HOUR, GENERATION = "character", "second", "minute", "hour", "generation"
-UNITS = (CHARACTER, SECOND, MINUTE, HOUR, GENERATION)
+LLM_TOKEN = "token"  # noqa: S105 (a unit: an LLM token, for voice agents)
+CREDIT = "credit"  # a row whose units are credits already (a conversation: its parts summed)
+UNITS = (CHARACTER, SECOND, MINUTE, HOUR, GENERATION, LLM_TOKEN)
 UNIT_PRECISION = Decimal("0.001")  # the ledger keeps units to three decimals
 
 
-def units_for(unit: str, *, seconds: float = 0.0, characters: int = 0) -> Decimal:
-    """How many of ``unit`` a call of ``seconds`` of audio (from ``characters`` of text)
-    uses; a call priced per generation is one."""
+def units_for(unit: str, *, seconds: float = 0.0, characters: int = 0, tokens: int = 0) -> Decimal:
+    """How many of ``unit`` a call of ``seconds`` of audio (from ``characters`` of text, or
+    ``tokens`` of an LLM) uses; a call priced per generation is one."""
     amount = {
         SECOND: seconds,
         MINUTE: seconds / 60,
         HOUR: seconds / 3600,
         CHARACTER: characters,
+        LLM_TOKEN: tokens,
     }.get(unit, 1)
     return Decimal(str(amount)).quantize(UNIT_PRECISION, ROUND_HALF_UP)
 
@@ -41,6 +50,7 @@ CAPABILITIES = {
     "sound_effect": "Sound effects",
     "music": "Music",
     "dubbing": "Dubbing",
+    "agent": "Voice agents",
 }
 
 
@@ -63,6 +73,10 @@ DEFAULT_RATES: tuple[Rate, ...] = (
     Rate("sound_effect", "", GENERATION, Decimal("200"), "Chorus estimate"),
     Rate("music", "", MINUTE, Decimal("1000"), "Chorus estimate"),
     Rate("dubbing", "", MINUTE, Decimal("3000"), "Chorus estimate"),
+    Rate("agent", "conversation", CREDIT, Decimal("1"), "the sum of its STT, TTS and LLM parts"),
+    Rate("agent", "stt", HOUR, Decimal("1273"), "guide: as live STT ($0.28/hour)"),
+    Rate("agent", "tts", CHARACTER, Decimal("1"), "guide: 1 credit per character (Flash v2.5)"),
+    Rate("agent", "llm", LLM_TOKEN, Decimal("0.003"), "Chorus estimate (the guide prices no LLM)"),
 )
 
 # Plans of the seed guide: tier → (monthly credits, monthly price in USD).
