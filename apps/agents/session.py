@@ -1,0 +1,816 @@
+"""One conversation with an agent on the local engine, without sockets: the loop a Channels
+consumer (or the ``/v1`` WebSocket) drives.
+
+    session = AgentSession(caller=caller, agent=agent)
+    events = session.start(dynamic_variables={...})    # metadata, first message, its audio
+    events = session.feed(pcm)                         # 16 kHz mono s16le, 20–100 ms a chunk
+    events = session.poll()                            # what the workers produced since
+    conversation = session.end("the user hung up")
+
+Pipeline: user audio → the local engine's realtime STT (pocketsphinx partials, Silero VAD end
+of utterance after the agent's ``silence_ms``, Whisper for the utterance) → retrieval over the
+agent's knowledge (BM25, ``knowledge.knowledge_search``) into the system prompt, with the
+conversation so far → the LLM streamed (``llm.chat_stream``) → the answer cut into sentences,
+each spoken as soon as it is complete with the local engine's streaming TTS (``pcm_16000``)
+while the LLM still writes → ``audio`` events.
+
+Events are dicts in the shapes of the official AsyncAPI file (``conversation_initiation_
+metadata``, ``user_transcript``, ``agent_response``, ``agent_response_correction``, ``audio``
+with base64 PCM and a rising ``event_id``, ``interruption`` naming the last audio event of the
+turn cut short). Chorus's own, outside that file: ``tentative_user_transcript`` (a partial, in
+``tentative_user_transcription_event.user_transcript``) and ``error``
+(``error_event.message``; ``error_event.fatal`` when the conversation ended).
+
+Threading contract (a Channels consumer must never block its event loop):
+
+- ``start`` and ``end`` block (database, model loading, the first message's synthesis, files):
+  call them through ``database_sync_to_async``.
+- ``feed`` and ``poll`` never block on the engine or the database: ``feed`` checks the chunk,
+  appends it to the recording and queues it for the listener thread, and returns the events
+  already produced; ``poll`` returns them too. ``wait(timeout)`` blocks up to ``timeout`` for
+  the next events: call it from a worker thread (``sync_to_async(thread_sensitive=False)``),
+  never on the loop. All three are safe from any thread.
+- Two worker threads per session: the *listener* runs the STT (Whisper blocks 0.3–1 s at each
+  end of utterance) and barge-in; it never touches the database. The *responder* runs each agent
+  turn (retrieval and metering read the database on its own connection, closed when it stops;
+  the LLM is pumped by a short-lived thread of its own so speech and generation overlap).
+- The session ends itself (saved, events ``error`` with ``fatal``) when the budget is spent or
+  the maximum duration is reached; ``ended`` then says so and ``end`` returns the saved row.
+
+Clock: the conversation's time is the user's audio heard so far (a browser microphone streams
+continuously, so it runs at real time): the user track is the audio as received; agent audio
+is placed on its track at the user-clock time its turn began to play, back to back, and a
+barge-in cuts it where the user's clock stood. The text "actually spoken" of a cut turn is the
+share of its sentences' audio played by then (whole sentences, then the words of the current
+one in proportion to its audio).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import contextlib
+import dataclasses
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from django.core.files.base import ContentFile
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.billing.services import BudgetExceeded
+from apps.engines import audio
+from apps.engines.base import TTSRequest, VoiceSettings
+from apps.generation.caller import Caller
+from apps.generation.conversation import ConversationMeter
+from apps.generation.text_parts import split_text
+from apps.generation.voice_rules import voice_apply
+
+from .config import AgentConfig
+from .knowledge import knowledge_search
+from .models import Conversation, ConversationStatus, ConversationTurn, TurnRole
+
+log = logging.getLogger(__name__)
+
+RATE = 16000
+BYTES_PER_SECOND = RATE * 2
+MAX_CHUNK_BYTES = 2 * BYTES_PER_SECOND  # the local engine takes at most 2 s a chunk
+AUDIO_EVENT_BYTES = 3200  # agent audio is sent in 100 ms events (a barge-in drops the rest)
+OUTPUT_FORMAT = "pcm_16000"
+SENTENCE_LIMIT = 300  # a sentence longer than this is spoken in parts
+PROGRESS_SECONDS = 5.0  # the responder records usage on the ledger row this often
+KNOWLEDGE_CHUNKS = 3
+HISTORY_TURNS = 12  # the turns before the question that the LLM sees
+_SENTENCE_END = re.compile(r"""[.!?…]+["'”’)\]]*\s""")
+
+
+def _estimated_tokens(text: str) -> int:
+    return max(1, len(text) // 4) if text else 0
+
+
+@dataclasses.dataclass
+class _Turn:
+    role: str
+    text: str = ""
+    started: float = 0.0  # seconds of conversation
+    ended: float = 0.0
+    interrupted: bool = False
+    latency_ms: dict = dataclasses.field(default_factory=dict)
+    # Agent turns: where their audio sits on the agent track, and each sentence's share.
+    number: int = 0
+    audio_start: int | None = None  # sample on the track of the first audio
+    produced: int = 0  # samples produced
+    sentences: list = dataclasses.field(default_factory=list)  # [(text, samples)]
+    written: str = ""  # what the LLM wrote so far (the full answer once it finished)
+    last_event_id: int = 0
+    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+    done: bool = False
+
+
+class AgentSession:
+    """One conversation of ``caller`` with ``agent`` on the local engine (see the module)."""
+
+    def __init__(
+        self,
+        *,
+        caller: Caller,
+        agent,
+        llm: Callable | None = None,
+        engine=None,
+        meter: ConversationMeter | None = None,
+        partials: bool = True,
+    ):
+        self.caller, self.agent = caller, agent
+        self._llm = llm
+        self._engine = engine
+        self.meter = meter
+        self.partials = partials
+        self.conversation: Conversation | None = None
+        self.config: AgentConfig | None = None
+        self.system_prompt = ""
+        self._lock = threading.RLock()
+        self._ready = threading.Condition(self._lock)
+        self._out: collections.deque = collections.deque()  # (turn number or 0, event)
+        self._inbox: queue.Queue = queue.Queue()
+        self._jobs: queue.Queue = queue.Queue()
+        self._user = bytearray()  # the user track: every byte as received
+        self._heard_to = 0  # samples of it the listener has processed: the conversation's clock
+        self._agent = bytearray()  # the agent track, silence where the agent is quiet
+        self._playback_end = 0  # sample where the agent's audio placed so far ends
+        self._walls: collections.deque = collections.deque(maxlen=2000)  # (end sample, wall)
+        self._turns: list[_Turn] = []
+        self._speaking: _Turn | None = None  # the agent turn being produced or played
+        self._event_id = 0
+        self._turn_number = 0
+        self._user_talking = False
+        self._talking_over = False  # the current utterance began while the agent spoke
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._ended = threading.Event()
+        self._end_lock = threading.Lock()
+        self.stt = None
+
+    # --- Public ----------------------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set()
+
+    @property
+    def now(self) -> float:
+        """Seconds of conversation: the user's audio heard (processed by the listener)."""
+        return self._heard_to / RATE
+
+    def start(
+        self,
+        *,
+        conversation: Conversation | None = None,
+        overrides: dict | None = None,
+        dynamic_variables: dict | None = None,
+    ) -> list[dict]:
+        """Open the conversation (blocks: call it from a thread). Refusals raise before any
+        audio: ``BudgetExceeded`` (the conversation is saved as failed with its message)."""
+        from apps.engines.local.engine import local_engine
+
+        agent = self.agent
+        version = agent.version
+        config = AgentConfig.from_dict(version.config if version else None)
+        if overrides:
+            config = AgentConfig.from_conversation_config(overrides, base=config)
+        self.config = config
+        self.system_prompt, first_message = config.filled(dynamic_variables)
+        caller = self.caller
+        if conversation is None:
+            conversation = Conversation.objects.create(
+                workspace=agent.workspace,
+                agent=agent,
+                agent_name=agent.name,
+                version=version,
+                version_number=version.number if version else 0,
+                user=caller.user,
+                source=caller.source,
+                api_key_id=caller.key_id,
+                engine="local",
+                dynamic_variables=dict(dynamic_variables or {}),
+                overrides=dict(overrides or {}),
+            )
+        self.conversation = conversation
+        engine = self._engine = self._engine or local_engine()
+        self._tts_template = self._voice_request(engine, config)
+        if self.meter is None:
+            self.meter = ConversationMeter(
+                caller=dataclasses.replace(
+                    caller, purpose=("conversation", conversation.conversation_id)
+                ),
+                engine_name=engine.name,
+                voice_id=config.voice_id,
+            )
+        try:
+            self.meter.reserve(idempotency_key=f"conversation:{conversation.conversation_id}")
+        except BudgetExceeded as exc:
+            self._save(reason=str(exc), failed=True)
+            raise
+        conversation.usage_event_id = self.meter.reservation.event.pk
+        conversation.save(update_fields=["usage_event_id"])
+        silence = min(max(config.silence_ms / 1000, 0.3), 3.0)
+        self.stt = engine.stt_realtime(
+            language_code=config.language,
+            commit_strategy="vad",
+            vad_silence_threshold_secs=silence,
+        )
+        self._emit(
+            {
+                "type": "conversation_initiation_metadata",
+                "conversation_initiation_metadata_event": {
+                    "conversation_id": conversation.conversation_id,
+                    "agent_output_audio_format": OUTPUT_FORMAT,
+                    "user_input_audio_format": OUTPUT_FORMAT,
+                },
+            }
+        )
+        if first_message.strip():
+            turn = self._agent_turn()
+            self._emit({"type": "agent_response", "agent_response_event": {
+                "agent_response": first_message}})  # fmt: skip
+            for sentence in self._sentences_of(first_message):
+                self._speak(turn, sentence, {})
+            self._turn_finished(turn)
+        for name, target in (("listener", self._listen), ("responder", self._respond)):
+            thread = threading.Thread(
+                target=target, name=f"agent-{name}-{conversation.conversation_id}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        return self.poll()
+
+    def feed(self, pcm) -> list[dict]:
+        """User audio in (16 kHz mono s16le); the events produced so far out. Never blocks on
+        the engine; bad input is an ``error`` event, never an exception."""
+        if self.ended or self._stopping.is_set():
+            return [*self.poll(), _error("The conversation has ended.")]
+        if not isinstance(pcm, bytes | bytearray | memoryview):
+            return [*self.poll(), _error("Audio chunks must be bytes of 16-bit PCM.")]
+        pcm = bytes(pcm)
+        if len(pcm) % 2:
+            message = (
+                "Audio must be 16 kHz mono 16-bit little-endian PCM: a chunk of "
+                f"{len(pcm)} bytes is not a whole number of samples."
+            )
+            return [*self.poll(), _error(message)]
+        if len(pcm) > MAX_CHUNK_BYTES:
+            message = f"Send at most 2 s of audio a chunk ({len(pcm):,} bytes given)."
+            return [*self.poll(), _error(message)]
+        if pcm:
+            with self._lock:
+                self._user += pcm
+                self._walls.append((len(self._user) // 2, time.perf_counter()))
+            self.meter.add(stt_seconds=len(pcm) / BYTES_PER_SECOND)
+            self._inbox.put(pcm)
+        return self.poll()
+
+    def poll(self) -> list[dict]:
+        """The events produced since the last call (never blocks)."""
+        with self._lock:
+            events = [event for _, event in self._out]
+            self._out.clear()
+        return events
+
+    def wait(self, timeout: float) -> list[dict]:
+        """The next events, waiting up to ``timeout`` seconds for one (call from a thread)."""
+        with self._ready:
+            if not self._out and not self.ended:
+                self._ready.wait(timeout)
+        return self.poll()
+
+    def idle(self) -> bool:
+        """Nothing queued for the workers and no agent turn in production (tests, bench)."""
+        with self._lock:
+            producing = self._speaking is not None and not self._speaking.done
+        return (
+            self._inbox.unfinished_tasks == 0
+            and self._jobs.unfinished_tasks == 0
+            and (not producing)
+        )
+
+    def end(self, reason: str = "", *, failed: bool = False) -> Conversation:
+        """End the conversation once (blocks: threads joined, files written, usage settled);
+        the saved row. Safe from any thread."""
+        return self._end(reason, failed=failed, wait=True)
+
+    def _end(self, reason: str, *, failed: bool, wait: bool) -> Conversation:
+        # A worker ending the conversation gives way to a caller already ending it (who is
+        # joining that worker): it never waits for the lock.
+        if not self._end_lock.acquire(blocking=wait):
+            return self.conversation
+        try:
+            if self._ended.is_set():
+                return self.conversation
+            self._stopping.set()
+            with self._lock:
+                if self._speaking is not None:
+                    self._speaking.cancelled.set()
+            self._inbox.put(None)
+            self._jobs.put(None)
+            for thread in self._threads:
+                if thread is not threading.current_thread():
+                    thread.join(timeout=60)
+            if self.stt is not None:
+                with contextlib.suppress(Exception):
+                    self.stt.close()
+            conversation = self._save(reason=reason, failed=failed)
+            self._ended.set()
+            with self._ready:
+                self._ready.notify_all()
+            return conversation
+        finally:
+            self._end_lock.release()
+
+    # --- Events ----------------------------------------------------------------------------
+
+    def _emit(self, event: dict, turn: int = 0) -> None:
+        with self._ready:
+            self._out.append((turn, event))
+            self._ready.notify_all()
+
+    def _end_soon(self, message: str, *, failed: bool) -> None:
+        """From a worker: say why, then end and save (``end`` joins the other worker)."""
+        self._emit(_error(message, fatal=True))
+        self._end(message, failed=failed, wait=False)
+
+    # --- The listener: STT, turn-taking, barge-in ------------------------------------------
+
+    def _listen(self) -> None:
+        try:
+            while True:
+                pcm = self._inbox.get()
+                try:
+                    if pcm is None or self._stopping.is_set():
+                        return
+                    self._heard(pcm)
+                finally:
+                    self._inbox.task_done()
+        except Exception:
+            log.exception("agent listener failed")
+            if not self._stopping.is_set():
+                self._end_soon("The conversation failed: speech recognition stopped.", failed=True)
+        finally:
+            connection.close()  # this thread's own (an ending saves from here)
+
+    def _heard(self, pcm: bytes) -> None:
+        config = self.config
+        began = time.perf_counter()
+        events = self.stt.send_audio(pcm)
+        took = time.perf_counter() - began
+        with self._lock:
+            self._heard_to += len(pcm) // 2
+        talking = getattr(self.stt, "_utterance_start", None) is not None
+        if talking and not self._user_talking:
+            self._user_talking = True
+            self._talking_over = self._agent_speaking()
+            if self._talking_over and config.interruptible:
+                self._interrupt()
+        elif not talking:
+            self._user_talking = False
+        for event in events:
+            kind = event.message_type
+            if kind == "error":
+                self._emit(_error(event.error or "Speech recognition failed."))
+            elif kind == "partial_transcript" and self.partials:
+                if not (self._talking_over and not config.interruptible):
+                    self._emit({"type": "tentative_user_transcript",
+                                "tentative_user_transcription_event": {
+                                    "user_transcript": event.text}})  # fmt: skip
+            elif kind == "committed_transcript" and event.text.strip():
+                ignored = self._talking_over and not config.interruptible
+                self._talking_over = False
+                if not ignored:
+                    self._utterance(event, began=began, took=took)
+        if self.now >= config.max_duration_seconds:
+            self._end_soon(
+                f"The conversation reached its maximum length of {config.max_duration_seconds} s.",
+                failed=False,
+            )
+
+    def _utterance(self, event, *, began: float, took: float) -> None:
+        text = " ".join(event.text.split())
+        speech_end = max((event.end or 0) - getattr(self.stt, "TAIL_SECS", 0.25), event.start or 0)
+        wall_end = self._wall_at(int(speech_end * RATE))
+        with self._lock:
+            self._turns.append(_Turn(TurnRole.USER, text, event.start or 0, event.end or 0))
+        self._emit({"type": "user_transcript",
+                    "user_transcription_event": {"user_transcript": text}})  # fmt: skip
+        timing = {"speech_end": wall_end, "stt_start": began, "stt_ms": took * 1000}
+        self._jobs.put((text, timing))
+
+    def _wall_at(self, sample: int) -> float:
+        with self._lock:
+            for end, wall in self._walls:
+                if end >= sample:
+                    return wall
+        return time.perf_counter()
+
+    def _agent_speaking(self) -> bool:
+        with self._lock:
+            producing = self._speaking is not None and not self._speaking.done
+            return producing or self._heard_to < self._playback_end
+
+    def _interrupt(self) -> None:
+        """The user spoke over the agent: its audio stops here, the turn keeps what was
+        played (``interruption`` and ``agent_response_correction``)."""
+        with self._lock:
+            turn = self._speaking
+            if turn is None or turn.cancelled.is_set():
+                turn = self._last_agent_turn_playing()
+                if turn is None:
+                    return
+            turn.cancelled.set()
+            now = self._heard_to
+            played = 0 if turn.audio_start is None else min(max(now - turn.audio_start, 0),
+                                                            turn.produced)  # fmt: skip
+            said = " ".join(text for text, _ in turn.sentences) or turn.text
+            original = " ".join(turn.written.split()) or said
+            spoken = _spoken_text(turn.sentences, played)
+            turn.text, turn.interrupted = spoken, True
+            turn.ended = (turn.audio_start + played) / RATE if turn.audio_start is not None else now
+            if turn.audio_start is not None:
+                cut = (turn.audio_start + played) * 2
+                del self._agent[cut:]
+                self._playback_end = turn.audio_start + played
+            # Audio the consumer has not taken yet is never sent.
+            kept = [(n, e) for n, e in self._out if not (n == turn.number and e["type"] == "audio")]
+            self._out.clear()
+            self._out.extend(kept)
+        self._emit({"type": "interruption", "interruption_event": {"event_id": turn.last_event_id}})
+        if original != spoken:
+            self._emit({"type": "agent_response_correction",
+                        "agent_response_correction_event": {
+                            "original_agent_response": original,
+                            "corrected_agent_response": spoken}})  # fmt: skip
+
+    def _last_agent_turn_playing(self) -> _Turn | None:
+        for turn in reversed(self._turns):
+            if turn.role == TurnRole.AGENT:
+                end = (turn.audio_start or 0) + turn.produced
+                if not turn.interrupted and self._heard_to < end:
+                    return turn
+                return None
+        return None
+
+    # --- The responder: retrieval, LLM, TTS ----------------------------------------------
+
+    def _respond(self) -> None:
+        last_progress = time.monotonic()
+        try:
+            while True:
+                try:
+                    job = self._jobs.get(timeout=PROGRESS_SECONDS)
+                except queue.Empty:
+                    if not self._stopping.is_set():
+                        self.meter.progress()
+                    last_progress = time.monotonic()
+                    continue
+                try:
+                    if job is None or self._stopping.is_set():
+                        return
+                    blocked = self.meter.blocked_by()
+                    if blocked:
+                        self._end_soon(blocked, failed=False)
+                        return
+                    self._reply(*job)
+                    if time.monotonic() - last_progress >= PROGRESS_SECONDS:
+                        self.meter.progress()
+                        last_progress = time.monotonic()
+                finally:
+                    self._jobs.task_done()
+        except Exception:
+            log.exception("agent responder failed")
+            if not self._stopping.is_set():
+                self._end_soon("The conversation failed: the agent could not answer.", failed=True)
+        finally:
+            connection.close()  # this thread's own
+
+    def _messages(self, question: str) -> list[dict]:
+        config = self.config
+        system = self.system_prompt
+        found = knowledge_search(
+            self.agent.workspace, config.knowledge, question, k=KNOWLEDGE_CHUNKS
+        )
+        if found:
+            passages = "\n\n".join(chunk.text for chunk in found)
+            system += (
+                "\n\nAnswer from this knowledge when it helps (say so when it does not "
+                f"answer the question):\n{passages}"
+            )
+        messages = [{"role": "system", "content": system}]
+        with self._lock:
+            history = [t for t in self._turns if t.text and t.role in TurnRole.values]
+        if history and history[-1].role == TurnRole.USER and history[-1].text == question:
+            history.pop()
+        history = history[-HISTORY_TURNS:]
+        for turn in history:
+            role = "assistant" if turn.role == TurnRole.AGENT else "user"
+            messages.append({"role": role, "content": turn.text})
+        messages.append({"role": "user", "content": question})
+        return messages
+
+    def _reply(self, question: str, timing: dict) -> None:
+        config = self.config
+        picked = time.perf_counter()
+        messages = self._messages(question)
+        retrieved = time.perf_counter()
+        turn = self._agent_turn()
+        latency = {
+            "stt": round(timing["stt_ms"]),
+            "wait": round((timing["stt_start"] - timing["speech_end"]) * 1000),
+            "retrieval": round((retrieved - picked) * 1000),
+        }
+        llm = self._llm
+        if llm is None:
+            from .llm import chat_stream as llm
+        stream = _Pump(
+            llm(
+                messages,
+                model=config.llm,
+                temperature=config.temperature,
+                max_tokens=config.max_tokens,
+            ),
+            turn.cancelled,
+        )
+        written, pending, tokens = "", "", None
+        first_token = None
+        for chunk in stream:
+            if turn.cancelled.is_set():
+                break
+            delta = getattr(chunk, "text", None) or ""
+            counted = _tokens_of(chunk)
+            if counted is not None:
+                tokens = counted
+            if not delta:
+                continue
+            if first_token is None:
+                first_token = time.perf_counter()
+                latency["llm"] = round((first_token - retrieved) * 1000)
+            written += delta
+            pending += delta
+            turn.written = written
+            sentences, pending = _complete_sentences(pending)
+            for sentence in sentences:
+                self._speak(turn, sentence, latency, timing)
+                if turn.cancelled.is_set():
+                    break
+        if stream.error is not None:
+            log.warning("agent LLM failed: %s", stream.error)
+            self._emit(_error(f"The agent's language model failed: {stream.error}"))
+        if not turn.cancelled.is_set() and pending.strip():
+            for sentence in self._sentences_of(pending):
+                self._speak(turn, sentence, latency, timing)
+        if tokens is None:
+            tokens = sum(_estimated_tokens(m["content"]) for m in messages) + _estimated_tokens(
+                written
+            )
+        self.meter.add(llm_tokens=tokens)
+        if written.strip() and not turn.cancelled.is_set():
+            self._emit({"type": "agent_response",
+                        "agent_response_event": {"agent_response": " ".join(written.split())}},
+                       turn.number)  # fmt: skip
+        if "first_audio" in latency:
+            latency["total"] = round((latency.pop("first_audio") - timing["speech_end"]) * 1000)
+        turn.latency_ms = latency
+        self._turn_finished(turn)
+
+    def _agent_turn(self) -> _Turn:
+        with self._lock:
+            self._turn_number += 1
+            turn = _Turn(TurnRole.AGENT, number=self._turn_number, started=self.now)
+            self._turns.append(turn)
+            self._speaking = turn
+        return turn
+
+    def _turn_finished(self, turn: _Turn) -> None:
+        with self._lock:
+            if not turn.interrupted:
+                turn.text = " ".join(text for text, _ in turn.sentences)
+                if turn.audio_start is not None:
+                    turn.ended = (turn.audio_start + turn.produced) / RATE
+            turn.done = True
+            if turn.audio_start is None and turn in self._turns:
+                self._turns.remove(turn)  # nothing was said (cut before any audio)
+
+    def _sentences_of(self, text: str) -> list[str]:
+        sentences, rest = _complete_sentences(text + " ")
+        return [p for s in [*sentences, rest] if s.strip() for p in split_text(s, SENTENCE_LIMIT)]
+
+    def _speak(self, turn: _Turn, sentence: str, latency: dict, timing: dict | None = None):
+        """Speak one sentence of ``turn`` with the streaming TTS, as ``audio`` events."""
+        for part in split_text(sentence, SENTENCE_LIMIT):
+            if turn.cancelled.is_set():
+                return
+            request = dataclasses.replace(self._tts_template, text=part)
+            began = time.perf_counter()
+            stream = self._engine.tts_stream(request)
+            self.meter.add(tts_characters=len(part))
+            samples = 0
+            with contextlib.closing(stream) if hasattr(stream, "close") else _null():
+                for chunk in stream:
+                    if turn.cancelled.is_set():
+                        break
+                    data = chunk.audio
+                    if not data:
+                        continue
+                    if "tts" not in latency and timing is not None:
+                        latency["tts"] = round((time.perf_counter() - began) * 1000)
+                        latency["first_audio"] = time.perf_counter()
+                    samples += self._place(turn, data)
+            with self._lock:
+                turn.sentences.append((part, samples))
+
+    def _place(self, turn: _Turn, data: bytes) -> int:
+        """Put agent audio on the track and queue it as ``audio`` events; its samples."""
+        if len(data) % 2:
+            data = data[:-1]
+        with self._lock:
+            if turn.cancelled.is_set():
+                return 0
+            if turn.audio_start is None:
+                turn.audio_start = max(self._heard_to, self._playback_end)
+                turn.started = turn.audio_start / RATE
+                self._playback_end = turn.audio_start  # silence before it on the track
+            at = self._playback_end * 2
+            if len(self._agent) < at:
+                self._agent += bytes(at - len(self._agent))
+            del self._agent[at:]
+            self._agent += data
+            self._playback_end += len(data) // 2
+            turn.produced += len(data) // 2
+            for offset in range(0, len(data), AUDIO_EVENT_BYTES):
+                self._event_id += 1
+                turn.last_event_id = self._event_id
+                piece = data[offset : offset + AUDIO_EVENT_BYTES]
+                self._out.append((turn.number, {"type": "audio", "audio_event": {
+                    "audio_base_64": base64.b64encode(piece).decode("ascii"),
+                    "event_id": self._event_id}}))  # fmt: skip
+            self._ready.notify_all()
+        return len(data) // 2
+
+    def _voice_request(self, engine, config: AgentConfig) -> TTSRequest:
+        settings = {
+            name: getattr(config, name)
+            for name in ("stability", "similarity_boost", "speed")
+            if getattr(config, name) is not None
+        }
+        request = TTSRequest(
+            text="Hello.",
+            voice_id=config.voice_id,
+            model_id=config.tts_model_id,
+            voice_settings=VoiceSettings(**settings) if settings else None,
+            output_format=OUTPUT_FORMAT,
+            language_code=config.language,
+        )
+        voice_apply(
+            workspace=self.agent.workspace,
+            engine=engine,
+            request=request,
+            given=settings or None,
+            final=not self.caller.draft,
+        )
+        return request
+
+    # --- Saving ----------------------------------------------------------------------------
+
+    def _save(self, *, reason: str, failed: bool) -> Conversation:
+        conversation = self.conversation
+        with self._lock:
+            user = bytes(self._user)
+            agent = bytes(self._agent)
+            turns = [t for t in self._turns if t.text or t.interrupted]
+        length = max(len(user), len(agent))
+        agent += bytes(length - len(agent))
+        usage = self.meter.usage if self.meter else None
+        with transaction.atomic():
+            event = self.meter.settle() if self.meter else None
+            if user:
+                conversation.user_audio.save("user.wav", ContentFile(_wav(user)), save=False)
+            if agent:
+                conversation.agent_audio.save("agent.wav", ContentFile(_wav(agent)), save=False)
+            ConversationTurn.objects.filter(conversation=conversation).delete()
+            ConversationTurn.objects.bulk_create(
+                ConversationTurn(
+                    conversation=conversation,
+                    position=position,
+                    role=turn.role,
+                    text=turn.text,
+                    started_seconds=round(turn.started, 3),
+                    ended_seconds=round(max(turn.ended, turn.started), 3),
+                    interrupted=turn.interrupted,
+                    latency_ms=turn.latency_ms,
+                )
+                for position, turn in enumerate(sorted(turns, key=lambda t: t.started))
+            )
+            conversation.status = ConversationStatus.FAILED if failed else ConversationStatus.DONE
+            conversation.end_reason = reason[:300]
+            conversation.ended_at = timezone.now()
+            conversation.duration_seconds = round(length / BYTES_PER_SECOND, 3)
+            if usage is not None:
+                conversation.stt_seconds = round(usage.stt_seconds, 3)
+                conversation.tts_characters = usage.tts_characters
+                conversation.llm_tokens = usage.llm_tokens
+            if event is not None:
+                conversation.usage_event_id = event.pk
+            conversation.save()
+        return conversation
+
+
+# --- Helpers ------------------------------------------------------------------------------
+
+
+class _Pump:
+    """Iterate an LLM stream in a thread of its own, so speaking a sentence never holds up
+    the next tokens; ``cancelled`` stops it at the next chunk. An LLM error ends the
+    iteration and is kept in ``error``."""
+
+    def __init__(self, chunks: Iterable, cancelled: threading.Event):
+        self._queue: queue.Queue = queue.Queue()
+        self._cancelled = cancelled
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(chunks,), daemon=True)
+        self._thread.start()
+
+    def _run(self, chunks) -> None:
+        try:
+            for chunk in chunks:
+                if self._cancelled.is_set():
+                    break
+                self._queue.put(chunk)
+        except Exception as exc:  # the LLMError of llm.py, or a broken endpoint
+            self.error = exc
+        finally:
+            with contextlib.suppress(Exception):
+                getattr(chunks, "close", lambda: None)()
+            self._queue.put(_DONE)
+
+    def __iter__(self):
+        while True:
+            chunk = self._queue.get()
+            if chunk is _DONE:
+                return
+            yield chunk
+
+
+_DONE = object()
+
+
+@contextlib.contextmanager
+def _null():
+    yield
+
+
+def _tokens_of(chunk) -> int | None:
+    """The token count an LLM chunk reports (prompt + completion), if any."""
+    total = getattr(chunk, "total_tokens", None)
+    if total is not None:
+        return int(total)
+    parts = [getattr(chunk, name, None) for name in ("prompt_tokens", "completion_tokens")]
+    if all(p is None for p in parts):
+        return None
+    return sum(int(p or 0) for p in parts)
+
+
+def _complete_sentences(text: str) -> tuple[list[str], str]:
+    """The whole sentences at the start of ``text`` and what follows them."""
+    sentences, start = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        sentence = text[start : match.end()].strip()
+        if sentence:
+            sentences.append(sentence)
+        start = match.end()
+    return sentences, text[start:]
+
+
+def _spoken_text(sentences: list[tuple[str, int]], played: int) -> str:
+    """What was heard of ``sentences`` (text, samples) after ``played`` samples: the whole
+    sentences played, then the words of the next in proportion to its audio played."""
+    heard = []
+    for text, samples in sentences:
+        if played >= samples:
+            heard.append(text)
+            played -= samples
+            continue
+        if samples and played > 0:
+            words = text.split()
+            count = int(len(words) * played / samples)
+            if count:
+                heard.append(" ".join(words[:count]))
+        break
+    return " ".join(heard)
+
+
+def _error(message: str, *, fatal: bool = False) -> dict:
+    return {"type": "error", "error_event": {"message": message, "fatal": fatal}}
+
+
+def _wav(pcm: bytes) -> bytes:
+    return audio.wav_header(RATE, len(pcm)) + pcm
