@@ -528,9 +528,11 @@ class AgentSession:
             "wait": round((timing["stt_start"] - timing["speech_end"]) * 1000),
             "retrieval": round((retrieved - picked) * 1000),
         }
+        if self._llm is None:  # one ChatSession a conversation (the offline model's KV cache)
+            from .llm import ChatSession
+
+            self._llm = ChatSession().stream
         llm = self._llm
-        if llm is None:
-            from .llm import chat_stream as llm
         stream = _Pump(
             llm(
                 messages,
@@ -562,6 +564,7 @@ class AgentSession:
                 self._speak(turn, sentence, latency, timing)
                 if turn.cancelled.is_set():
                     break
+        stream.join()  # one LLM call at a time (a ChatSession serves one turn at a time)
         if stream.error is not None:
             log.warning("agent LLM failed: %s", stream.error)
             self._emit(_error(f"The agent's language model failed: {stream.error}"))
@@ -752,6 +755,9 @@ class _Pump:
                 getattr(chunks, "close", lambda: None)()
             self._queue.put(_DONE)
 
+    def join(self) -> None:
+        self._thread.join(timeout=30)
+
     def __iter__(self):
         while True:
             chunk = self._queue.get()
@@ -769,7 +775,10 @@ def _null():
 
 
 def _tokens_of(chunk) -> int | None:
-    """The token count an LLM chunk reports (prompt + completion), if any."""
+    """The token count an LLM chunk reports (prompt + completion), if any: ``llm.LLMChunk``
+    has them on its last (``done``) chunk only."""
+    if getattr(chunk, "done", True) is False:
+        return None
     total = getattr(chunk, "total_tokens", None)
     if total is not None:
         return int(total)

@@ -129,7 +129,7 @@ def until(session, events: list, test, timeout: float = 90) -> list[dict]:
     """Collect events until ``test(events)`` holds."""
     deadline = time.monotonic() + timeout
     while not test(events):
-        assert time.monotonic() < deadline, [e["type"] for e in events]
+        assert time.monotonic() < deadline, sorted({e["type"] for e in events})
         events += session.wait(0.1)
     return events
 
@@ -347,3 +347,27 @@ def test_garbage_input_is_an_error_event_and_the_conversation_goes_on(agent, mem
     assert all(e["type"] != "error" for e in session.feed(silence(0.1)))
     conversation = session.end()
     assert conversation.status == ConversationStatus.DONE
+
+
+@pytest.mark.slow
+def test_with_the_real_offline_llm_the_agent_answers_aloud(agent, member, question_pcm):
+    """``apps.agents.llm`` (no endpoint configured: the offline SmolLM2 model)."""
+    session = session_of(agent, member, None)
+    session.start()
+    events = feed(session, silence(2.5) + question_pcm + silence(1.5))
+    events = until(
+        session,
+        events,
+        lambda ev: of_type(ev, "agent_response") or of_type(ev, "error") or session.ended,
+        timeout=300,
+    )
+    assert not of_type(events, "error"), of_type(events, "error")
+    events = settled(session, events, timeout=300)
+    answer = of_type(events, "agent_response")[-1]["agent_response_event"]["agent_response"]
+    assert answer.strip()
+    assert rms(audio_of(events)) > 300
+    conversation = session.end()
+    turns = list(conversation.turns.order_by("position"))
+    assert [t.role for t in turns] == ["agent", "user", "agent"]
+    assert turns[2].latency_ms["total"] > 0
+    assert conversation.llm_tokens > 0
