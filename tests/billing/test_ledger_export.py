@@ -46,7 +46,8 @@ def _row(workspace, user, status, credits, at):
 def test_the_export_holds_every_ledger_row_of_the_workspace(
     settings, owner, member, workspace, outsider
 ):
-    settings.CHORUS_EXPORT_SECTIONS = [*site_settings.CHORUS_EXPORT_SECTIONS, PROVIDER]
+    assert PROVIDER in site_settings.CHORUS_EXPORT_SECTIONS  # the real list, once
+    settings.CHORUS_EXPORT_SECTIONS = site_settings.CHORUS_EXPORT_SECTIONS
     start = datetime(2025, 1, 1, 8, tzinfo=UTC)
     ours = [
         _row(workspace, member, status, n + 1.5, start + timedelta(days=n))
