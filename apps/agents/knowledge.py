@@ -18,7 +18,6 @@ question (BM25 over their words).
 
 from __future__ import annotations
 
-import codecs
 import io
 import math
 import re
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 from django.core.files.base import ContentFile
 from django.db import transaction
 
+from apps.generation.text_files import NotText, text_decoded
 from apps.generation.text_parts import split_text
 
 from .models import Agent, KnowledgeChunk, KnowledgeDocument, KnowledgeKind
@@ -104,26 +104,12 @@ def _binary() -> KnowledgeRefused:
 
 
 def decode(data: bytes) -> str:
-    """UTF-8 (a BOM allowed), UTF-16/32 by their BOM, else cp1252; binary is refused."""
-    if data.startswith(codecs.BOM_UTF8):
-        text = data[len(codecs.BOM_UTF8) :].decode("utf-8", errors="replace")
-    elif data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        text = data.decode("utf-32", errors="replace")
-    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        text = data.decode("utf-16", errors="replace")
-    else:
-        if b"\x00" in data:
-            raise _binary()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = data.decode("cp1252", errors="replace")
-    sample = text[:65536]
-    if "\x00" in text or (
-        sample and len(re.findall(r"[\x01-\x08\x0e-\x1a\x1c-\x1f\x7f]", sample)) > len(sample) / 50
-    ):
-        raise _binary()
-    return text
+    """The file's text (``generation.text_files``: stricter than a script's, 1 control
+    character in 50); binary is refused."""
+    try:
+        return text_decoded(data, binary_share=1 / 50)
+    except NotText:
+        raise _binary() from None
 
 
 def normalised(text: str) -> str:

@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 from lxml import etree
 from lxml import html as lxml_html
 
+from apps.generation.text_files import NotText, text_decoded
 from apps.generation.text_parts import split_text
 
 FORMATS = ("txt", "md", "docx", "epub", "html")
@@ -189,26 +190,11 @@ _BREAKS = re.compile(r"\r\n?|[\x0b\x0c\x1c\x1d\x1e\x85\u2028]")
 
 
 def _decode(data: bytes) -> str:
-    """UTF-8 (a BOM allowed), UTF-16/32 by their BOM, else cp1252; binary is refused."""
-    if data.startswith(codecs.BOM_UTF8):
-        text = data[len(codecs.BOM_UTF8) :].decode("utf-8", errors="replace")
-    elif data.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
-        text = data.decode("utf-32", errors="replace")
-    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        text = data.decode("utf-16", errors="replace")
-    else:
-        if b"\x00" in data:
-            raise _binary()
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = data.decode("cp1252", errors="replace")
-    if "\x00" in text:
-        raise _binary()
-    sample = text[:65536]
-    if sample and len(re.findall(r"[\x01-\x08\x0e-\x1a\x1c-\x1f\x7f]", sample)) > len(sample) / 20:
-        raise _binary()
-    return text
+    """The script's text (``generation.text_files``); binary is refused."""
+    try:
+        return text_decoded(data)
+    except NotText:
+        raise _binary() from None
 
 
 def _binary() -> ImportRefused:
