@@ -19,14 +19,13 @@ from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
 from apps.billing.models import UsageEvent
 from apps.history.views import stored_audio_response
 from apps.voices.models import LibraryVoice
 from apps.voices.picker import speech_models, speech_voices
-from apps.workspaces.access import get_scoped, scoped, workspace_view
-from apps.workspaces.models import ROLE_RANK, Role
+from apps.workspaces.access import changed, get_scoped, has_role, scoped, workspace_view
+from apps.workspaces.models import Role
 
 from . import knowledge, services
 from .config import AgentConfig
@@ -63,19 +62,6 @@ FIELD_LABELS = {
     "max_duration_seconds": "Maximum length",
 }
 SHOWN_MAX = 300  # characters of a long value in the list of changes
-
-
-def _can(request, role: str) -> bool:
-    membership = request.membership
-    return membership is not None and ROLE_RANK[Role(membership.role)] >= ROLE_RANK[Role(role)]
-
-
-def _done(request, target: str, message: str = ""):
-    if message:
-        messages.success(request, message)
-    if request.htmx:
-        return HttpResponseClientRedirect(target)
-    return HttpResponseRedirect(target, status=303)
 
 
 def _agent(request, agent_id: str) -> Agent:
@@ -178,7 +164,7 @@ def agent_list(request):
     return render(
         request,
         "agents/list.html",
-        {"page": page, "rows": rows, "q": query, "can_edit": _can(request, Role.MEMBER)},
+        {"page": page, "rows": rows, "q": query, "can_edit": has_role(request, Role.MEMBER)},
     )
 
 
@@ -251,7 +237,7 @@ def agent_new(request):
         except services.AgentRefused as exc:
             form.refused(exc.errors)
         else:
-            return _done(request, _detail_url(agent), f"“{agent.name}” is ready (version 1).")
+            return changed(request, _detail_url(agent), f"“{agent.name}” is ready (version 1).")
     return _form_page(request, form, status=400)
 
 
@@ -282,7 +268,7 @@ def agent_edit(request, agent_id: str):
                 message = f"Saved as version {agent.version.number}."
             else:
                 message = "Saved. The configuration did not change, so no new version."
-            return _done(request, _detail_url(agent), message)
+            return changed(request, _detail_url(agent), message)
     return _form_page(request, form, agent=agent, status=400)
 
 
@@ -331,7 +317,7 @@ def agent_detail(request, agent_id: str):
             "versions": versions,
             "page": page,
             "conversations": _conversation_rows(request, page.object_list),
-            "can_edit": _can(request, Role.MEMBER),
+            "can_edit": has_role(request, Role.MEMBER),
         },
     )
 
@@ -372,7 +358,7 @@ def agent_delete(request, agent_id: str):
     agent = _agent(request, agent_id)
     name = agent.name
     services.agent_delete(agent=agent)
-    return _done(
+    return changed(
         request,
         reverse("agents:list"),
         f"Deleted “{name}”. Its conversations are kept, under its name.",
@@ -444,7 +430,7 @@ def _knowledge_page(request, *, text_form=None, file_form=None, error="", status
         "text_form": text_form or DocumentTextForm(prefix="text"),
         "file_form": file_form or DocumentFileForm(prefix="file"),
         "error": error,
-        "can_edit": _can(request, Role.MEMBER),
+        "can_edit": has_role(request, Role.MEMBER),
         "max_mb": knowledge.MAX_FILE_BYTES // (1024 * 1024),
     }
     template = "agents/knowledge.html#knowledge" if request.htmx else "agents/knowledge.html"
@@ -457,7 +443,7 @@ def knowledge_list(request):
     return _knowledge_page(request)
 
 
-def _knowledge_done(request, message: str):
+def _knowledgechanged(request, message: str):
     messages.success(request, message)
     if request.htmx:
         return _knowledge_page(request)
@@ -499,7 +485,7 @@ def knowledge_add(request):
                 except knowledge.KnowledgeRefused as exc:
                     form.add_error(exc.field if exc.field in form.fields else "file", str(exc))
                 else:
-                    return _knowledge_done(request, _added(document))
+                    return _knowledgechanged(request, _added(document))
         return _knowledge_page(request, file_form=form, status=400)
     form = DocumentTextForm(data, prefix="text")
     if form.is_valid():
@@ -513,7 +499,7 @@ def knowledge_add(request):
         except knowledge.KnowledgeRefused as exc:
             form.add_error(exc.field if exc.field in form.fields else "text", str(exc))
         else:
-            return _knowledge_done(request, _added(document))
+            return _knowledgechanged(request, _added(document))
     return _knowledge_page(request, text_form=form, status=400)
 
 
@@ -543,7 +529,7 @@ def knowledge_document(request, document_id: str):
             "document": document,
             "chunks": list(document.chunks.order_by("position")),
             "agents": knowledge.agents_using(document),
-            "can_edit": _can(request, Role.MEMBER),
+            "can_edit": has_role(request, Role.MEMBER),
         },
     )
 
@@ -556,4 +542,4 @@ def knowledge_delete(request, document_id: str):
         knowledge.document_delete(document=document)
     except knowledge.KnowledgeRefused as exc:
         return _knowledge_page(request, error=str(exc), status=409)
-    return _knowledge_done(request, f"Deleted “{document.name}”.")
+    return _knowledgechanged(request, f"Deleted “{document.name}”.")

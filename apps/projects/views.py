@@ -12,19 +12,17 @@ from django.contrib import messages
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
 from django.core.paginator import Paginator
 from django.db.models import Count
-from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
 from apps.generation import jobs as generation_jobs
 from apps.jobs.models import Job, JobStatus
 from apps.jobs.services import JobNotWaiting
 from apps.voices.picker import speech_models, speech_voices
-from apps.workspaces.access import get_scoped, scoped, workspace_view
-from apps.workspaces.models import ROLE_RANK, Role
+from apps.workspaces.access import changed, get_scoped, has_role, scoped, workspace_view
+from apps.workspaces.models import Role
 
 from . import cues, narration
 from .forms import (
@@ -47,20 +45,6 @@ from .models import (
 from .views_exports import export_panel_context
 
 PAGE_SIZE = 25
-
-
-def _can(request, role: str) -> bool:
-    membership = request.membership
-    return membership is not None and ROLE_RANK[Role(membership.role)] >= ROLE_RANK[Role(role)]
-
-
-def _done(request, target: str, message: str = ""):
-    """After a change: the page again (htmx: a client redirect), with a notice."""
-    if message:
-        messages.success(request, message)
-    if request.htmx:
-        return HttpResponseClientRedirect(target)
-    return HttpResponseRedirect(target, status=303)
 
 
 def _project(request, public_id: str) -> Project:
@@ -190,7 +174,7 @@ def project_new(request):
     except narration.ProjectRefused as exc:
         return _new_page(request, form, error=str(exc), status=400)
     chapters = project.chapters.count()
-    return _done(
+    return changed(
         request,
         _detail_url(project),
         f"“{project.name}” is ready: {chapters} chapter{'s' if chapters != 1 else ''}. "
@@ -244,19 +228,19 @@ def render_panel(request, *, project: Project, scope: str = RenderScope.PROJECT,
             final is not None
             and threshold is not None
             and final.credits > threshold
-            and not _can(request, Role.MANAGER)
+            and not has_role(request, Role.MANAGER)
         ),
         "renders": [
             {
                 "render": r,
                 "active": narration.render_active(r),
                 "can_cancel": narration.render_active(r)
-                and (r.requested_by_id == request.user.pk or _can(request, Role.MANAGER)),
+                and (r.requested_by_id == request.user.pk or has_role(request, Role.MANAGER)),
             }
             for r in renders
         ],
         "watching": any(narration.render_active(r) for r in renders),
-        "can_render": _can(request, Role.MEMBER),
+        "can_render": has_role(request, Role.MEMBER),
     }
 
 
@@ -288,7 +272,7 @@ def dictionaries_panel(request, project: Project) -> dict:
             if not row.archived or row.pk in attached
         ],
         "attached": len(attached),
-        "can_edit": _can(request, Role.MEMBER),
+        "can_edit": has_role(request, Role.MEMBER),
         "next": _detail_url(project),
     }
 
@@ -359,9 +343,9 @@ def _detail(request, project: Project, *, status: int = 200, **extra):
         "speaker_form": extra.pop("speaker_form", None)
         or SpeakerForm(voices=voices, initial={"voice_id": project.default_voice_id}, prefix="new"),
         "panel": render_panel(request, project=project),
-        "can_edit": _can(request, Role.MEMBER),
-        "can_delete": _can(request, Role.MANAGER)
-        or (_can(request, Role.MEMBER) and project.created_by_id == request.user.pk),
+        "can_edit": has_role(request, Role.MEMBER),
+        "can_delete": has_role(request, Role.MANAGER)
+        or (has_role(request, Role.MEMBER) and project.created_by_id == request.user.pk),
         "error": extra.pop("error", ""),
         "total_seconds": sum(summary.seconds for summary in chapters),
         "pronunciation": dictionaries_panel(request, project),
@@ -413,18 +397,18 @@ def project_edit(request, public_id: str):
     except narration.ProjectRefused as exc:
         return _detail(request, project, edit_form=form, edit_open=True, error=str(exc),
                        status=400)  # fmt: skip
-    return _done(request, _detail_url(project), "Project saved.")
+    return changed(request, _detail_url(project), "Project saved.")
 
 
 @workspace_view(Role.MEMBER)
 @require_POST
 def project_delete(request, public_id: str):
     project = _project(request, public_id)
-    if not (_can(request, Role.MANAGER) or project.created_by_id == request.user.pk):
+    if not (has_role(request, Role.MANAGER) or project.created_by_id == request.user.pk):
         raise PermissionDenied("Only whoever created the project, or a manager, can delete it.")
     name = project.name
     project.delete()
-    return _done(request, reverse("projects:list"), f"Deleted “{name}” and its takes.")
+    return changed(request, reverse("projects:list"), f"Deleted “{name}” and its takes.")
 
 
 # --- Chapters and speakers ------------------------------------------------------------------
@@ -448,7 +432,7 @@ def chapter_add(request, public_id: str):
     except narration.ProjectRefused as exc:
         form.add_error(None, str(exc))
         return _detail(request, project, chapter_form=form, status=400)
-    return _done(request, _detail_url(project), f"Added the chapter “{chapter.name}”.")
+    return changed(request, _detail_url(project), f"Added the chapter “{chapter.name}”.")
 
 
 @workspace_view(Role.MEMBER)
@@ -468,7 +452,7 @@ def chapter_move(request, public_id: str, chapter_id: str):
             )
         to = int(raw) - 1
     narration.chapter_move(chapter, to=to)
-    return _done(request, _detail_url(project))
+    return changed(request, _detail_url(project))
 
 
 @workspace_view(Role.MEMBER)
@@ -484,7 +468,7 @@ def chapter_delete(request, public_id: str, chapter_id: str):
         narration.chapter_delete(chapter)
     except narration.ProjectRefused as exc:
         return _detail(request, project, error=str(exc), status=400)
-    return _done(request, _detail_url(project), f"Deleted the chapter “{chapter.name}”.")
+    return changed(request, _detail_url(project), f"Deleted the chapter “{chapter.name}”.")
 
 
 @workspace_view(Role.MEMBER)
@@ -518,7 +502,7 @@ def speaker_save(request, public_id: str):
     except narration.ProjectRefused as exc:
         return _detail(request, project, error=str(exc), status=400)
     done = "Speaker saved: every block of it follows." if speaker else f"Added “{saved.name}”."
-    return _done(request, _detail_url(project), done)
+    return changed(request, _detail_url(project), done)
 
 
 def _first_error(form) -> str:
@@ -600,7 +584,7 @@ def render_start(request, public_id: str):
             "panel_notice": message,
         }
         return render(request, "projects/_render_panel.html", context)
-    return _done(request, _back(request, project), message)
+    return changed(request, _back(request, project), message)
 
 
 def _render_row(request, pk: int) -> Render:
@@ -611,14 +595,14 @@ def _render_row(request, pk: int) -> Render:
 @require_POST
 def render_cancel(request, pk: int):
     made = _render_row(request, pk)
-    if made.requested_by_id != request.user.pk and not _can(request, Role.MANAGER):
+    if made.requested_by_id != request.user.pk and not has_role(request, Role.MANAGER):
         raise PermissionDenied("Only whoever asked for the render, or a manager, can cancel it.")
     if not narration.render_active(made):
         return _detail(
             request, made.project, error="This render is over: nothing to cancel.", status=400
         )
     narration.render_cancel(made)
-    return _done(
+    return changed(
         request,
         _back(request, made.project),
         "Render cancelled: the takes already made are kept.",
@@ -703,7 +687,7 @@ def render_decide(request, pk: int):
         if form.cleaned_data["approve"]
         else f"Refused. {who} sees your reason on the project."
     )
-    return _done(request, reverse("projects:approvals"), done)
+    return changed(request, reverse("projects:approvals"), done)
 
 
 @workspace_view(Role.MANAGER)
@@ -744,7 +728,7 @@ def job_decide(request, pk: int):
         done = ""
     else:
         done = f"Refused. {who} is told why."
-    return _done(request, reverse("projects:approvals"), done)
+    return changed(request, reverse("projects:approvals"), done)
 
 
 @workspace_view(Role.MANAGER)
@@ -761,7 +745,7 @@ def threshold(request):
         form.add_error("threshold", str(exc))
         return _approvals(request, threshold_form=form, status=400)
     value = form.cleaned_data["threshold"]
-    return _done(
+    return changed(
         request,
         reverse("projects:approvals"),
         "Final renders never wait for approval now."

@@ -15,8 +15,8 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from apps.history.views import stored_audio_response
 from apps.jobs import services as job_services
-from apps.workspaces.access import get_scoped, scoped, workspace_view
-from apps.workspaces.models import ROLE_RANK, Role
+from apps.workspaces.access import get_scoped, has_role, scoped, workspace_view
+from apps.workspaces.models import Role
 from apps.workspaces.services import ActionRefused
 
 from . import document, services
@@ -24,10 +24,6 @@ from .forms import LiveForm, UploadForm
 from .models import Transcript, TranscriptStatus
 
 PAGE_SIZE = 25
-
-
-def _can(request, role: str) -> bool:
-    return ROLE_RANK[Role(request.membership.role)] >= ROLE_RANK[Role(role)]
 
 
 @workspace_view()
@@ -129,8 +125,9 @@ def _reading(request, transcript: Transcript, *, error: str = "", status: int = 
             (sid, document.speaker_name(transcript.speakers, sid))
             for sid in services.speaker_ids(transcript)
         ],
-        "can_edit": _can(request, Role.MEMBER) and transcript.status == TranscriptStatus.READY,
-        "can_delete": transcript.created_by_id == request.user.pk or _can(request, Role.MANAGER),
+        "can_edit": has_role(request, Role.MEMBER) and transcript.status == TranscriptStatus.READY,
+        "can_delete": transcript.created_by_id == request.user.pk
+        or has_role(request, Role.MANAGER),
         "new_speaker": _new_speaker_id(transcript),
         "error": error,
         "exports": EXPORTS,
@@ -205,7 +202,7 @@ def transcript_retry(request, pk: int):
 @require_POST
 def transcript_delete(request, pk: int):
     transcript = _transcript(request, pk)
-    if transcript.created_by_id != request.user.pk and not _can(request, Role.MANAGER):
+    if transcript.created_by_id != request.user.pk and not has_role(request, Role.MANAGER):
         raise PermissionDenied("Only whoever uploaded it, or a manager, can delete it.")
     services.transcript_delete(transcript=transcript)
     messages.info(request, f"Deleted “{transcript.title}”.")

@@ -6,10 +6,12 @@ is a 403; no workspace at all sends the person to create or join one.
 
 from functools import wraps
 
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
-from django.http import Http404
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect
+from django_htmx.http import HttpResponseClientRedirect
 
 from .models import ROLE_RANK, Role
 
@@ -62,3 +64,18 @@ def workspace_view(role: str = Role.VIEWER):
         return wrapper
 
     return decorator
+
+
+def has_role(request, role: str) -> bool:
+    """Whether the request's membership has ``role`` or stronger (what a page shows)."""
+    membership = request.membership
+    return membership is not None and membership.has_role(role)
+
+
+def changed(request, target: str, message: str = ""):
+    """After a change: ``target`` again (htmx: a client redirect), with a notice."""
+    if message:
+        messages.success(request, message)
+    if getattr(request, "htmx", False):
+        return HttpResponseClientRedirect(target)
+    return HttpResponseRedirect(target, status=303)
