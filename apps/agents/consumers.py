@@ -127,10 +127,6 @@ def _error_event(message: str, *, fatal: bool = False) -> dict:
 class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
     """One conversation with an agent (see the module)."""
 
-    # It talks to its own session only: no channel-layer subscription (no Redis connection
-    # blocked in a receive per socket, nothing to cancel when it ends).
-    channel_layer_alias = None
-
     # (raw personal key or None, signature payload or None) -> Caller; raises ApiRefused.
     authenticate = None
     caller = None

@@ -80,10 +80,6 @@ def _agent_and_role(user, agent_id: str) -> tuple[Agent | None, Membership | Non
 class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
     """The browser's microphone and speaker for one conversation with an agent."""
 
-    # It talks to its own session only: no channel-layer subscription (no Redis connection
-    # blocked in a receive per socket, nothing to cancel when it ends).
-    channel_layer_alias = None
-
     session: AgentSession | None = None
     pump: asyncio.Task | None = None
     muted = False
