@@ -1,10 +1,9 @@
 """Websocket routes of every app."""
 
-from apps.agents.routing import websocket_urlpatterns as agents_ws
 from apps.jobs.routing import websocket_urlpatterns as jobs_ws
 from apps.transcripts.routing import websocket_urlpatterns as transcripts_ws
 
-websocket_urlpatterns = [*jobs_ws, *transcripts_ws, *agents_ws]
+websocket_urlpatterns = [*jobs_ws, *transcripts_ws]
 
 
 def _api_patterns():
