@@ -168,7 +168,8 @@ def test_the_agent_page_shows_configuration_versions_conversations_and_talk_s_pl
     assert "Opening hours" in body  # its knowledge, by name
     talk = re.search(r"<button[^>]*data-talk[^>]*>Talk</button>", body).group(0)
     assert "disabled" in talk
-    assert "arrives with the live audio path" in body
+    assert "members talk, as talking uses the workspace" in body
+    assert "data-talk-panel" not in body and "agent-talk.js" not in body
     conv_url = reverse("agents:conversation", args=[conversation.conversation_id])
     row = body.split(conv_url, 1)[1].split("</tr>", 1)[0]
     assert "Mia Member" in row and "0:12" in row and "<td>4</td>" in row and "v1" in row
@@ -233,3 +234,11 @@ def test_deleting_an_agent_keeps_its_conversations_under_its_name(
     url = reverse("agents:conversation", args=[conversation.conversation_id])
     body = client_as(member).get(url).content.decode()
     assert "Front desk" in body and "agent deleted" in body
+
+
+def test_a_member_gets_the_talk_panel(client_as, member, agent):
+    body = client_as(member).get(reverse("agents:detail", args=[agent.agent_id])).content.decode()
+    opener = re.search(r"<button[^>]*data-talk-open[^>]*>Talk</button>", body).group(0)
+    assert "disabled" not in opener and 'aria-controls="talk-panel"' in opener
+    assert 'id="talk-panel"' in body and "js/agent-talk" in body
+    assert f'data-socket="/ws/agents/{agent.agent_id}/talk/"' in body

@@ -1,0 +1,209 @@
+"""``/v1/convai/conversation`` (``apps.agents.consumers``), in process: refusals (a signature
+used twice, another workspace's agent, no authentication), garbage frames, a client tool result
+refused while the conversation goes on, ping/pong, an override that is not allowed. (The
+official SDK's ``Conversation`` against a real Daphne is not written yet.)"""
+
+import asyncio
+import base64
+import json
+import time
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from apps.agents import consumers, knowledge
+from apps.agents import services as agents
+from apps.agents.config import AgentConfig
+from apps.agents.signing import convai_signature_make
+from apps.gateway import services
+from apps.gateway.models import ApiKey
+from studio_site.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+OPENS = 90  # the first answer waits for the local engine's models to load
+
+
+@pytest.fixture
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def agent(workspace, member, media):
+    from apps.voices import services as voice_services
+    from apps.voices.models import LibraryVoice
+
+    voice_services.library_sync(workspace=workspace)
+    voice = LibraryVoice.objects.filter(workspace=workspace, engine="local").order_by("voice_id")
+    office = knowledge.document_add_text(
+        workspace=workspace, user=member, name="Office",
+        text="The Chorus office opens at 9 am and closes at 5 pm.",
+    )  # fmt: skip
+    config = AgentConfig(
+        prompt="You are the front desk of Chorus.",
+        first_message="Hello!",
+        voice_id=voice.first().voice_id,
+        knowledge=[office.document_id],
+        silence_ms=500,
+    )
+    return agents.agent_create(workspace=workspace, user=member, name="Desk", config=config)
+
+
+@pytest.fixture
+def key(workspace, member):
+    return services.api_key_create(workspace=workspace, user=member, name="live").raw
+
+
+def signature_of(agent, raw_key) -> str:
+    api_key = ApiKey.objects.get(key_hash=ApiKey.hash(raw_key))
+    return convai_signature_make(
+        agent_id=agent.agent_id,
+        workspace_id=api_key.workspace_id,
+        user_id=api_key.user_id,
+        api_key_id=api_key.pk,
+    )
+
+
+def socket(query: str, key: str | None = None) -> WebsocketCommunicator:
+    headers = [(b"xi-api-key", key.encode())] if key else []
+    return WebsocketCommunicator(application, f"/v1/convai/conversation?{query}", headers=headers)
+
+
+async def refused(ws) -> tuple[dict, int]:
+    connected, _ = await ws.connect(timeout=30)
+    assert connected
+    message = json.loads(await ws.receive_from(timeout=30))
+    closed = await ws.receive_output(timeout=30)
+    assert closed["type"] == "websocket.close"
+    await ws.disconnect(timeout=30)  # the consumer ends: nothing left running
+    return message, closed["code"]
+
+
+async def until(ws, kind: str, seen: list, timeout: float = OPENS) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        output = await ws.receive_output(timeout=deadline - time.monotonic())
+        assert output["type"] == "websocket.send", output
+        event = json.loads(output["text"])
+        seen.append(event)
+        if event["type"] == kind:
+            return event
+    raise AssertionError(f"no {kind} in {[e['type'] for e in seen]}")
+
+
+def test_a_signature_is_good_once_and_only_for_its_agent(agent, key, workspace, member):
+    token, token2 = signature_of(agent, key), signature_of(agent, key)
+    other = agents.agent_create(workspace=workspace, user=member, name="Other")
+
+    async def go():
+        first = socket(f"agent_id={agent.agent_id}&conversation_signature={token}")
+        assert (await first.connect(timeout=30))[0]
+        seen: list = []
+        await until(first, "conversation_initiation_metadata", seen)
+        await first.disconnect()
+        again, code = await refused(socket(f"agent_id={agent.agent_id}&token={token}"))
+        assert code == 4401 and "already used" in again["error_event"]["message"]
+        wrong, code = await refused(
+            socket(f"agent_id={other.agent_id}&conversation_signature={token2}")
+        )
+        assert code == 4403 and "another agent" in wrong["error_event"]["message"]
+        forged, code = await refused(
+            socket(f"agent_id={agent.agent_id}&conversation_signature={token}x")
+        )
+        assert code == 4401 and "invalid" in forged["error_event"]["message"]
+
+    asyncio.run(go())
+
+
+def test_another_workspaces_agent_and_no_auth_are_refused(agent, outsider):
+    from apps.workspaces.models import Workspace
+
+    theirs = Workspace.objects.filter(memberships__user=outsider).first()
+    their_key = services.api_key_create(workspace=theirs, user=outsider, name="x").raw
+
+    async def go():
+        foreign, code = await refused(socket(f"agent_id={agent.agent_id}", key=their_key))
+        assert code == 4404 and "not found" in foreign["error_event"]["message"]
+        public, code = await refused(socket(f"agent_id={agent.agent_id}"))
+        assert (
+            code == 4401 and "Public agents are not supported" in public["error_event"]["message"]
+        )
+        bad_key, code = await refused(socket(f"agent_id={agent.agent_id}&xi_api_key=nope"))
+        assert code == 4401
+
+    asyncio.run(go())
+
+
+def test_garbage_frames_a_tool_result_and_ping_pong_leave_the_conversation_going(
+    agent, key, monkeypatch
+):
+    monkeypatch.setattr(consumers, "PING_SECONDS", 0.5)
+    init = {
+        "type": "conversation_initiation_client_data",
+        "conversation_config_override": {"agent": {"first_message": "Hi {{name}}!"}},
+        "dynamic_variables": {"name": "Mia"},
+    }
+
+    async def go():
+        ws = socket(f"agent_id={agent.agent_id}", key=key)
+        assert (await ws.connect(timeout=30))[0]
+        await ws.send_to(text_data=json.dumps(init))
+        seen: list = []
+        meta = await until(ws, "conversation_initiation_metadata", seen)
+        assert meta["conversation_initiation_metadata_event"]["agent_output_audio_format"] == (
+            "pcm_16000"
+        )
+        first = await until(ws, "agent_response", seen)
+        assert first["agent_response_event"]["agent_response"] == "Hi Mia!"
+        garbage = [
+            "not json",
+            "[1, 2]",
+            "[" * 100_000,
+            json.dumps({"user_audio_chunk": 5}),
+            json.dumps({"user_audio_chunk": "!!!not base64"}),
+            json.dumps({"user_audio_chunk": base64.b64encode(b"\0" * 3).decode()}),
+            json.dumps({"user_audio_chunk": "A" * 200_000}),
+            json.dumps({"type": "what"}),
+            json.dumps(
+                {
+                    "type": "client_tool_result",
+                    "tool_call_id": "x",
+                    "result": "1",
+                    "is_error": False,
+                }
+            ),  # fmt: skip
+        ]
+        for frame in garbage:
+            await ws.send_to(text_data=frame)
+            error = await until(ws, "error", seen, timeout=30)
+            assert error["error_event"]["message"] and not error["error_event"]["fatal"]
+        ping = await until(ws, "ping", seen, timeout=30)
+        await ws.send_to(text_data=json.dumps(
+            {"type": "pong", "event_id": ping["ping_event"]["event_id"]}))  # fmt: skip
+        # Still going: audio is taken, and another ping comes.
+        chunk = base64.b64encode(bytes(3200)).decode()
+        await ws.send_to(text_data=json.dumps({"user_audio_chunk": chunk}))
+        await until(ws, "ping", seen, timeout=30)
+        assert not [e for e in seen if e["type"] == "error" and e["error_event"]["fatal"]]
+        await ws.disconnect()
+
+    asyncio.run(go())
+    from apps.agents.models import Conversation
+
+    conversation = Conversation.objects.get(agent=agent)
+    assert conversation.end_reason == "disconnected"
+    assert conversation.turns.filter(role="agent", text="Hi Mia!").exists()
+
+
+def test_an_override_that_is_not_allowed_is_refused(agent, key):
+    async def go():
+        ws = socket(f"agent_id={agent.agent_id}", key=key)
+        assert (await ws.connect(timeout=30))[0]
+        await ws.send_to(text_data=json.dumps({"type": "conversation_initiation_client_data",
+            "conversation_config_override": {"tts": {"speed": 3}}}))  # fmt: skip
+        message = json.loads(await ws.receive_from(timeout=30))
+        assert "tts.speed is not allowed" in message["error_event"]["message"]
+        assert (await ws.receive_output(timeout=30))["code"] == 4400
+
+    asyncio.run(go())
