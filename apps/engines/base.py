@@ -676,3 +676,24 @@ class Engine:
 
     def history(self, *, page_size: int = 100, start_after: str | None = None) -> HistoryPage:
         self._unsupported("list history")
+
+    # Conversational AI: the provider's own agents (``conversation_config`` and the other
+    # bodies are the official JSON of ``/v1/convai/agents``)
+    def convai_agent_create(
+        self, *, name: str, conversation_config: dict, platform_settings: dict | None = None,
+        tags: list[str] | None = None,
+    ) -> str:  # fmt: skip
+        self._unsupported("run voice agents")
+
+    def convai_agent_update(
+        self, agent_id: str, *, name: str | None = None, conversation_config: dict | None = None,
+        platform_settings: dict | None = None, tags: list[str] | None = None,
+    ) -> None:  # fmt: skip
+        self._unsupported("run voice agents")
+
+    def convai_agent_delete(self, agent_id: str) -> None:
+        self._unsupported("run voice agents")
+
+    def convai_conversation(self, agent_id: str, *, initiation: dict):
+        """An open conversation with the provider's agent (``elevenlabs.convai.ConvaiSocket``)."""
+        self._unsupported("run voice agents")

@@ -1101,3 +1101,81 @@ class ElevenLabsEngine(Engine):
             },
         )
         return self._json(call, mapping.usage_stats)
+
+    # --- Conversational AI (agents) -----------------------------------------------------
+
+    def convai_agent_create(
+        self, *, name: str, conversation_config: dict, platform_settings: dict | None = None,
+        tags: list[str] | None = None,
+    ) -> str:  # fmt: skip
+        """``POST /v1/convai/agents/create``: the new agent's id."""
+        body: dict[str, Any] = {"conversation_config": conversation_config, "name": name}
+        if platform_settings is not None:
+            body["platform_settings"] = platform_settings
+        if tags is not None:
+            body["tags"] = list(tags)
+        call = _Call("convai_agent_create", "POST", "/v1/convai/agents/create", json=body,
+                     idempotent=False)  # fmt: skip
+
+        def read(data: dict[str, Any], info: CallInfo) -> str:
+            agent_id = data.get("agent_id")
+            if not isinstance(agent_id, str) or not agent_id:
+                raise UpstreamUnavailable(
+                    "ElevenLabs did not say which agent it created.", request_id=info.request_id
+                )
+            return agent_id
+
+        return self._json(call, read)
+
+    def convai_agent_update(
+        self, agent_id: str, *, name: str | None = None, conversation_config: dict | None = None,
+        platform_settings: dict | None = None, tags: list[str] | None = None,
+    ) -> None:  # fmt: skip
+        """``PATCH /v1/convai/agents/{agent_id}`` with the parts given."""
+        body: dict[str, Any] = {}
+        for key, value in (("name", name), ("conversation_config", conversation_config),
+                           ("platform_settings", platform_settings), ("tags", tags)):  # fmt: skip
+            if value is not None:
+                body[key] = value
+        path = f"/v1/convai/agents/{_segment(agent_id)}"
+        self._json(_Call("convai_agent_update", "PATCH", path, json=body), lambda data, _: None)
+
+    def convai_agent_delete(self, agent_id: str) -> None:
+        path = f"/v1/convai/agents/{_segment(agent_id)}"
+        self._request(_Call("convai_agent_delete", "DELETE", path))
+
+    def convai_signed_url(self, agent_id: str) -> str:
+        """``GET /v1/convai/conversation/get-signed-url``: the conversation socket's address
+        with a single-use token (a secret: never log it)."""
+        call = _Call(
+            "convai_signed_url",
+            "GET",
+            "/v1/convai/conversation/get-signed-url",
+            params={"agent_id": agent_id},
+        )
+
+        def read(data: dict[str, Any], info: CallInfo) -> str:
+            url = data.get("signed_url")
+            if not isinstance(url, str) or not url:
+                raise UpstreamUnavailable(
+                    "ElevenLabs returned no signed URL for the conversation.",
+                    request_id=info.request_id,
+                )
+            return url
+
+        return self._json(call, read)
+
+    def convai_conversation(self, agent_id: str, *, initiation: dict):
+        """A conversation with the provider's agent over its WebSocket (see convai.py): a
+        ``ConvaiSocket`` whose ``metadata`` is the conversation's initiation metadata."""
+        from .convai import connect
+
+        return connect(
+            signed_url=lambda: self.convai_signed_url(agent_id),
+            workspace=self.workspace,
+            policy=self._policy,
+            sleep=self._sleep,
+            initiation=initiation,
+            egress=self.egress,
+            open_timeout=self.timeout.connect,
+        )
