@@ -1,7 +1,8 @@
 // AudioWorklet: plays queued 16 kHz mono 16-bit PCM without gaps (run it in an AudioContext
-// made at 16 kHz). Messages in: {pcm: ArrayBuffer} queues a chunk; {clear: true} drops
-// everything queued at once (barge-in). Messages out: {played, queued} in samples, about
-// every 50 ms while playing and when the queue runs dry.
+// made at 16 kHz). Messages in: {pcm: ArrayBuffer} queues a chunk; {clear: id} drops everything
+// queued at once (barge-in). Messages out: {played, queued} in samples, about every 50 ms while
+// playing and when the queue runs dry; after a clear, {silent: id, dropped, played, queued} from
+// the first render quantum that played nothing of what was dropped (the player is silent).
 class PcmPlayer extends AudioWorkletProcessor {
   constructor() {
     super();
@@ -10,12 +11,14 @@ class PcmPlayer extends AudioWorkletProcessor {
     this.queued = 0;
     this.played = 0;
     this.sinceReport = 0;
+    this.cleared = null; // {id, dropped} until the next render reports it silent
     this.port.onmessage = (m) => {
       if (m.data.clear) {
+        const dropped = this.queued;
         this.chunks = [];
         this.offset = 0;
         this.queued = 0;
-        this.report();
+        this.cleared = { id: m.data.clear, dropped };
       } else if (m.data.pcm) {
         const chunk = new Int16Array(m.data.pcm);
         this.chunks.push(chunk);
@@ -48,6 +51,13 @@ class PcmPlayer extends AudioWorkletProcessor {
       this.queued -= playedNow;
       this.sinceReport += playedNow;
       if (this.sinceReport >= 800 || this.queued === 0) this.report();
+    }
+    if (this.cleared) {
+      // This quantum rendered nothing of the dropped audio: say so once.
+      const { id, dropped } = this.cleared;
+      this.cleared = null;
+      this.port.postMessage({ silent: id, dropped, played: this.played, queued: this.queued });
+      this.sinceReport = 0;
     }
     for (let c = 1; c < outputs[0].length; c++) outputs[0][c].set(out);
     return true;
