@@ -396,9 +396,11 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
 
     async def ending(self):
         self.closing = True
-        for task in self.tasks:
-            if task is not asyncio.current_task():
-                task.cancel()
+        others = [task for task in self.tasks if task is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        if others:  # nothing of this socket outlives it (their outcomes are not wanted)
+            await asyncio.wait(others)
         session, self.session = self.session, None
         if session is not None:
             await sync_to_async(session.end, thread_sensitive=False)(self.end_reason)

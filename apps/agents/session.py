@@ -152,6 +152,9 @@ class AgentSession:
         self._stopping = threading.Event()
         self._ended = threading.Event()
         self._end_lock = threading.Lock()
+        # Held while ``start`` runs: ``end`` from another thread (a socket that went away
+        # while the conversation was opening) waits for it, so nothing is opened after the end.
+        self._start_lock = threading.Lock()
         self.stt = None
 
     # --- Public ----------------------------------------------------------------------------
@@ -174,6 +177,26 @@ class AgentSession:
     ) -> list[dict]:
         """Open the conversation (blocks: call it from a thread). Refusals raise before any
         audio: ``BudgetExceeded`` (the conversation is saved as failed with its message)."""
+        with self._start_lock:
+            if self._stopping.is_set():
+                raise RuntimeError("The conversation was ended before it started.")
+            try:
+                return self._start(
+                    conversation=conversation,
+                    overrides=overrides,
+                    dynamic_variables=dynamic_variables,
+                )
+            except BudgetExceeded:
+                raise  # saved as failed already
+            except Exception as exc:
+                failure = exc
+        # Anything else (a model that would not load, the database): nothing is left open
+        # (the reservation released, the row saved as failed), then the error goes up.
+        with contextlib.suppress(Exception):
+            self._end("The conversation could not start in Chorus.", failed=True, wait=True)
+        raise failure
+
+    def _start(self, *, conversation, overrides, dynamic_variables) -> list[dict]:
         from apps.engines.local.engine import local_engine
 
         agent = self.agent
@@ -213,6 +236,8 @@ class AgentSession:
             self.meter.reserve(idempotency_key=f"conversation:{conversation.conversation_id}")
         except BudgetExceeded as exc:
             self._save(reason=str(exc), failed=True)
+            self._stopping.set()
+            self._ended.set()
             raise
         conversation.usage_event_id = self.meter.reservation.event.pk
         conversation.save(update_fields=["usage_event_id"])
@@ -298,18 +323,25 @@ class AgentSession:
 
     def end(self, reason: str = "", *, failed: bool = False) -> Conversation:
         """End the conversation once (blocks: threads joined, files written, usage settled);
-        the saved row. Safe from any thread."""
+        the saved row (None when it ended before it started). Safe from any thread; a
+        ``start`` under way in another thread finishes first."""
         return self._end(reason, failed=failed, wait=True)
 
     def _end(self, reason: str, *, failed: bool, wait: bool) -> Conversation:
         # A worker ending the conversation gives way to a caller already ending it (who is
         # joining that worker): it never waits for the lock.
+        if wait:
+            with self._start_lock:  # a start under way finishes first (workers exist then)
+                pass
         if not self._end_lock.acquire(blocking=wait):
             return self.conversation
         try:
             if self._ended.is_set():
                 return self.conversation
             self._stopping.set()
+            if self.conversation is None:  # ended before it started: nothing to save
+                self._ended.set()
+                return None
             with self._lock:
                 if self._speaking is not None:
                     self._speaking.cancelled.set()

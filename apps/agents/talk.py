@@ -25,21 +25,35 @@ Threading (``AgentSession``'s contract): ``start`` and ``end`` run through
 ``database_sync_to_async``; ``feed`` never blocks and runs on the loop; a pump task waits for
 the session's events in a worker thread (``wait`` with a short timeout) and sends them.
 However the socket ends (End, the browser leaving, a failure), ``ending`` ends the session and
-saves the conversation. A dropped socket does not reconnect to the same conversation: a new
-socket starts a new one.
+saves the conversation — except a dropped socket.
+
+A dropped socket (closed with a code other than 1000, or 1001 when the page is left) keeps its
+conversation running for ``RESUME_SECONDS``, detached: the agent finishes what it was saying
+into the session's queue. A socket opened with ``?resume=<conversation_id>`` by the same member,
+for the same agent, within that time takes it over: ``{"type": "resumed", "conversation_id"}``,
+then every event and audio frame produced while it was down, then the conversation goes on.
+Past that time the conversation is ended and saved ("the connection dropped"). A resume that
+finds nothing (too late, another member's, another process's) gets an ``error`` event and
+4409. Detached conversations live in this process's memory: with several Daphne processes a
+reconnect reaches its conversation only when the proxy sends it to the same process (sticky
+sessions); otherwise it is told it cannot resume.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.db import connections
 from django.urls import reverse
 
 from apps.billing.services import BudgetExceeded
@@ -62,6 +76,13 @@ from .session import AgentSession
 log = logging.getLogger(__name__)
 
 WAIT_SECONDS = 0.2  # the pump's longest wait in a worker thread before it looks again
+RESUME_SECONDS = 20.0  # how long a dropped socket's conversation waits for it to come back
+DELIBERATE_CLOSES = {1000, 1001}  # the page ended or left: the conversation ends and is saved
+DROPPED_REASON = "the connection dropped and did not come back"
+CANNOT_RESUME = (
+    "This conversation can no longer be resumed (it ended, or waited too long for the "
+    "connection): start a new one."
+)
 VIEWER_REFUSAL = (
     "Viewers cannot talk to agents: talking uses the workspace's credits. "
     "Ask an owner or manager for the member role."
@@ -77,6 +98,58 @@ def _agent_and_role(user, agent_id: str) -> tuple[Agent | None, Membership | Non
     return agent, membership
 
 
+@dataclass
+class _Detached:
+    session: AgentSession
+    user_id: int
+    agent_id: str
+    timer: threading.Timer
+    since: float
+
+
+_detached: dict[str, _Detached] = {}
+_detached_lock = threading.Lock()
+
+
+def _detach(session: AgentSession, *, user_id: int, agent_id: str) -> None:
+    """Keep ``session`` for a socket that comes back within ``RESUME_SECONDS``; past that it
+    is ended and saved (in the timer's thread)."""
+    conversation_id = session.conversation.conversation_id
+
+    def expire():
+        with _detached_lock:
+            entry = _detached.get(conversation_id)
+            if entry is None or entry.session is not session:
+                return  # taken over
+            del _detached[conversation_id]
+        try:
+            session.end(DROPPED_REASON)
+        except Exception:
+            log.exception("agent talk: ending a dropped conversation failed")
+        finally:
+            connections.close_all()  # this thread's own
+
+    timer = threading.Timer(RESUME_SECONDS, expire)
+    timer.daemon = True
+    with _detached_lock:
+        _detached[conversation_id] = _Detached(session, user_id, agent_id, timer, time.monotonic())
+    timer.start()
+
+
+def _take_over(conversation_id: str, *, user_id: int, agent_id: str) -> AgentSession | None:
+    """The detached session of ``conversation_id`` when it is this member's, with this agent,
+    and still running; None otherwise."""
+    with _detached_lock:
+        entry = _detached.get(conversation_id)
+        if entry is None or entry.user_id != user_id or entry.agent_id != agent_id:
+            return None
+        del _detached[conversation_id]
+    entry.timer.cancel()
+    if entry.session.ended:
+        return None
+    return entry.session
+
+
 class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
     """The browser's microphone and speaker for one conversation with an agent."""
 
@@ -87,6 +160,8 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
     session: AgentSession | None = None
     pump: asyncio.Task | None = None
     muted = False
+    live = False  # the session has started: the microphone's frames go to it
+    dropped = False  # the client went without saying goodbye: keep the conversation a while
     finished = False  # the conversation was ended and saved through this socket
 
     # Tests swap in a stand-in LLM (``AgentSession``'s ``llm``); None: the configured one.
@@ -106,16 +181,36 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
         if ROLE_RANK[Role(membership.role)] < ROLE_RANK[Role.MEMBER]:
             await self._end(CLOSE_FORBIDDEN, VIEWER_REFUSAL)
             return
+        resume = _query_one(self.scope, "resume")
+        if resume is not None:
+            await self._resume(resume, user=user, agent=agent)
+            return
         caller = Caller(workspace=agent.workspace, user=user, membership=membership)
-        session = AgentSession(caller=caller, agent=agent, llm=self.llm)
+        # Kept before it starts: if the socket goes while it opens, ``ending`` ends it (after
+        # the start, which it waits for) and nothing is left open.
+        session = self.session = AgentSession(caller=caller, agent=agent, llm=self.llm)
         try:
             events = await database_sync_to_async(session.start)()
         except BudgetExceeded as exc:
             await self._end(CLOSE_QUOTA, str(exc))
             return
-        self.session = session
+        self.live = True
         await self._relay(events)
         self.pump = asyncio.create_task(self._pump())
+
+    async def _resume(self, conversation_id: str, *, user, agent):
+        session = _take_over(conversation_id, user_id=user.pk, agent_id=agent.agent_id)
+        if session is None:
+            await self._end(CLOSE_ENDED, CANNOT_RESUME)
+            return
+        self.session, self.live = session, True
+        await self._send({"type": "resumed", "conversation_id": conversation_id})
+        await self._relay(session.poll())  # what it said while the socket was down
+        self.pump = asyncio.create_task(self._pump())
+
+    async def websocket_disconnect(self, message):
+        self.dropped = message.get("code") not in DELIBERATE_CLOSES
+        await super().websocket_disconnect(message)
 
     async def _pump(self):
         """The session's events as they come, waited for in a worker thread."""
@@ -148,7 +243,7 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         session = self.session
-        if session is None or self.finished:
+        if not self.live or self.finished:
             return
         if bytes_data is not None:
             pcm = bytes(len(bytes_data)) if self.muted else bytes_data
@@ -184,15 +279,21 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
         pump, self.pump = self.pump, None
         if pump is not None and pump is not asyncio.current_task():
             pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump  # its failures were logged where they happened
+            # Wait for it without taking its outcome (its failures were logged where they
+            # happened) and without swallowing a cancellation of this task.
+            await asyncio.wait([pump])
 
     async def ending(self):
         """However the socket ends: the session is ended and the conversation saved."""
         await self._stop_pump()
         session = self.session
-        if session is not None and not session.ended:
-            await database_sync_to_async(session.end)("the browser left the conversation")
+        if session is None or session.ended:
+            return
+        if self.dropped and self.live and not self.finished:
+            user = self.scope["user"]
+            _detach(session, user_id=user.pk, agent_id=session.agent.agent_id)
+            return
+        await database_sync_to_async(session.end)("the browser left the conversation")
 
     async def failed(self, exc):
         await self._end(CLOSE_FAILED, "The conversation failed in Chorus: reload the page.")
@@ -207,3 +308,8 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
 
 def _error(message: str, *, fatal: bool = False) -> dict:
     return {"type": "error", "error_event": {"message": message, "fatal": fatal}}
+
+
+def _query_one(scope, name: str) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    return values[-1][:64] if values else None

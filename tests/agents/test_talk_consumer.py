@@ -14,6 +14,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 
+from apps.agents import talk as talk_module
 from apps.agents.models import Conversation, ConversationStatus
 from studio_site.asgi import application
 from tests.agents.test_session import make_agent, office, question_pcm, silence  # noqa: F401
@@ -79,8 +80,8 @@ def path_of(agent) -> str:
 class Talk:
     """A socket to the agent, with what came back sorted: JSON events and PCM bytes."""
 
-    def __init__(self, agent, headers):
-        self.socket = WebsocketCommunicator(application, path_of(agent), headers=headers)
+    def __init__(self, agent, headers, query: str = ""):
+        self.socket = WebsocketCommunicator(application, path_of(agent) + query, headers=headers)
         self.events: list[dict] = []
         self.audio = bytearray()
         self.audio_after_answer = 0  # bytes of PCM after the user's transcript
@@ -233,3 +234,98 @@ def test_an_outsider_or_someone_signed_out_is_refused_before_the_socket_opens(ag
     if who == "outsider":
         assert async_to_sync(scenario)("/ws/agents/agent_nothere/talk/") == (False, 4403)
     assert not Conversation.objects.exists()
+
+
+def test_a_socket_dropped_mid_turn_resumes_the_same_conversation_without_losing_the_answer(
+    agent,
+    member,
+    question_pcm,  # noqa: F811
+    llm_url,
+):
+    """The socket drops (1006) right after the user's question was heard, while the agent
+    is answering; a socket opened with ``?resume=`` gets ``resumed``, then the answer (text and
+    audio) produced meanwhile, and End saves one conversation with every turn."""
+    headers = _headers(member)
+
+    async def scenario():
+        first = Talk(agent, headers)
+        assert (await first.socket.connect(timeout=OPEN_TIMEOUT))[0]
+        await first.until(lambda t: t.of_type("agent_response") and len(t.audio) > 16000)
+        started = first.of_type("conversation_initiation_metadata")[0]
+        conversation_id = started["conversation_initiation_metadata_event"]["conversation_id"]
+        pcm = silence(1.0) + question_pcm + silence(1.5)
+        for offset in range(0, len(pcm), FRAME):
+            await first.socket.send_to(bytes_data=pcm[offset : offset + FRAME])
+            await first.drain()
+        await first.until(lambda t: t.of_type("user_transcript"))
+        answered_before_drop = len(first.of_type("agent_response"))
+        await first.socket.disconnect(code=1006)  # the network went, no goodbye
+
+        again = Talk(agent, headers, f"?resume={conversation_id}")
+        assert (await again.socket.connect(timeout=OPEN_TIMEOUT))[0]
+        await again.until(
+            lambda t: (
+                len(t.of_type("agent_response")) + answered_before_drop >= 2
+                and len(t.audio) > 16000
+            )
+        )
+        await again.socket.send_to(text_data=json.dumps({"type": "end"}))
+        await again.until(lambda t: t.closed is not None, timeout=60)
+        return first, again, conversation_id
+
+    first, again, conversation_id = async_to_sync(scenario)()
+    assert again.events[0] == {"type": "resumed", "conversation_id": conversation_id}
+    heard = first.of_type("agent_response") + again.of_type("agent_response")
+    assert heard[-1]["agent_response_event"]["agent_response"] == ANSWER
+    assert again.closed == 1000
+    assert again.of_type("saved")[0]["conversation_id"] == conversation_id
+    conversation = Conversation.objects.get()  # one conversation, not two
+    assert conversation.conversation_id == conversation_id
+    assert conversation.status == ConversationStatus.DONE
+    assert conversation.end_reason == "the user ended it"
+    turns = list(conversation.turns.order_by("position"))
+    assert [t.role for t in turns] == ["agent", "user", "agent"]
+    assert turns[2].text == ANSWER
+
+
+def test_a_dropped_conversation_resumes_only_for_its_member_and_is_saved_when_it_times_out(
+    agent, member, owner, monkeypatch, llm_url
+):
+    monkeypatch.setattr(talk_module, "RESUME_SECONDS", 1.0)
+    mine, owners = _headers(member), _headers(owner)
+
+    async def scenario():
+        first = Talk(agent, mine)
+        assert (await first.socket.connect(timeout=OPEN_TIMEOUT))[0]
+        await first.until(lambda t: t.of_type("conversation_initiation_metadata"))
+        conversation_id = first.events[0]["conversation_initiation_metadata_event"][
+            "conversation_id"
+        ]
+        await first.socket.send_to(bytes_data=silence(0.3))
+        await first.drain()
+        await first.socket.disconnect(code=1006)
+        # Another member of the workspace (here the owner) cannot take it over.
+        stranger = Talk(agent, owners, f"?resume={conversation_id}")
+        assert (await stranger.socket.connect(timeout=30))[0]
+        await stranger.until(lambda t: t.closed is not None, timeout=30)
+        await stranger.socket.disconnect()
+        # Nor can anyone once it timed out.
+        import asyncio
+
+        await asyncio.sleep(1.5)
+        late = Talk(agent, mine, f"?resume={conversation_id}")
+        assert (await late.socket.connect(timeout=30))[0]
+        await late.until(lambda t: t.closed is not None, timeout=30)
+        await late.socket.disconnect()
+        return stranger, late, conversation_id
+
+    stranger, late, conversation_id = async_to_sync(scenario)()
+    for refused in (stranger, late):
+        assert refused.closed == 4409
+        [error] = refused.of_type("error")
+        assert error["error_event"]["message"] == talk_module.CANNOT_RESUME
+        assert not refused.audio
+    conversation = Conversation.objects.get(conversation_id=conversation_id)
+    assert conversation.status == ConversationStatus.DONE
+    assert conversation.end_reason == talk_module.DROPPED_REASON
+    assert Conversation.objects.count() == 1
