@@ -156,5 +156,13 @@ def agent_update(
 
 
 def agent_delete(*, agent: Agent) -> None:
-    """Delete the agent and its versions; its conversations stay (with the agent's name)."""
+    """Delete the agent and its versions; its conversations stay (with the agent's name).
+    Its copy at the provider (ElevenLabs engine) is deleted too, best effort, once committed."""
+    workspace, upstream_id = agent.workspace, agent.upstream_agent_id
     agent.delete()
+    if upstream_id:
+        from .upstream import agent_upstream_delete
+
+        transaction.on_commit(
+            lambda: agent_upstream_delete(workspace=workspace, upstream_agent_id=upstream_id)
+        )
