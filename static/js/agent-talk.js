@@ -167,8 +167,9 @@
         markCut(li);
         cut = null;
       } else if (event.type === "error") {
-        lastError = event.error_event.message;
-        fail(lastError);
+        // A fatal error is why the socket closes next; another is shown and the talk goes on.
+        if (event.error_event.fatal) lastError = event.error_event.message;
+        fail(event.error_event.message);
       } else if (event.type === "saved") {
         status.textContent = "Saved.";
         // A new query makes it a real load (a hash alone would not reload the list).
@@ -259,10 +260,10 @@
     function closed(socket, e) {
       if (socket !== ws) return;
       if (ending && e.code === 1000) { finish(); return; } // saved: the page reloads
-      if (e.code === 1000) { finish("The conversation closed: " + (lastError || "the server ended it.")); return; }
+      if (e.code === 1000) { finish(lastError || "The server ended the conversation."); return; }
       if (isRefusal(e.code)) {
-        const why = lastError || CLOSED[e.code] || "The server refused it.";
-        finish("The conversation closed: " + why + " (code " + e.code + ")");
+        // The server's own message says why (a spent budget, the maximum length…).
+        finish(lastError || "The conversation closed: " + (CLOSED[e.code] || "the server refused it.") + " (code " + e.code + ")");
         return;
       }
       // A drop: the same conversation again, if it had started and there is time left.

@@ -5,6 +5,7 @@ Talk panel as a member."""
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -37,7 +38,8 @@ def spoken(text: str) -> np.ndarray:
 
 
 class AnswerLLM(BaseHTTPRequestHandler):
-    """``POST …/chat/completions``: the server's ``answer`` streamed word by word as SSE."""
+    """``POST …/chat/completions``: the server's ``answer`` streamed word by word as SSE (with
+    the server's ``pause`` in seconds after its first sentence)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -51,20 +53,31 @@ class AnswerLLM(BaseHTTPRequestHandler):
         pieces = [word + " " for word in words[:-1]] + words[-1:]
         events = [{"choices": [{"index": 0, "delta": {"content": piece}}]} for piece in pieces]
         events.append({"choices": [], "usage": {"prompt_tokens": 60, "completion_tokens": 70}})
-        payload = b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events)
-        payload += b"data: [DONE]\n\n"
+        frames = [f"data: {json.dumps(e)}\n\n".encode() for e in events] + [b"data: [DONE]\n\n"]
+        # With a pause: the first sentence, then nothing for ``pause`` seconds, then the rest.
+        first = next((i + 1 for i, p in enumerate(pieces) if p.rstrip().endswith(".")), 0)
+        parts = (
+            [b"".join(frames[:first]), b"".join(frames[first:])]
+            if self.server.pause
+            else [b"".join(frames)]
+        )
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Content-Length", str(sum(len(p) for p in parts)))
         self.end_headers()
-        self.wfile.write(payload)
+        for i, part in enumerate(parts):
+            if i:
+                time.sleep(self.server.pause)
+            self.wfile.write(part)
+            self.wfile.flush()
 
 
-def start_llm_server(answer: str):
+def start_llm_server(answer: str, *, pause: float = 0.0):
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), AnswerLLM)
     httpd.daemon_threads = True
     httpd.requests = []
     httpd.answer = answer
+    httpd.pause = pause
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     return httpd
 
