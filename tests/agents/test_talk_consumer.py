@@ -186,7 +186,7 @@ def test_leaving_the_page_ends_and_saves_the_conversation(agent, member, llm_url
         await talk.socket.send_to(text_data=json.dumps({"type": "mute", "on": True}))
         await talk.socket.send_to(bytes_data=b"\x10\x20" * 1600)
         await talk.drain()
-        await talk.socket.disconnect()
+        await talk.socket.disconnect(timeout=60)
 
     async_to_sync(scenario)()
     conversation = Conversation.objects.get(agent=agent)
@@ -223,7 +223,7 @@ def test_an_outsider_or_someone_signed_out_is_refused_before_the_socket_opens(ag
     async def scenario(path):
         socket = WebsocketCommunicator(application, path, headers=headers)
         result = await socket.connect(timeout=10)
-        await socket.disconnect()
+        await socket.disconnect(timeout=60)
         return result
 
     assert async_to_sync(scenario)(path_of(agent)) == (
@@ -259,7 +259,7 @@ def test_a_socket_dropped_mid_turn_resumes_the_same_conversation_without_losing_
             await first.drain()
         await first.until(lambda t: t.of_type("user_transcript"))
         answered_before_drop = len(first.of_type("agent_response"))
-        await first.socket.disconnect(code=1006)  # the network went, no goodbye
+        await first.socket.disconnect(code=1006, timeout=60)  # the network went, no goodbye
 
         again = Talk(agent, headers, f"?resume={conversation_id}")
         assert (await again.socket.connect(timeout=OPEN_TIMEOUT))[0]
@@ -303,12 +303,12 @@ def test_a_dropped_conversation_resumes_only_for_its_member_and_is_saved_when_it
         ]
         await first.socket.send_to(bytes_data=silence(0.3))
         await first.drain()
-        await first.socket.disconnect(code=1006)
+        await first.socket.disconnect(code=1006, timeout=60)
         # Another member of the workspace (here the owner) cannot take it over.
         stranger = Talk(agent, owners, f"?resume={conversation_id}")
         assert (await stranger.socket.connect(timeout=30))[0]
         await stranger.until(lambda t: t.closed is not None, timeout=30)
-        await stranger.socket.disconnect()
+        await stranger.socket.disconnect(timeout=60)
         # Nor can anyone once it timed out.
         import asyncio
 
@@ -316,7 +316,7 @@ def test_a_dropped_conversation_resumes_only_for_its_member_and_is_saved_when_it
         late = Talk(agent, mine, f"?resume={conversation_id}")
         assert (await late.socket.connect(timeout=30))[0]
         await late.until(lambda t: t.closed is not None, timeout=30)
-        await late.socket.disconnect()
+        await late.socket.disconnect(timeout=60)
         return stranger, late, conversation_id
 
     stranger, late, conversation_id = async_to_sync(scenario)()

@@ -3,12 +3,12 @@ used twice, another workspace's agent, no authentication), garbage frames, a cli
 refused while the conversation goes on, ping/pong, an override that is not allowed. (The
 official SDK's ``Conversation`` against a real Daphne is not written yet.)"""
 
-import asyncio
 import base64
 import json
 import time
 
 import pytest
+from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 
 from apps.agents import consumers, knowledge
@@ -101,7 +101,7 @@ def test_a_signature_is_good_once_and_only_for_its_agent(agent, key, workspace, 
         assert (await first.connect(timeout=30))[0]
         seen: list = []
         await until(first, "conversation_initiation_metadata", seen)
-        await first.disconnect()
+        await first.disconnect(timeout=60)
         again, code = await refused(socket(f"agent_id={agent.agent_id}&token={token}"))
         assert code == 4401 and "already used" in again["error_event"]["message"]
         wrong, code = await refused(
@@ -113,7 +113,7 @@ def test_a_signature_is_good_once_and_only_for_its_agent(agent, key, workspace, 
         )
         assert code == 4401 and "invalid" in forged["error_event"]["message"]
 
-    asyncio.run(go())
+    async_to_sync(go)()
 
 
 def test_another_workspaces_agent_and_no_auth_are_refused(agent, outsider):
@@ -132,7 +132,7 @@ def test_another_workspaces_agent_and_no_auth_are_refused(agent, outsider):
         bad_key, code = await refused(socket(f"agent_id={agent.agent_id}&xi_api_key=nope"))
         assert code == 4401
 
-    asyncio.run(go())
+    async_to_sync(go)()
 
 
 def test_garbage_frames_a_tool_result_and_ping_pong_leave_the_conversation_going(
@@ -186,9 +186,9 @@ def test_garbage_frames_a_tool_result_and_ping_pong_leave_the_conversation_going
         await ws.send_to(text_data=json.dumps({"user_audio_chunk": chunk}))
         await until(ws, "ping", seen, timeout=30)
         assert not [e for e in seen if e["type"] == "error" and e["error_event"]["fatal"]]
-        await ws.disconnect()
+        await ws.disconnect(timeout=60)
 
-    asyncio.run(go())
+    async_to_sync(go)()
     from apps.agents.models import Conversation
 
     conversation = Conversation.objects.get(agent=agent)
@@ -206,4 +206,4 @@ def test_an_override_that_is_not_allowed_is_refused(agent, key):
         assert "tts.speed is not allowed" in message["error_event"]["message"]
         assert (await ws.receive_output(timeout=30))["code"] == 4400
 
-    asyncio.run(go())
+    async_to_sync(go)()
