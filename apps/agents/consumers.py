@@ -20,11 +20,16 @@ Protocol: the client may first send ``conversation_initiation_client_data`` (ove
 ``dynamic_variables``); the conversation starts on it, on any other first message or after
 ``INIT_WAIT_SECONDS``. Then ``conversation_initiation_metadata`` and the session's events;
 ``user_audio_chunk`` (base64 PCM 16 kHz) goes to ``session.feed``; a ``ping`` every
-``PING_SECONDS`` (the client answers ``pong``). What Chorus does not do (client tools, text
-messages, contextual updates) is an ``error`` event and the conversation goes on; garbage
-frames too. When the session ends itself (its maximum length, a spent budget) or the
-socket's own wall-clock limit is reached, the reason is sent and the socket closes with 1000
-and that reason. However the socket ends, the session is ended (and saved) in a thread.
+``PING_SECONDS`` (the client answers ``pong``), whose ``ping_ms`` is the round trip of the last
+ping answered (null until one is; the SDK reports it to ``callback_latency_measurement`` and
+reads the key whenever that callback is set). A client that sends nothing at all, not even a
+pong, for ``SILENT_CLIENT_SECONDS`` is taken as gone and the conversation ends with that
+reason (Daphne's own WebSocket pings only find a dead connection; a client whose loop is stuck
+still answers them). What Chorus does not do (client tools, text messages, contextual
+updates) is an ``error`` event and the conversation goes on; garbage frames too. When the
+session ends itself (its maximum length, a spent budget) or the socket's own wall-clock limit
+is reached, the reason is sent and the socket closes with 1000 and that reason. However the
+socket ends, the session is ended (and saved) in a thread.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import binascii
 import hashlib
 import json
 import logging
+import math
 import time
 from urllib.parse import parse_qs
 
@@ -65,6 +71,7 @@ log = logging.getLogger(__name__)
 
 INIT_WAIT_SECONDS = 1.5  # how long the first message may take before the conversation starts
 PING_SECONDS = 3.0
+SILENT_CLIENT_SECONDS = 20.0  # no message, not even a pong, for this long: the client is gone
 POLL_SECONDS = 0.01  # how often the session's events are looked for
 MAX_AUDIO_BASE64 = (MAX_CHUNK_BYTES + 2) // 3 * 4  # 2 s of PCM, base64
 MAX_FRAME_CHARS = 256 * 1024
@@ -141,6 +148,7 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
     closing = False
     max_seconds = 0
     end_reason = "disconnected"
+    ping_ms = None  # the round trip of the last ping answered
 
     async def connect(self):
         await self.accept()
@@ -148,7 +156,8 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
         self.starting = asyncio.Lock()
         self.sending = asyncio.Lock()
         self.tasks: list[asyncio.Task] = []
-        self.opened = time.monotonic()
+        self.opened = self.heard_at = time.monotonic()
+        self.pings: dict[int, float] = {}  # unanswered pings: event_id -> when sent
         try:
             await database_sync_to_async(self._authorize)()
         except ConversationRefused as exc:
@@ -302,11 +311,25 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
 
     async def _pinger(self):
         event_id = 0
+        self.heard_at = time.monotonic()  # silence counts from the first chance to answer
         while not self.closing:
             await asyncio.sleep(PING_SECONDS)
+            if time.monotonic() - self.heard_at > SILENT_CLIENT_SECONDS:
+                await self._finish(
+                    f"The client sent nothing, not even a pong, for {SILENT_CLIENT_SECONDS:g} s."
+                )
+                return
             event_id += 1
-            self.ping_sent = time.monotonic()
-            await self._send({"type": "ping", "ping_event": {"event_id": event_id}})
+            self.pings[event_id] = time.monotonic()
+            for old in [e for e in self.pings if e <= event_id - 10]:
+                del self.pings[old]  # never answered: no round trip to measure
+            await self._send({"type": "ping", "ping_event": {
+                "event_id": event_id, "ping_ms": self.ping_ms}})  # fmt: skip
+
+    def _pong(self, event_id) -> None:
+        sent = self.pings.pop(event_id, None) if isinstance(event_id, int) else None
+        if sent is not None:  # at least 1 ms: the SDK reports no measurement of 0
+            self.ping_ms = max(1, math.ceil((time.monotonic() - sent) * 1000))
 
     async def _send_all(self, events):
         for event in events:
@@ -340,6 +363,7 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         if self.closing:
             return
+        self.heard_at = time.monotonic()
         if text_data is None or len(text_data) > MAX_FRAME_CHARS:
             await self._send(_error_event(
                 f"Send JSON text messages of at most {MAX_FRAME_CHARS:,} characters."))  # fmt: skip
@@ -361,7 +385,7 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
         if "user_audio_chunk" in message and kind in (None, "user_audio_chunk"):
             await self._audio(message["user_audio_chunk"])
         elif kind == "pong":
-            pass
+            self._pong(message.get("event_id"))
         elif kind in ("user_activity", "feedback"):
             pass  # nothing to do on the local engine
         elif kind == "conversation_initiation_client_data":

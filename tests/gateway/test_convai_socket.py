@@ -1,7 +1,8 @@
 """``/v1/convai/conversation`` (``apps.agents.consumers``), in process: refusals (a signature
 used twice, another workspace's agent, no authentication), garbage frames, a client tool result
-refused while the conversation goes on, ping/pong, an override that is not allowed. (The
-official SDK's ``Conversation`` against a real Daphne is not written yet.)"""
+refused while the conversation goes on, ping/pong (the round trip in the next ping), a client
+that sends nothing at all taken as gone, an override that is not allowed. (The official SDK's
+``Conversation`` against a real Daphne: ``test_convai_sdk_conversation``.)"""
 
 import base64
 import json
@@ -179,12 +180,16 @@ def test_garbage_frames_a_tool_result_and_ping_pong_leave_the_conversation_going
             error = await until(ws, "error", seen, timeout=30)
             assert error["error_event"]["message"] and not error["error_event"]["fatal"]
         ping = await until(ws, "ping", seen, timeout=30)
+        assert ping["ping_event"]["ping_ms"] is None  # no ping answered yet: nothing measured
         await ws.send_to(text_data=json.dumps(
             {"type": "pong", "event_id": ping["ping_event"]["event_id"]}))  # fmt: skip
-        # Still going: audio is taken, and another ping comes.
+        # Still going: audio is taken, and another ping comes with the round trip measured.
         chunk = base64.b64encode(bytes(3200)).decode()
         await ws.send_to(text_data=json.dumps({"user_audio_chunk": chunk}))
-        await until(ws, "ping", seen, timeout=30)
+        after = await until(ws, "ping", seen, timeout=30)
+        assert after["ping_event"]["event_id"] > ping["ping_event"]["event_id"]
+        assert isinstance(after["ping_event"]["ping_ms"], int)
+        assert 1 <= after["ping_event"]["ping_ms"] < 10_000
         assert not [e for e in seen if e["type"] == "error" and e["error_event"]["fatal"]]
         await ws.disconnect(timeout=60)
 
@@ -194,6 +199,33 @@ def test_garbage_frames_a_tool_result_and_ping_pong_leave_the_conversation_going
     conversation = Conversation.objects.get(agent=agent)
     assert conversation.end_reason == "disconnected"
     assert conversation.turns.filter(role="agent", text="Hi Mia!").exists()
+
+
+def test_a_client_that_sends_nothing_not_even_a_pong_is_taken_as_gone(agent, key, monkeypatch):
+    monkeypatch.setattr(consumers, "PING_SECONDS", 0.2)
+    monkeypatch.setattr(consumers, "SILENT_CLIENT_SECONDS", 1.0)
+
+    async def go():
+        ws = socket(f"agent_id={agent.agent_id}", key=key)
+        assert (await ws.connect(timeout=30))[0]
+        await ws.send_to(text_data=json.dumps({"type": "conversation_initiation_client_data"}))
+        seen: list = []
+        await until(ws, "conversation_initiation_metadata", seen)
+        # Pings, unanswered; then the end, told and closed 1000 with its reason.
+        told = await until(ws, "error", seen, timeout=30)
+        gone = "The client sent nothing, not even a pong, for 1 s."
+        assert told["error_event"] == {"message": gone, "fatal": True}
+        assert len([e for e in seen if e["type"] == "ping"]) >= 3
+        closed = await ws.receive_output(timeout=30)
+        assert (closed["type"], closed["code"], closed["reason"]) == ("websocket.close", 1000, gone)
+        await ws.disconnect(timeout=60)
+
+    async_to_sync(go)()
+    from apps.agents.models import Conversation
+
+    conversation = Conversation.objects.get(agent=agent)
+    assert conversation.end_reason == "The client sent nothing, not even a pong, for 1 s."
+    assert conversation.status == "done"
 
 
 def test_an_override_that_is_not_allowed_is_refused(agent, key):
