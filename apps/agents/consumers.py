@@ -48,6 +48,7 @@ from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.cache import cache
+from django.db import connections
 
 from apps.billing.services import BudgetExceeded
 from apps.generation.errors import ApiRefused
@@ -427,10 +428,19 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
             await asyncio.wait(others)
         session, self.session = self.session, None
         if session is not None:
-            await sync_to_async(session.end, thread_sensitive=False)(self.end_reason)
+            await sync_to_async(_session_end, thread_sensitive=False)(session, self.end_reason)
 
     async def failed(self, exc):
         await self._fail("The conversation failed in Chorus; start a new one.", CLOSE_FAILED)
+
+
+def _session_end(session: AgentSession, reason: str) -> None:
+    """End and save ``session`` in a pool thread, then close that thread's database
+    connection (the pool keeps its threads: an open connection would outlive the socket)."""
+    try:
+        session.end(reason)
+    finally:
+        connections.close_all()
 
 
 def _problems(errors: dict) -> str:
