@@ -1,7 +1,8 @@
 """Talking to an agent in the browser: the studio's socket ``/ws/agents/<agent_id>/talk/``.
 
 A member (or manager, owner) of the agent's workspace opens it signed in (the session cookie);
-the consumer starts an ``AgentSession`` (local engine) and relays both ways:
+the consumer starts the workspace engine's session (``relay.session_open``: an ``AgentSession``
+on the local engine, a ``RelaySession`` to the provider on ElevenLabs) and relays both ways:
 
 - browser → server: binary frames of 16 kHz mono s16le microphone PCM (about every 100 ms),
   fed to the session; text frames are JSON controls: ``{"type": "end"}`` ends and saves the
@@ -71,6 +72,7 @@ from studio_site.sockets import (
 )
 
 from .models import Agent
+from .relay import session_open
 from .session import AgentSession
 
 log = logging.getLogger(__name__)
@@ -188,7 +190,9 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
         caller = Caller(workspace=agent.workspace, user=user, membership=membership)
         # Kept before it starts: if the socket goes while it opens, ``ending`` ends it (after
         # the start, which it waits for) and nothing is left open.
-        session = self.session = AgentSession(caller=caller, agent=agent, llm=self.llm)
+        session = self.session = await database_sync_to_async(session_open)(
+            caller=caller, agent=agent, llm=self.llm
+        )
         try:
             events = await database_sync_to_async(session.start)()
         except BudgetExceeded as exc:
