@@ -1,4 +1,4 @@
-"""``/v1/convai/conversation``: ElevenLabs' conversation WebSocket, one ``AgentSession`` per
+"""``/v1/convai/conversation``: ElevenLabs' conversation WebSocket, one session per
 socket (the official AsyncAPI protocol, ``../shared/spec/elevenlabs-asyncapi-convai-2025-08``).
 
 Authentication, checked after ``accept`` so a refusal can say why:
@@ -64,6 +64,7 @@ from studio_site.sockets import (
 
 from .config import AgentConfig, AgentConfigError
 from .models import Agent
+from .relay import session_open
 from .services import AgentRefused, config_for
 from .session import MAX_CHUNK_BYTES, AgentSession
 from .signing import SIGNATURE_MAX_AGE, convai_signature_read
@@ -240,7 +241,9 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
             try:
                 overrides = _overrides_checked(message.get("conversation_config_override"))
                 variables = _variables_checked(message.get("dynamic_variables"))
-                session = AgentSession(caller=self.caller, agent=self.agent)
+                session = await database_sync_to_async(session_open)(
+                    caller=self.caller, agent=self.agent
+                )
                 self.session = session
                 events = await database_sync_to_async(self._open)(session, overrides, variables)
             except ConversationRefused as exc:
@@ -252,6 +255,10 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
                 await self._fail(str(exc), CLOSE_QUOTA)
                 return False
             await self._send_all(events)
+            if session.ended:  # refused as it started (the provider): its fatal error said why
+                told = _fatal_of(events)
+                await self._finish(told or "The conversation has ended.", told=bool(told))
+                return False
             self.tasks.append(asyncio.create_task(self._pump()))
             self.tasks.append(asyncio.create_task(self._pinger()))
             return True

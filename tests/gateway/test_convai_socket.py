@@ -6,7 +6,9 @@ that sends nothing at all taken as gone, an override that is not allowed. (The o
 
 import base64
 import json
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -239,3 +241,62 @@ def test_an_override_that_is_not_allowed_is_refused(agent, key):
         assert (await ws.receive_output(timeout=30))["code"] == 4400
 
     async_to_sync(go)()
+
+
+class Refusing(BaseHTTPRequestHandler):
+    """A provider that refuses every call with 401 (a real socket at the network edge)."""
+
+    def log_message(self, *args):
+        pass
+
+    def _refuse(self):
+        body = b'{"detail": {"status": "invalid_api_key", "message": "Invalid API key."}}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _refuse
+
+
+def test_on_elevenlabs_a_provider_refusal_at_the_start_is_said_once_and_the_socket_ends(
+    agent, key, workspace, owner, settings
+):
+    """The workspace's engine is ElevenLabs (the relay): the provider refuses the agent, so
+    the client hears that reason once, as the fatal error, and the socket closes 1000."""
+    from apps.agents.models import Conversation, ConversationStatus
+    from apps.workspaces.services import engine_settings_update
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    settings.CHORUS_ENGINE_ALLOW_LOOPBACK = True
+    engine_settings_update(workspace=workspace, actor=owner, kind="elevenlabs",
+                           api_key="sk_" + "x" * 40,
+                           base_url=f"http://127.0.0.1:{httpd.server_port}")  # fmt: skip
+
+    async def go():
+        ws = socket(f"agent_id={agent.agent_id}", key=key)
+        assert (await ws.connect(timeout=30))[0]
+        await ws.send_to(text_data=json.dumps({"type": "conversation_initiation_client_data"}))
+        seen: list = []
+        while True:
+            output = await ws.receive_output(timeout=60)
+            if output["type"] == "websocket.close":
+                break
+            seen.append(json.loads(output["text"]))
+        await ws.disconnect(timeout=60)
+        return seen, output
+
+    try:
+        seen, closed = async_to_sync(go)()
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert [e["type"] for e in seen] == ["error"]
+    assert seen[0]["error_event"]["fatal"] is True
+    assert "ElevenLabs refused" in seen[0]["error_event"]["message"]
+    assert closed["code"] == 1000
+    conversation = Conversation.objects.get(agent=agent)
+    assert conversation.status == ConversationStatus.FAILED
+    assert conversation.engine == "elevenlabs"
