@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import transaction
 
+from apps.engines.local.tts import DEFAULT_VOICE_ID
 from apps.generation.engine import engine_for
 from apps.voices.models import LibraryVoice
 from apps.workspaces.models import EngineKind
@@ -54,18 +55,24 @@ def _voice_checked(workspace, voice_id: str) -> str | None:
     return None
 
 
-def default_voice(workspace) -> str:
-    """The first voice of the library on the workspace's engine (a new agent's voice)."""
+def default_voice(workspace, language: str = "en") -> str:
+    """A new agent's voice: on the workspace's engine when it is not local, else the local
+    engine's default voice; among the rest, one that speaks ``language``; then by name."""
     engine = engine_for(workspace).name
-    return (
-        LibraryVoice.objects.filter(
-            workspace=workspace, engine__in={engine, EngineKind.LOCAL}, withdrawn_at__isnull=True
-        )
-        .order_by("-engine", "name")  # the workspace's engine first when it is not local
-        .values_list("voice_id", flat=True)
-        .first()
-        or ""
+    voices = LibraryVoice.objects.filter(
+        workspace=workspace, engine__in={engine, EngineKind.LOCAL}, withdrawn_at__isnull=True
     )
+    if engine == EngineKind.LOCAL and voices.filter(voice_id=DEFAULT_VOICE_ID).exists():
+        return DEFAULT_VOICE_ID
+    for speaks in (voices.filter(language__istartswith=language.split("-")[0]), voices):
+        found = (
+            speaks.order_by("-engine", "name")  # the workspace's engine first when not local
+            .values_list("voice_id", flat=True)
+            .first()
+        )
+        if found:
+            return found
+    return ""
 
 
 def config_for(workspace, config: AgentConfig) -> AgentConfig:

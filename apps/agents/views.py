@@ -220,10 +220,7 @@ def agent_new(request):
     base = AgentConfig()
     if request.method == "GET":
         form = _form(request, current=base, initial=AgentForm.initial_of("", base))
-        if form.voices:
-            form.initial["voice_id"] = form.voices[0].voice_id
-        else:
-            form.initial["voice_id"] = services.default_voice(request.workspace)
+        form.initial["voice_id"] = services.default_voice(request.workspace, base.language)
         return _form_page(request, form)
     form = _form(request, data=_posted(request) or {}, current=base)
     if form.is_valid():
