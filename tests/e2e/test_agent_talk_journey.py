@@ -1,8 +1,9 @@
 """In a real Chromium whose microphone plays a spoken question, a member opens an agent whose
 knowledge says when the office opens, presses Talk: the question's transcript appears, then
-the agent's answer as text, its audio plays (the player's count of played samples rises), and
-End saves a conversation that the agent page lists. The LLM is a tiny OpenAI-compatible SSE
-server started by the test (the network edge), reached by the Daphne subprocess."""
+the agent's answer as text, its audio plays (the player's count of played samples rises) and,
+transcribed from the frames the browser received, says the fact; End saves a conversation that
+the agent page lists. The LLM is a tiny OpenAI-compatible SSE server started by the test (the
+network edge), reached by the Daphne subprocess."""
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from apps.agents import knowledge, services
 from apps.agents.config import AgentConfig
 from apps.agents.models import Conversation, ConversationStatus
-from apps.engines.base import TTSRequest
+from apps.engines.base import STTRequest, TTSRequest
+from apps.engines.local.engine import local_engine
 from apps.workspaces.models import Role
 from tests.agents.test_talk_consumer import ANSWER, start_llm_server
 from tests.e2e.conftest import sign_in
@@ -80,6 +82,15 @@ def test_a_member_asks_the_agent_hears_the_answer_and_end_saves_it(
     )
 
     page = speaking_browser.new_context(base_url=daphne_server.url).new_page()
+    # What the browser receives on the talk socket: JSON events and binary agent PCM frames,
+    # in order (so the answer's audio is the PCM after the user's transcript).
+    received: list = []
+
+    def on_socket(ws):
+        if "/talk/" in ws.url:
+            ws.on("framereceived", lambda payload: received.append(payload))
+
+    page.on("websocket", on_socket)
     sign_in(page, member.email)
     page.goto(f"/agents/{agent.agent_id}/")
     page.get_by_role("button", name="Talk").click()
@@ -100,6 +111,13 @@ def test_a_member_asks_the_agent_hears_the_answer_and_end_saves_it(
         "() => document.querySelector('[data-talk-panel]').talkPlayed > 16000", timeout=30_000
     )
     assert llm.requests and "opens at 9 am" in llm.requests[0]["messages"][0]["content"]
+    # The answer the browser heard, transcribed, says the fact.
+    after_question = [i for i, f in enumerate(received)
+                      if isinstance(f, str) and '"user_transcript"' in f]  # fmt: skip
+    answer_pcm = b"".join(f for f in received[after_question[0] :] if isinstance(f, bytes))
+    heard = local_engine().stt(STTRequest(audio=answer_pcm, filename="answer.pcm",
+                                          file_format="pcm_s16le_16")).text.lower()  # fmt: skip
+    assert "office" in heard and ("9" in heard or "nine" in heard), heard
 
     page.get_by_role("button", name="End").click()
     expect(page.locator("#conversations tbody tr")).to_have_count(1, timeout=60_000)
