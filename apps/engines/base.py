@@ -694,6 +694,15 @@ class Engine:
     def convai_agent_delete(self, agent_id: str) -> None:
         self._unsupported("run voice agents")
 
+    def convai_knowledge_base_create_text(self, *, text: str, name: str | None = None) -> str:
+        self._unsupported("run voice agents")
+
+    def convai_knowledge_base_get(self, documentation_id: str) -> dict:
+        self._unsupported("run voice agents")
+
+    def convai_knowledge_base_delete(self, documentation_id: str, *, force: bool = False) -> None:
+        self._unsupported("run voice agents")
+
     def convai_conversation(self, agent_id: str, *, initiation: dict):
         """An open conversation with the provider's agent (``elevenlabs.convai.ConvaiSocket``)."""
         self._unsupported("run voice agents")

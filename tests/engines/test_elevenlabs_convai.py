@@ -147,6 +147,63 @@ def test_a_timeout_on_an_update_is_retried_then_upstream_unavailable():
     assert len(script.requests) == 4  # an update is idempotent: retried three times
 
 
+# --- The knowledge base -----------------------------------------------------------------------
+
+
+def test_a_text_document_is_created_with_the_documented_body_and_its_id_returned():
+    script = Script(
+        httpx.Response(200, json={"id": "kb_up_1", "name": "Office", "folder_path": []})
+    )
+    made = engine_of(script).convai_knowledge_base_create_text(text="We open at 9.", name="Office")
+    assert made == "kb_up_1"
+    (request,) = script.requests
+    assert (request.method, request.url.path) == ("POST", "/v1/convai/knowledge-base/text")
+    assert request.headers["xi-api-key"] == KEY
+    assert json.loads(request.content) == {"text": "We open at 9.", "name": "Office"}
+    script = Script(httpx.Response(200, json={"id": "kb_up_2", "name": "We open"}))
+    assert engine_of(script).convai_knowledge_base_create_text(text="We open.") == "kb_up_2"
+    assert json.loads(script.requests[0].content) == {"text": "We open."}  # no name: none sent
+
+
+def test_a_text_document_create_is_not_retried_after_a_500_and_needs_an_id_back():
+    script = Script(httpx.Response(500, json=detail("internal_error", "Oops.")))
+    with pytest.raises(UpstreamUnavailable, match="may have gone through"):
+        engine_of(script).convai_knowledge_base_create_text(text="x", name="X")
+    assert len(script.requests) == 1  # a second try could make a second document
+    script = Script(httpx.Response(200, json={"name": "X"}))
+    with pytest.raises(UpstreamUnavailable, match="did not say which knowledge base document"):
+        engine_of(script).convai_knowledge_base_create_text(text="x", name="X")
+
+
+def test_a_document_is_read_and_deleted_by_its_quoted_id_and_a_gone_one_is_a_404():
+    script = Script(
+        httpx.Response(200, json={"id": "kb_up_1", "type": "text", "name": "Office"}),
+        httpx.Response(200, json={}),
+        httpx.Response(200, json={}),
+        httpx.Response(404, json=detail("document_not_found", "No such document.")),
+    )
+    engine = engine_of(script)
+    assert engine.convai_knowledge_base_get("kb_up_1")["type"] == "text"
+    engine.convai_knowledge_base_delete("kb_up_1")
+    engine.convai_knowledge_base_delete("../agents/x", force=True)
+    with pytest.raises(InvalidRequest) as gone:
+        engine.convai_knowledge_base_get("kb_gone")
+    assert gone.value.upstream_status == 404
+    get, delete, forced, _ = script.requests
+    assert (get.method, get.url.path) == ("GET", "/v1/convai/knowledge-base/kb_up_1")
+    assert (delete.method, delete.url.path, delete.url.query) == (
+        "DELETE", "/v1/convai/knowledge-base/kb_up_1", b"")  # fmt: skip
+    assert forced.url.raw_path == b"/v1/convai/knowledge-base/..%2Fagents%2Fx?force=true"
+
+
+def test_the_local_engine_has_no_knowledge_base_of_its_own():
+    from apps.engines.base import NotSupported
+    from apps.engines.local.engine import LocalEngine
+
+    with pytest.raises(NotSupported):
+        LocalEngine().convai_knowledge_base_create_text(text="x", name="X")
+
+
 # --- The conversation socket ----------------------------------------------------------------
 
 

@@ -1144,6 +1144,39 @@ class ElevenLabsEngine(Engine):
         path = f"/v1/convai/agents/{_segment(agent_id)}"
         self._request(_Call("convai_agent_delete", "DELETE", path))
 
+    def convai_knowledge_base_create_text(self, *, text: str, name: str | None = None) -> str:
+        """``POST /v1/convai/knowledge-base/text``: a knowledge base document of ``text``; its
+        id (what ``conversation_config.agent.prompt.knowledge_base`` refers to)."""
+        body: dict[str, Any] = {"text": text}
+        if name:
+            body["name"] = name
+        call = _Call("convai_knowledge_base_create_text", "POST",
+                     "/v1/convai/knowledge-base/text", json=body, idempotent=False)  # fmt: skip
+
+        def read(data: dict[str, Any], info: CallInfo) -> str:
+            document_id = data.get("id")
+            if not isinstance(document_id, str) or not document_id:
+                raise UpstreamUnavailable(
+                    "ElevenLabs did not say which knowledge base document it created.",
+                    request_id=info.request_id,
+                )
+            return document_id
+
+        return self._json(call, read)
+
+    def convai_knowledge_base_get(self, documentation_id: str) -> dict:
+        """``GET /v1/convai/knowledge-base/{documentation_id}``: the document as the API
+        describes it (``InvalidRequest`` with ``upstream_status`` 404 when it is gone)."""
+        path = f"/v1/convai/knowledge-base/{_segment(documentation_id)}"
+        return self._json(_Call("convai_knowledge_base_get", "GET", path), lambda data, _: data)
+
+    def convai_knowledge_base_delete(self, documentation_id: str, *, force: bool = False) -> None:
+        """``DELETE /v1/convai/knowledge-base/{documentation_id}`` (``force``: even while
+        agents use it; the provider takes it out of them)."""
+        path = f"/v1/convai/knowledge-base/{_segment(documentation_id)}"
+        params = {"force": "true"} if force else None
+        self._request(_Call("convai_knowledge_base_delete", "DELETE", path, params=params))
+
     def convai_signed_url(self, agent_id: str) -> str:
         """``GET /v1/convai/conversation/get-signed-url``: the conversation socket's address
         with a single-use token (a secret: never log it)."""
