@@ -9,3 +9,13 @@ class AgentsConfig(AppConfig):
     name = "apps.agents"
     label = "agents"
     verbose_name = "Voice agents"
+
+    def ready(self):
+        from django.db.models.signals import post_delete
+
+        from .models import KnowledgeDocument
+        from .upstream import document_deleted
+
+        post_delete.connect(
+            document_deleted, sender=KnowledgeDocument, dispatch_uid="agents-knowledge-upstream"
+        )

@@ -128,6 +128,10 @@ class KnowledgeDocument(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # On the ElevenLabs engine: the provider's copy of this document (its text, uploaded when
+    # an agent using it is made or updated there), and the base URL of the API that holds it.
+    upstream_document_id = models.CharField(max_length=64, blank=True)
+    upstream_base_url = models.CharField(max_length=300, blank=True)
 
     class Meta:
         ordering = ["name", "id"]

@@ -21,11 +21,18 @@ import pytest
 from websockets.sync.server import serve
 
 from apps.agents import recordings, services
-from apps.agents.models import Agent, AgentVersion, Conversation, ConversationStatus
+from apps.agents.models import (
+    Agent,
+    AgentVersion,
+    Conversation,
+    ConversationStatus,
+    KnowledgeDocument,
+)
 from apps.agents.relay import RelaySession, session_open
 from apps.agents.session import AgentSession
-from apps.agents.upstream import agent_upstream_sync
+from apps.agents.upstream import agent_upstream_sync, document_upstream
 from apps.billing.models import Budget, UsageEvent, UsageStatus
+from apps.engines.base import InvalidRequest
 from apps.engines.elevenlabs import ElevenLabsEngine
 from apps.engines.elevenlabs.egress import EgressPolicy
 from apps.generation.caller import Caller
@@ -95,6 +102,10 @@ def on_elevenlabs(workspace, owner):
 # --- The provider at the network edge -------------------------------------------------------
 
 
+def refusal(status: int, code: str, message: str) -> httpx.Response:
+    return httpx.Response(status, json={"detail": {"status": code, "message": message}})
+
+
 class Provider:
     """The provider's HTTP API as a MockTransport handler: agents made, patched and deleted
     (recorded), signed URLs to ``ws_url``; ``refuse`` answers every call with that response."""
@@ -103,6 +114,7 @@ class Provider:
         self.ws_url = ws_url
         self.calls: list[tuple[str, str, object]] = []
         self.agents: set[str] = set()
+        self.documents: dict[str, dict] = {}  # knowledge base: id → the text body sent
         self.made = 0
         self.refuse: httpx.Response | None = None
 
@@ -114,6 +126,13 @@ class Provider:
             r = self.refuse
             return httpx.Response(r.status_code, headers=r.headers, content=r.content)
         path = request.url.path
+        if path.startswith("/v1/convai/knowledge-base/"):
+            return self.knowledge_base(request, path.rsplit("/", 1)[-1], body)
+        if path in ("/v1/convai/agents/create", "/v1/convai/agents/agent_up_1") and any(
+            entry["id"] not in self.documents
+            for entry in body["conversation_config"]["agent"]["prompt"]["knowledge_base"]
+        ):
+            return refusal(400, "invalid_parameters", "No such document.")
         if path == "/v1/convai/agents/create":
             self.made += 1
             agent_id = f"agent_up_{self.made}"
@@ -130,9 +149,22 @@ class Provider:
             return httpx.Response(204)
         return httpx.Response(200, json={"agent_id": agent_id})
 
-    def engine(self) -> ElevenLabsEngine:
+    def knowledge_base(self, request: httpx.Request, last: str, body) -> httpx.Response:
+        if request.method == "POST" and last == "text":
+            document_id = f"kb_up_{len(self.documents) + 1}"
+            self.documents[document_id] = body
+            return httpx.Response(200, json={"id": document_id, "name": body.get("name", "")})
+        if last not in self.documents:
+            return refusal(404, "document_not_found", "No such document.")
+        if request.method == "DELETE":
+            del self.documents[last]
+            return httpx.Response(200, json={})
+        return httpx.Response(200, json={"id": last, "type": "text", **self.documents[last]})
+
+    def engine(self, base_url: str = "https://api.elevenlabs.io") -> ElevenLabsEngine:
         return ElevenLabsEngine(
             KEY,
+            base_url,
             workspace="acme",
             transport=httpx.MockTransport(self),
             sleep=lambda _: None,
@@ -265,14 +297,18 @@ def test_a_relayed_conversation_translates_records_and_meters_everything(
     assert (tool["tool_call_id"], tool["is_error"]) == ("call_1", True)
     assert bytes(upstream.audio) == user
     # The agent was made at the provider once, with the official names.
-    [(_, path, body)] = provider.of("POST")
-    assert path == "/v1/convai/agents/create"
+    [(_, kb_path, _), (_, path, body)] = provider.of("POST")
+    assert (kb_path, path) == ("/v1/convai/knowledge-base/text", "/v1/convai/agents/create")
     config = body["conversation_config"]
     assert config["tts"]["agent_output_audio_format"] == "pcm_16000"
     assert config["asr"] == {"user_input_audio_format": "pcm_16000"}
     assert config["turn"] == {"turn_eagerness": "eager"}
-    assert "knowledge_base" not in config["agent"]["prompt"] and "llm" not in config["agent"][
-        "prompt"]  # fmt: skip
+    assert "llm" not in config["agent"]["prompt"]
+    # The agent's knowledge went first, as the provider's own document, and is referred to.
+    assert config["agent"]["prompt"]["knowledge_base"] == [
+        {"type": "text", "name": "Office", "id": "kb_up_1", "usage_mode": "auto"}
+    ]
+    assert provider.documents["kb_up_1"]["text"].startswith("The Chorus office opens at 9 am")
     assert config["agent"]["prompt"]["prompt"] == "You are the front desk of Chorus."
     assert body["platform_settings"]["overrides"]["conversation_config_override"]["tts"] == {
         "voice_id": True
@@ -430,11 +466,11 @@ def test_the_copy_at_the_provider_is_made_once_updated_after_an_edit_and_made_ag
     engine = provider.engine()
     assert agent_upstream_sync(agent=agent, engine=engine) == "agent_up_1"
     assert agent_upstream_sync(agent=agent, engine=engine) == "agent_up_1"
-    assert len(provider.of("POST")) == 1 and provider.of("PATCH") == []
+    assert len(provider.of("POST")) == 2 and provider.of("PATCH") == []  # document, agent
     provider.refuse = httpx.Response(503, text="down")
     config = services.agent_config(agent).with_changes(prompt="You are the night desk.")
     edited = services.agent_update(agent=agent, user=member, config=config)  # never calls it
-    assert edited.version.number == 2 and len(provider.calls) == 1
+    assert edited.version.number == 2 and len(provider.calls) == 2
     provider.refuse = None
     assert agent_upstream_sync(agent=edited, engine=engine) == "agent_up_1"
     [(_, path, body)] = provider.of("PATCH")
@@ -445,6 +481,128 @@ def test_the_copy_at_the_provider_is_made_once_updated_after_an_edit_and_made_ag
     edited = services.agent_update(agent=edited, user=member, config=config.with_changes(
         prompt="You are the day desk."))  # fmt: skip
     assert agent_upstream_sync(agent=edited, engine=engine) == "agent_up_2"
+
+
+def test_every_kind_of_document_travels_as_its_text_once_and_an_edit_changes_the_references(
+    workspace,
+    member,
+    voices,
+    office,  # noqa: F811
+    media,
+):
+    from apps.agents import knowledge
+    from tests.agents.test_knowledge import make_docx, make_pdf
+
+    pdf = knowledge.document_add_file(workspace=workspace, user=member, filename="hours.pdf",
+                                      data=make_pdf(["Saturdays we open at ten."]))  # fmt: skip
+    docx = knowledge.document_add_file(workspace=workspace, user=member, filename="returns.docx",
+                                       data=make_docx())  # fmt: skip
+    first = make_agent(workspace, member, voices, office)
+    config = services.agent_config(first).with_changes(
+        knowledge=[pdf.document_id, docx.document_id, office.document_id]
+    )
+    second = services.agent_create(workspace=workspace, user=member, name="Returns", config=config)
+    provider = Provider()
+    engine = provider.engine()
+    assert agent_upstream_sync(agent=first, engine=engine) == "agent_up_1"
+    assert agent_upstream_sync(agent=second, engine=engine) == "agent_up_2"
+    # Three documents uploaded once each (the office's is shared), with their extracted text.
+    assert provider.of("POST")[:1] + provider.of("POST")[2:4] == [
+        ("POST", "/v1/convai/knowledge-base/text", {"text": office.text, "name": "Office"}),
+        ("POST", "/v1/convai/knowledge-base/text", {"text": pdf.text, "name": "hours"}),
+        ("POST", "/v1/convai/knowledge-base/text", {"text": docx.text, "name": "returns"}),
+    ]
+    assert "Saturdays we open at ten." in pdf.text and "thirty days" in docx.text
+    assert len(provider.documents) == 3
+    ids = {d.name: (d.upstream_document_id, d.upstream_base_url)
+           for d in KnowledgeDocument.objects.all()}  # fmt: skip
+    assert ids == {"Office": ("kb_up_1", "https://api.elevenlabs.io"),
+                   "hours": ("kb_up_2", "https://api.elevenlabs.io"),
+                   "returns": ("kb_up_3", "https://api.elevenlabs.io")}  # fmt: skip
+    made = provider.of("POST")[-1][2]["conversation_config"]["agent"]["prompt"]["knowledge_base"]
+    assert made == [
+        {"type": "text", "name": "hours", "id": "kb_up_2", "usage_mode": "auto"},
+        {"type": "text", "name": "returns", "id": "kb_up_3", "usage_mode": "auto"},
+        {"type": "text", "name": "Office", "id": "kb_up_1", "usage_mode": "auto"},
+    ]
+    # An edit that drops documents sends the shorter list (none: an empty one), uploads none.
+    edited = services.agent_update(agent=second, user=member, config=config.with_changes(
+        knowledge=[docx.document_id]))  # fmt: skip
+    agent_upstream_sync(agent=edited, engine=engine)
+    emptied = services.agent_update(agent=first, user=member, config=config.with_changes(
+        knowledge=[]))  # fmt: skip
+    agent_upstream_sync(agent=emptied, engine=engine)
+    (_, _, patch_second), (_, _, patch_first) = provider.of("PATCH")
+    assert [e["id"] for e in patch_second["conversation_config"]["agent"]["prompt"][
+        "knowledge_base"]] == ["kb_up_3"]  # fmt: skip
+    assert patch_first["conversation_config"]["agent"]["prompt"]["knowledge_base"] == []
+    assert len(provider.of("POST")) == 5
+    # Another API (a new base URL): the documents are uploaded there again.
+    again = services.agent_update(agent=edited, user=member, config=config)
+    other = Provider()
+    agent_upstream_sync(agent=again, engine=other.engine("http://127.0.0.1:9"))
+    assert len(other.documents) == 3
+    assert KnowledgeDocument.objects.get(pk=office.pk).upstream_base_url == "http://127.0.0.1:9"
+
+
+def test_a_document_lost_at_the_provider_is_uploaded_again_and_the_agent_call_made_once_more(
+    agent,
+    member,
+    office,  # noqa: F811
+):
+    provider = Provider()
+    engine = provider.engine()
+    agent_upstream_sync(agent=agent, engine=engine)
+    provider.documents.clear()  # deleted in the provider's dashboard
+    edited = services.agent_update(agent=agent, user=member, config=services.agent_config(
+        agent).with_changes(prompt="You are the night desk."))  # fmt: skip
+    assert agent_upstream_sync(agent=edited, engine=engine) == "agent_up_1"
+    assert list(provider.documents) == ["kb_up_1"]  # the new copy, the same text
+    assert provider.documents["kb_up_1"]["text"] == office.text
+    refused, patched = provider.of("PATCH")
+    assert patched[2]["conversation_config"]["agent"]["prompt"]["knowledge_base"][0]["id"] == (
+        "kb_up_1"
+    )
+    assert KnowledgeDocument.objects.get(pk=office.pk).upstream_document_id == "kb_up_1"
+    # A refusal for another reason is not retried and uploads nothing.
+    provider.refuse = httpx.Response(400, json={"detail": {"status": "invalid_parameters",
+                                                           "message": "Bad voice."}})  # fmt: skip
+    again = services.agent_update(agent=edited, user=member, config=services.agent_config(
+        edited).with_changes(prompt="You are the day desk."))  # fmt: skip
+    calls = len(provider.calls)
+    with pytest.raises(InvalidRequest, match="Bad voice"):
+        agent_upstream_sync(agent=again, engine=engine)
+    assert [c[0] for c in provider.calls[calls:]] == ["PATCH", "GET"]
+
+
+def test_deleting_a_document_deletes_its_copy_at_the_provider_best_effort(
+    workspace,
+    member,
+    owner,
+    office,  # noqa: F811
+    caplog,
+):
+    from apps.agents import knowledge
+
+    provider = Provider()
+    engine_settings_update(workspace=workspace, actor=owner, kind="elevenlabs", api_key=KEY,
+                           base_url="http://127.0.0.1:9")  # fmt: skip
+    engine = provider.engine("http://127.0.0.1:9")
+    document_upstream(document=office, engine=engine)
+    assert list(provider.documents) == ["kb_up_1"]
+    with caplog.at_level(logging.WARNING, logger="apps.agents.upstream"):
+        knowledge.document_delete(document=office)  # nothing listens there: logged
+    assert "knowledge copy kb_up_1 left at the provider" in caplog.text
+    assert KEY not in caplog.text
+    # A copy at another API than the workspace's engine now: left there, said so.
+    other = knowledge.document_add_text(workspace=workspace, user=member, name="Two",
+                                        text="Parking is free after six.")  # fmt: skip
+    document_upstream(document=other, engine=provider.engine())
+    with caplog.at_level(logging.WARNING, logger="apps.agents.upstream"):
+        knowledge.document_delete(document=other)
+    assert "knowledge copy kb_up_2 left at https://api.elevenlabs.io" in caplog.text
+    assert len(provider.calls) == 2  # the two uploads: no delete went anywhere else
+    # Deleted there through the workspace's engine: the live test below, against a Chorus.
 
 
 def test_deleting_an_agent_deletes_its_copy_best_effort(agent, member, workspace, owner, caplog):
