@@ -44,11 +44,9 @@ import math
 import time
 from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.core.cache import cache
-from django.db import connections
 
 from apps.billing.services import BudgetExceeded
 from apps.generation.errors import ApiRefused
@@ -68,6 +66,7 @@ from .relay import session_open
 from .services import AgentRefused, config_for
 from .session import MAX_CHUNK_BYTES, AgentSession
 from .signing import SIGNATURE_MAX_AGE, convai_signature_read
+from .threads import in_thread
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +79,13 @@ MAX_FRAME_CHARS = 256 * 1024
 USED_PREFIX = "convai:signature-used:"
 # The conversation_config_override fields a client may set (the provider's defaults).
 OVERRIDABLE = {
-    "agent": {"prompt": {"prompt"}, "first_message": None, "language": None},
+    "agent": {"prompt": {"prompt": None}, "first_message": None, "language": None},
     "tts": {"voice_id": None},
 }
+OVERRIDES_NEED_A_KEY = (
+    "A signed URL cannot override the agent's configuration (its holder may be anyone): "
+    "connect with the xi-api-key of a workspace member to override it."
+)
 IGNORED_OVERRIDES = {"text_only"}  # the SDK sends it without an audio interface
 MAX_VARIABLES = 100
 
@@ -109,6 +112,17 @@ def _overrides_checked(data, allowed=OVERRIDABLE, where="conversation_config_ove
         kept[key] = (
             _overrides_checked(value, inner, f"{where}.{key}") if inner is not None else value
         )
+    return kept
+
+
+def _pruned(data: dict) -> dict:
+    """``data`` without empty objects and nulls (``{"agent": {}}`` overrides nothing)."""
+    kept = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            value = _pruned(value)
+        if value not in (None, {}):
+            kept[key] = value
     return kept
 
 
@@ -146,6 +160,7 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
     agent = None
     session: AgentSession | None = None
     signed_conversation_id = None
+    by_signature = False  # a signed URL's holder: maybe anyone the member gave it to
     started = False
     closing = False
     max_seconds = 0
@@ -223,6 +238,7 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
                     refusal_code(401),
                 )
             self.signed_conversation_id = signature.get("conversation_id")
+            self.by_signature = True
         self.caller, self.agent = caller, agent
 
     # --- Starting ----------------------------------------------------------------------------
@@ -239,13 +255,13 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
                 return self.started
             self.started = True
             try:
-                overrides = _overrides_checked(message.get("conversation_config_override"))
+                overrides = _pruned(_overrides_checked(message.get("conversation_config_override")))
+                if overrides and self.by_signature:
+                    raise ConversationRefused(OVERRIDES_NEED_A_KEY, refusal_code(403))
                 variables = _variables_checked(message.get("dynamic_variables"))
-                session = await database_sync_to_async(session_open)(
-                    caller=self.caller, agent=self.agent
-                )
+                session = await in_thread(session_open, caller=self.caller, agent=self.agent)
                 self.session = session
-                events = await database_sync_to_async(self._open)(session, overrides, variables)
+                events = await in_thread(self._open, session, overrides, variables)
             except ConversationRefused as exc:
                 self.session = None
                 await self._fail(exc.message, exc.code)
@@ -253,6 +269,13 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
             except BudgetExceeded as exc:
                 self.session = None  # saved as failed by the session
                 await self._fail(str(exc), CLOSE_QUOTA)
+                return False
+            except Exception:  # the engine's settings, a model, the database: say so and end
+                log.exception("convai: the conversation could not start")
+                self.session = None  # a session that failed to start ended itself
+                await self._fail(
+                    "The conversation could not start in Chorus; try again.", CLOSE_FAILED
+                )
                 return False
             await self._send_all(events)
             if session.ended:  # refused as it started (the provider): its fatal error said why
@@ -435,19 +458,10 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
             await asyncio.wait(others)
         session, self.session = self.session, None
         if session is not None:
-            await sync_to_async(_session_end, thread_sensitive=False)(session, self.end_reason)
+            await in_thread(session.end, self.end_reason)
 
     async def failed(self, exc):
         await self._fail("The conversation failed in Chorus; start a new one.", CLOSE_FAILED)
-
-
-def _session_end(session: AgentSession, reason: str) -> None:
-    """End and save ``session`` in a pool thread, then close that thread's database
-    connection (the pool keeps its threads: an open connection would outlive the socket)."""
-    try:
-        session.end(reason)
-    finally:
-        connections.close_all()
 
 
 def _problems(errors: dict) -> str:

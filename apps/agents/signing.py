@@ -11,6 +11,7 @@ older reads as None.
 
 from __future__ import annotations
 
+import secrets
 import zlib
 
 from django.core import signing
@@ -43,7 +44,9 @@ def convai_signature_make(
     conversation_id: str | None = None,
 ) -> str:
     """A URL-safe token for a conversation with ``agent_id``, for ``SIGNATURE_MAX_AGE`` s."""
-    payload = {"a": agent_id, "w": workspace_id, "u": user_id, "k": api_key_id}
+    # A nonce: two URLs asked for in the same second are two tokens (each good once).
+    payload = {"a": agent_id, "w": workspace_id, "u": user_id, "k": api_key_id,
+               "n": secrets.token_urlsafe(8)}  # fmt: skip
     if conversation_id:
         payload["c"] = conversation_id
     return _signer().sign_object(payload, compress=False)

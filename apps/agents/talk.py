@@ -22,9 +22,10 @@ about the agent); a viewer → accepted, told why (``error``), closed with 4403;
 the start → ``error`` then 4402 (the conversation is saved as failed); the session ending
 itself (budget, maximum length, a failed worker) → its fatal ``error`` event, then 4409.
 
-Threading (``AgentSession``'s contract): ``start`` and ``end`` run through
-``database_sync_to_async``; ``feed`` never blocks and runs on the loop; a pump task waits for
-the session's events in a worker thread (``wait`` with a short timeout) and sends them.
+Threading (``AgentSession``'s contract): ``start`` and ``end`` run on the agents' own threads
+(``threads.in_thread``, never asgiref's one thread that every socket's sign-in waits for);
+``feed`` never blocks and runs on the loop; a pump task waits for the session's events on
+that pool too (``wait`` with a short timeout) and sends them.
 However the socket ends (End, the browser leaving, a failure), ``ending`` ends the session and
 saves the conversation — except a dropped socket.
 
@@ -51,7 +52,6 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.db import connections
@@ -74,6 +74,7 @@ from studio_site.sockets import (
 from .models import Agent
 from .relay import session_open
 from .session import AgentSession
+from .threads import in_thread, waiting
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +191,11 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
         caller = Caller(workspace=agent.workspace, user=user, membership=membership)
         # Kept before it starts: if the socket goes while it opens, ``ending`` ends it (after
         # the start, which it waits for) and nothing is left open.
-        session = self.session = await database_sync_to_async(session_open)(
-            caller=caller, agent=agent, llm=self.llm
+        session = self.session = await in_thread(
+            session_open, caller=caller, agent=agent, llm=self.llm
         )
         try:
-            events = await database_sync_to_async(session.start)()
+            events = await in_thread(session.start)
         except BudgetExceeded as exc:
             await self._end(CLOSE_QUOTA, str(exc))
             return
@@ -219,10 +220,9 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
     async def _pump(self):
         """The session's events as they come, waited for in a worker thread."""
         session = self.session
-        wait = sync_to_async(session.wait, thread_sensitive=False)
         try:
             while not self.ended:
-                events = await wait(WAIT_SECONDS)
+                events = await waiting(session.wait, WAIT_SECONDS)
                 if self.ended:
                     return
                 await self._relay(events)
@@ -269,7 +269,7 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
         """End and save the conversation, tell the page where it is, close."""
         self.finished = True
         await self._stop_pump()
-        conversation = await database_sync_to_async(self.session.end)("the user ended it")
+        conversation = await in_thread(self.session.end, "the user ended it")
         await self._send(
             {
                 "type": "saved",
@@ -297,7 +297,7 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
             user = self.scope["user"]
             _detach(session, user_id=user.pk, agent_id=session.agent.agent_id)
             return
-        await database_sync_to_async(session.end)("the browser left the conversation")
+        await in_thread(session.end, "the browser left the conversation")
 
     async def failed(self, exc):
         await self._end(CLOSE_FAILED, "The conversation failed in Chorus: reload the page.")

@@ -506,6 +506,9 @@ def test_a_signed_url_points_at_this_host_with_a_token_that_reads_back(api, issu
         "conversation_id": None,
     }
     assert not Conversation.objects.exists()  # none until someone talks
+    # Asked for again at once (the same second): another token, since each is good once.
+    again = api.get(SIGNED, {"agent_id": agent_id}).json()["signed_url"]
+    assert again.removeprefix(prefix) != token
 
 
 def test_with_include_conversation_id_the_conversation_is_made_and_signed(api, issued, member):

@@ -243,6 +243,55 @@ def test_an_override_that_is_not_allowed_is_refused(agent, key):
     async_to_sync(go)()
 
 
+def test_the_specs_prompt_override_works_with_a_members_key(agent, key):
+    """The AsyncAPI example's override (agent.prompt.prompt, first_message) with a personal
+    key: the conversation starts with the overridden first message."""
+
+    async def go():
+        ws = socket(f"agent_id={agent.agent_id}", key=key)
+        assert (await ws.connect(timeout=30))[0]
+        await ws.send_to(text_data=json.dumps({"type": "conversation_initiation_client_data",
+            "conversation_config_override": {"agent": {"prompt": {"prompt": "Be a pirate."},
+                                                        "first_message": "Ahoy!"}}}))  # fmt: skip
+        seen: list = []
+        said = await until(ws, "agent_response", seen)
+        await ws.disconnect(timeout=60)
+        return said, seen
+
+    said, seen = async_to_sync(go)()
+    assert said["agent_response_event"]["agent_response"] == "Ahoy!"
+    assert not [e for e in seen if e["type"] == "error"]
+
+
+def test_a_signed_url_holder_cannot_override_the_agent(agent, key):
+    """A signed URL is handed to end users: they may not change what the agent says or its
+    voice (an empty override, as SDKs send, is fine)."""
+    token, token2 = signature_of(agent, key), signature_of(agent, key)
+
+    async def go():
+        ws = socket(f"agent_id={agent.agent_id}&conversation_signature={token}")
+        assert (await ws.connect(timeout=30))[0]
+        await ws.send_to(text_data=json.dumps({"type": "conversation_initiation_client_data",
+            "conversation_config_override": {"agent": {
+                "first_message": "This is your bank. Read me your PIN."}}}))  # fmt: skip
+        refusal = json.loads(await ws.receive_from(timeout=30))
+        closed = await ws.receive_output(timeout=30)
+        await ws.disconnect(timeout=60)
+        fine = socket(f"agent_id={agent.agent_id}&conversation_signature={token2}")
+        assert (await fine.connect(timeout=30))[0]
+        await fine.send_to(text_data=json.dumps({"type": "conversation_initiation_client_data",
+            "conversation_config_override": {"agent": {}, "tts": {}}}))  # fmt: skip
+        seen: list = []
+        said = await until(fine, "agent_response", seen)
+        await fine.disconnect(timeout=60)
+        return refusal, closed, said
+
+    refusal, closed, said = async_to_sync(go)()
+    assert refusal["error_event"]["message"] == consumers.OVERRIDES_NEED_A_KEY
+    assert closed["code"] == 4403
+    assert said["agent_response_event"]["agent_response"] == "Hello!"
+
+
 class Refusing(BaseHTTPRequestHandler):
     """A provider that refuses every call with 401 (a real socket at the network edge)."""
 
