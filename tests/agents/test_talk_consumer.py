@@ -328,3 +328,47 @@ def test_a_dropped_conversation_resumes_only_for_its_member_and_is_saved_when_it
     assert conversation.status == ConversationStatus.DONE
     assert conversation.end_reason == talk_module.DROPPED_REASON
     assert Conversation.objects.count() == 1
+
+
+def test_one_members_slow_end_does_not_hold_up_anyone_elses_socket(
+    agent,
+    member,
+    owner,
+    question_pcm,  # noqa: F811
+    llm_url,
+):
+    """End waits for the answer being written (a slow LLM here, 6 s); meanwhile another
+    member's socket opens and starts at once (the end runs on the agents' own threads, not
+    on the one thread every socket's sign-in and start would otherwise queue behind)."""
+    import asyncio
+
+    llm_url.delay = 6.0
+    mine, theirs = _headers(member), _headers(owner)
+
+    async def scenario():
+        slow = Talk(agent, mine)
+        assert (await slow.socket.connect(timeout=OPEN_TIMEOUT))[0]
+        await slow.until(lambda t: t.of_type("agent_response") and len(t.audio) > 16000)
+        pcm = silence(1.0) + question_pcm + silence(1.5)
+        for offset in range(0, len(pcm), FRAME):
+            await slow.socket.send_to(bytes_data=pcm[offset : offset + FRAME])
+            await slow.drain()
+        await slow.until(lambda t: t.of_type("user_transcript"))
+        await slow.socket.send_to(text_data=json.dumps({"type": "end"}))
+        await asyncio.sleep(0.3)  # the end is under way, joining the answer
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        other = Talk(agent, theirs)
+        assert (await other.socket.connect(timeout=OPEN_TIMEOUT))[0]
+        await other.until(lambda t: t.of_type("conversation_initiation_metadata"))
+        took = loop.time() - began
+        saved_yet = bool(slow.of_type("saved"))
+        await slow.until(lambda t: t.closed is not None, timeout=60)
+        await other.socket.send_to(text_data=json.dumps({"type": "end"}))
+        await other.until(lambda t: t.closed is not None, timeout=60)
+        return took, saved_yet, slow
+
+    took, saved_yet, slow = async_to_sync(scenario)()
+    assert not saved_yet  # the first End was still running while the other socket started
+    assert took < 3.0, took
+    assert slow.closed == 1000 and slow.of_type("saved")
