@@ -12,6 +12,7 @@ Keys belong to members and above (a viewer cannot hold one), so every key may cr
 and delete its workspace's agents; another workspace's agent or conversation is a 404.
 """
 
+import html
 import math
 from urllib.parse import urlencode
 
@@ -21,12 +22,14 @@ from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from apps.agents import recordings
 from apps.agents import services as agents
 from apps.agents.config import AgentConfig, AgentConfigError
-from apps.agents.models import AgentVersion, KnowledgeDocument
+from apps.agents.knowledge import MAX_FILE_BYTES
+from apps.agents.models import AgentVersion, KnowledgeDocument, KnowledgeKind
 from apps.agents.signing import convai_signature_make
 from apps.workspaces.models import Role
 
 from . import services_convai as convai
 from .api import _Fields, _is_text, _json_body, _query_bool, _query_int, api_view
+from .api_media import _Form
 from .services import ApiInvalid, ApiRefused
 
 # There is no convai scope among a key's scopes: agents speak, so a key limited to other
@@ -189,8 +192,14 @@ def _conversation_config(config: AgentConfig, workspace_id) -> dict:
                 workspace_id=workspace_id, document_id__in=[e["id"] for e in entries]
             ).values_list("document_id", "name")
         )
+        kinds = dict(
+            KnowledgeDocument.objects.filter(
+                workspace_id=workspace_id, document_id__in=[e["id"] for e in entries]
+            ).values_list("document_id", "kind")
+        )
         for entry in entries:
             entry["name"] = names.get(entry["id"], "")
+            entry["type"] = "text" if kinds.get(entry["id"]) == KnowledgeKind.TEXT else "file"
     return data
 
 
@@ -386,6 +395,122 @@ def conversation_token(request, api_key):
             "conversation_id": conversation.conversation_id,
         }
     )
+
+
+# --- The knowledge base -------------------------------------------------------------------
+
+DOCUMENT_NAME_MOST = 200
+
+
+def _folder_refused(folder) -> None:
+    if folder is not None:
+        raise ApiRefused(
+            404,
+            "folder_not_found",
+            "Chorus's knowledge base has no folders: leave parent_folder_id out.",
+            kind="not_found",
+        )
+
+
+def _added_json(document) -> dict:
+    """``AddKnowledgeBaseResponseModel``."""
+    return {"id": document.document_id, "name": document.name, "folder_path": []}
+
+
+def _document_json(document, api_key) -> dict:
+    """``GetKnowledgeBaseTextResponseModel`` or ``…FileResponseModel``: the extracted text as
+    HTML (escaped, a paragraph per blank-line-separated block)."""
+    creator = document.created_by
+    is_creator = creator is not None and creator.pk == api_key.user_id
+    role = api_key.membership.role if getattr(api_key, "membership", None) else Role.MEMBER
+    paragraphs = [p for p in document.text.split("\n\n") if p.strip()]
+    body = {
+        "id": document.document_id,
+        "name": document.name,
+        "metadata": {
+            "created_at_unix_secs": _unix(document.created_at),
+            "last_updated_at_unix_secs": _unix(document.created_at),
+            "size_bytes": document.size_bytes,
+        },
+        "supported_usages": ["prompt", "auto"],
+        "access_info": {
+            "is_creator": is_creator,
+            "creator_name": creator.display_name if creator else "",
+            "creator_email": creator.email if creator else "",
+            "role": "admin" if role in (Role.OWNER, Role.MANAGER) else "editor",
+            "anonymous_access_level_override": None,
+            "access_source": "creator" if is_creator else "workspace_default",
+        },
+        "folder_parent_id": None,
+        "folder_path": [],
+        "type": "text" if document.kind == KnowledgeKind.TEXT else "file",
+        "extracted_inner_html": "".join(
+            "<p>" + html.escape(p.strip()).replace("\n", "<br>") + "</p>" for p in paragraphs
+        ),
+        "content_format": "html",
+    }
+    if document.kind != KnowledgeKind.TEXT:
+        body["filename"] = document.filename
+    return body
+
+
+@api_view(scope=SCOPE, methods=("POST",))
+def knowledge_base_text(request, api_key):
+    """``POST /v1/convai/knowledge-base/text``: a document of ``text`` (``name`` optional:
+    its first words otherwise). Not metered."""
+    data = _body(request, required=True)
+    errors: list[dict] = []
+    body = _Fields(data, ["body"], errors)
+    text = body.get("text", "string", required=True)
+    name = body.get("name", "string")
+    folder = body.get("parent_folder_id", "string")
+    if isinstance(name, str) and not name:
+        errors.append({"type": "string_too_short", "loc": ["body", "name"],
+                       "msg": "String should have at least 1 character"})  # fmt: skip
+    if errors:
+        raise ApiInvalid(errors)
+    _folder_refused(folder)
+    document = convai.api_document_add_text(api_key=api_key, text=text, name=name)
+    return JsonResponse(_added_json(document))
+
+
+@api_view(scope=SCOPE, methods=("POST",))
+def knowledge_base_file(request, api_key):
+    """``POST /v1/convai/knowledge-base/file`` (multipart: ``file``, ``name``): a document
+    from a TXT, Markdown, PDF or DOCX file, checked as the studio's upload is. Not metered."""
+    errors: list[dict] = []
+    form = _Form(request, errors)
+    uploads = form.file_parts("file", required=True, most_bytes=MAX_FILE_BYTES)
+    name = form.text("name", most=DOCUMENT_NAME_MOST)
+    folder = form.text("parent_folder_id")
+    if len(uploads) > 1:
+        errors.append({"type": "value_error", "loc": ["body", "file"],
+                       "msg": "Send one file"})  # fmt: skip
+    if errors:
+        raise ApiInvalid(errors)
+    _folder_refused(folder)
+    upload = uploads[0]
+    document = convai.api_document_add_file(
+        api_key=api_key, filename=upload.name or "", data=upload.read(), name=name
+    )
+    return JsonResponse(_added_json(document))
+
+
+@api_view(scope=SCOPE, methods=("GET", "DELETE"))
+def knowledge_base_document(request, api_key, documentation_id):
+    """``GET /v1/convai/knowledge-base/{documentation_id}``: the document and its text;
+    ``DELETE`` removes it (``force=true``: even from the agents that use it)."""
+    if request.method == "DELETE":
+        errors: list[dict] = []
+        force = _query_bool(request, "force", errors)
+        if errors:
+            raise ApiInvalid(errors)
+        convai.api_document_delete(
+            api_key=api_key, documentation_id=documentation_id, force=bool(force)
+        )
+        return JsonResponse({})
+    found = convai.api_document(api_key=api_key, documentation_id=documentation_id)
+    return JsonResponse(_document_json(found, api_key))
 
 
 # --- Conversations ------------------------------------------------------------------------

@@ -232,6 +232,22 @@ urlpatterns += [
         api_convai.conversation_audio,
         name="api_convai_conversation_audio",
     ),
+    # The knowledge base: ``text`` and ``file`` come before ``<documentation_id>``.
+    path(
+        "v1/convai/knowledge-base/text",
+        api_convai.knowledge_base_text,
+        name="api_convai_knowledge_base_text",
+    ),
+    path(
+        "v1/convai/knowledge-base/file",
+        api_convai.knowledge_base_file,
+        name="api_convai_knowledge_base_file",
+    ),
+    path(
+        "v1/convai/knowledge-base/<str:documentation_id>",
+        api_convai.knowledge_base_document,
+        name="api_convai_knowledge_base_document",
+    ),
 ]
 
 # Paths of the official API that Chorus does not serve but that a route above would take for
@@ -273,6 +289,52 @@ unserved_patterns = [
         "v1/convai/conversations/resolve",
         api_unserved.not_supported,
         {"operations": "GET /v1/convai/conversations/resolve (Resolve Conversation Reference)"},
+    ),
+    # … and those ``v1/convai/knowledge-base/<documentation_id>`` would take.
+    path(
+        "v1/convai/knowledge-base/summaries",
+        api_unserved.not_supported,
+        {"operations": "GET /v1/convai/knowledge-base/summaries (Knowledge Base Summaries By Ids)"},
+    ),
+    path(
+        "v1/convai/knowledge-base/url",
+        api_unserved.not_supported,
+        {"operations": "POST /v1/convai/knowledge-base/url (Create URL Document)"},
+    ),
+    path(
+        "v1/convai/knowledge-base/crawl",
+        api_unserved.not_supported,
+        {"operations": "GET and POST /v1/convai/knowledge-base/crawl (Crawl Jobs)"},
+    ),
+    path(
+        "v1/convai/knowledge-base/folder",
+        api_unserved.not_supported,
+        {"operations": "POST /v1/convai/knowledge-base/folder (Create Folder)"},
+    ),
+    path(
+        "v1/convai/knowledge-base/rag-index",
+        api_unserved.not_supported,
+        {"operations": "GET and POST /v1/convai/knowledge-base/rag-index (RAG Indexes)"},
+    ),
+    path(
+        "v1/convai/knowledge-base/search",
+        api_unserved.not_supported,
+        {"operations": "GET /v1/convai/knowledge-base/search (Search Knowledge Base Content)"},
+    ),
+    path(
+        "v1/convai/knowledge-base/dependent-agents",
+        api_unserved.not_supported,
+        {"operations": "POST /v1/convai/knowledge-base/dependent-agents (Dependent Agents)"},
+    ),
+    path(
+        "v1/convai/knowledge-base/bulk-move",
+        api_unserved.not_supported,
+        {"operations": "POST /v1/convai/knowledge-base/bulk-move (Bulk Move Entities To Folder)"},
+    ),
+    path(
+        "v1/convai/knowledge-base/bulk-delete",
+        api_unserved.not_supported,
+        {"operations": "POST /v1/convai/knowledge-base/bulk-delete (Bulk Delete Documents)"},
     ),
 ]
 

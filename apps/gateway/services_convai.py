@@ -14,9 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from django.db import transaction
 from django.db.models import Count, Q
 
-from apps.agents.models import Agent, Conversation
+from apps.agents import knowledge
+from apps.agents import services as agents
+from apps.agents.models import Agent, Conversation, KnowledgeDocument
 from apps.billing.models import UsageEvent
 from apps.generation.engine import engine_of
 
@@ -108,6 +111,101 @@ def api_agents_page(
             raise _cursor_unknown(cursor)
     rows = _after(rows, anchor, when="created_at").select_related("created_by")
     return _paged(rows.order_by("-created_at", "-id"), page_size, "agent_id")
+
+
+# --- The knowledge base ---------------------------------------------------------------------
+# The workspace's knowledge documents (``apps.agents.knowledge``), which agents refer to by
+# id in ``conversation_config.agent.prompt.knowledge_base``. Adding one is not metered.
+
+NAME_FROM_TEXT = 60  # a document sent without a name is named after its first words
+
+
+def _knowledge_refused(exc: knowledge.KnowledgeRefused, param: str) -> ApiRefused:
+    return ApiRefused(400, "invalid_parameters", str(exc), kind="validation_error", param=param)
+
+
+def api_document(*, api_key: ApiKey, documentation_id: str) -> KnowledgeDocument:
+    """The workspace's knowledge document ``documentation_id`` (another workspace's is not
+    found, like none)."""
+    found = (
+        KnowledgeDocument.objects.filter(
+            workspace_id=api_key.workspace_id, document_id=documentation_id
+        )
+        .select_related("created_by")
+        .first()
+    )
+    if found is None:
+        raise _not_found(
+            "document_not_found",
+            f"There is no knowledge base document {documentation_id[:100]!r} in this workspace.",
+        )
+    return found
+
+
+def _name_of(text: str) -> str:
+    words = " ".join(text.split())
+    if len(words) <= NAME_FROM_TEXT:
+        return words
+    return words[:NAME_FROM_TEXT].rsplit(" ", 1)[0] + "…"
+
+
+def api_document_add_text(*, api_key: ApiKey, text: str, name: str | None) -> KnowledgeDocument:
+    """A document of ``text`` (named after its first words when ``name`` is not given)."""
+    try:
+        return knowledge.document_add_text(
+            workspace=api_key.workspace,
+            user=api_key.user,
+            name=name if name and name.strip() else (_name_of(text) or "Untitled document"),
+            text=text,
+        )
+    except knowledge.KnowledgeRefused as exc:
+        raise _knowledge_refused(exc, "name" if exc.field == "name" else "text") from exc
+
+
+def api_document_add_file(
+    *, api_key: ApiKey, filename: str, data: bytes, name: str | None
+) -> KnowledgeDocument:
+    """A document from an uploaded TXT, Markdown, PDF or DOCX (the studio's checks)."""
+    try:
+        return knowledge.document_add_file(
+            workspace=api_key.workspace,
+            user=api_key.user,
+            filename=filename,
+            data=data,
+            name=name or "",
+        )
+    except knowledge.KnowledgeRefused as exc:
+        raise _knowledge_refused(exc, "name" if exc.field == "name" else "file") from exc
+
+
+@transaction.atomic
+def api_document_delete(*, api_key: ApiKey, documentation_id: str, force: bool = False) -> None:
+    """Delete the document. While agents use it: refused (409), unless ``force``, which
+    takes it out of each of them first (a new version of each, as an edit would)."""
+    document = api_document(api_key=api_key, documentation_id=documentation_id)
+    users = knowledge.agents_using(document)
+    if users and not force:
+        names = ", ".join(repr(agent.agent_id) for agent in users[:10])
+        raise ApiRefused(
+            409,
+            "document_in_use",
+            f"The document {documentation_id!r} is in the knowledge base of the agents {names}: "
+            "take it out of them first, or delete with force=true.",
+        )
+    for agent in users:
+        config = agents.agent_config(agent)
+        agents.agent_update(
+            agent=agent,
+            user=api_key.user,
+            config=config.with_changes(
+                knowledge=[d for d in config.knowledge if d != document.document_id]
+            ),
+            note=f"Knowledge document “{document.name[:80]}” deleted through the API",
+        )
+    try:
+        knowledge.document_delete(document=document)
+    except knowledge.KnowledgeRefused as exc:  # an agent took it up meanwhile
+        raise ApiRefused(409, "document_in_use", str(exc)) from exc
 
 
 # --- Conversations --------------------------------------------------------------------------

@@ -651,10 +651,11 @@ def live_env(live_env, llm_server, tmp_path):
 @pytest.mark.slow
 def test_a_conversation_relayed_to_a_chorus_upstream_is_heard_and_saved(
     daphne_server, agent, member, workspace, owner, outsider, media, caplog, client_as,
-    question_pcm,  # noqa: F811
+    llm_server, question_pcm,  # noqa: F811
 ):  # fmt: skip
     """Upstream: Chorus on the local engine (the outsider's workspace there); here:
     ``workspace`` on ElevenLabs at its URL with its key."""
+    from apps.agents import knowledge
     from apps.gateway import services as gateway
     from apps.voices import services as voice_services
 
@@ -674,6 +675,14 @@ def test_a_conversation_relayed_to_a_chorus_upstream_is_heard_and_saved(
     agent.refresh_from_db()
     assert agent.upstream_agent_id == upstream.agent_id and agent.upstream_version == 1
     assert upstream.version.config["prompt"] == "You are the front desk of Chorus."
+    # The agent's knowledge went first: the upstream's own document, with the same text.
+    document = KnowledgeDocument.objects.get(workspace=workspace)
+    copy = KnowledgeDocument.objects.get(workspace=there)
+    assert (copy.text, copy.name, copy.kind) == (document.text, "Office", "text")
+    assert upstream.version.config["knowledge"] == [copy.document_id]
+    document.refresh_from_db()
+    assert (document.upstream_document_id, document.upstream_base_url) == (
+        copy.document_id, daphne_server.url.rstrip("/"))  # fmt: skip
     events = until(session, events, lambda ev: of_type(ev, "agent_response"), timeout=120)
     events += feed(session, silence(1.0) + question_pcm + silence(2.0))
     events = until(session, events, lambda ev: any(
@@ -685,6 +694,9 @@ def test_a_conversation_relayed_to_a_chorus_upstream_is_heard_and_saved(
 
     said = of_type(events, "user_transcript")[0]["user_transcription_event"]["user_transcript"]
     assert "office" in said.lower()
+    # The upstream answered from that knowledge: its LLM was given the document's text.
+    prompts = [json.dumps(request["messages"]) for request in llm_server.requests]
+    assert any("closes at 5 pm" in prompt for prompt in prompts), prompts
     heard = audio_of(events)
     assert rms(heard) > 300 and len(heard) > 2 * 32000  # the greeting and the answer, spoken
     conversation.refresh_from_db()
@@ -716,6 +728,8 @@ def test_a_conversation_relayed_to_a_chorus_upstream_is_heard_and_saved(
     page = client_as(member).get(f"/agents/conversations/{conversation.conversation_id}/")
     services.agent_delete(agent=agent)
     assert not Agent.objects.filter(workspace=there).exists()  # deleted upstream too
+    knowledge.document_delete(document=document)  # and the document's copy with the document
+    assert not KnowledgeDocument.objects.filter(workspace=there).exists()
     for record in caplog.records:
         assert key not in record.getMessage() and key not in repr(record.__dict__)
     assert key not in json.dumps(events) and key.encode() not in page.content
