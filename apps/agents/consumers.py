@@ -62,6 +62,7 @@ from studio_site.sockets import (
 
 from .config import AgentConfig, AgentConfigError
 from .models import Agent
+from .pace import TOO_FAST, AudioPace
 from .relay import session_open
 from .services import AgentRefused, config_for
 from .session import MAX_CHUNK_BYTES, AgentSession
@@ -174,6 +175,7 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
         self.sending = asyncio.Lock()
         self.tasks: list[asyncio.Task] = []
         self.opened = self.heard_at = time.monotonic()
+        self.pace = AudioPace()  # audio no faster than real time
         self.pings: dict[int, float] = {}  # unanswered pings: event_id -> when sent
         try:
             await database_sync_to_async(self._authorize)()
@@ -443,6 +445,10 @@ class AgentConversationConsumer(SocketEnding, AsyncWebsocketConsumer):
             pcm = base64.b64decode(raw, validate=True)
         except (binascii.Error, ValueError):
             await self._send(_error_event("user_audio_chunk is not valid base64."))
+            return
+        if not self.pace.take(len(pcm)):
+            if self.pace.tell():
+                await self._send(_error_event(TOO_FAST))
             return
         async with self.sending:
             await self._send_all(self.session.feed(pcm))

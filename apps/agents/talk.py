@@ -27,14 +27,17 @@ Threading (``AgentSession``'s contract): ``start`` and ``end`` run on the agents
 ``feed`` never blocks and runs on the loop; a pump task waits for the session's events on
 that pool too (``wait`` with a short timeout) and sends them.
 However the socket ends (End, the browser leaving, a failure), ``ending`` ends the session and
-saves the conversation — except a dropped socket.
+saves the conversation — except a dropped socket. Microphone audio arriving faster than real
+time (more than 5 s ahead of the clock) is dropped with an ``error`` (``pace.AudioPace``).
 
 A dropped socket (closed with a code other than 1000, or 1001 when the page is left) keeps its
 conversation running for ``RESUME_SECONDS``, detached: the agent finishes what it was saying
 into the session's queue. A socket opened with ``?resume=<conversation_id>`` by the same member,
 for the same agent, within that time takes it over: ``{"type": "resumed", "conversation_id"}``,
 then every event and audio frame produced while it was down, then the conversation goes on.
-Past that time the conversation is ended and saved ("the connection dropped"). A resume that
+A resume may also come before the server noticed the old socket was gone (a half-open
+connection): the old socket, still attached, hands the conversation over and is closed (4409,
+"went on in another connection"). Past that time the conversation is ended and saved ("the connection dropped"). A resume that
 finds nothing (too late, another member's, another process's) gets an ``error`` event and
 4409. Detached conversations live in this process's memory: with several Daphne processes a
 reconnect reaches its conversation only when the proxy sends it to the same process (sticky
@@ -45,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import threading
@@ -72,6 +76,7 @@ from studio_site.sockets import (
 )
 
 from .models import Agent
+from .pace import TOO_FAST, AudioPace
 from .relay import session_open
 from .session import AgentSession
 from .threads import in_thread, waiting
@@ -82,6 +87,7 @@ WAIT_SECONDS = 0.2  # the pump's longest wait in a worker thread before it looks
 RESUME_SECONDS = 20.0  # how long a dropped socket's conversation waits for it to come back
 DELIBERATE_CLOSES = {1000, 1001}  # the page ended or left: the conversation ends and is saved
 DROPPED_REASON = "the connection dropped and did not come back"
+CONTINUED_ELSEWHERE = "This conversation went on in another connection."
 CANNOT_RESUME = (
     "This conversation can no longer be resumed (it ended, or waited too long for the "
     "connection): start a new one."
@@ -104,6 +110,7 @@ def _agent_and_role(user, agent_id: str) -> tuple[Agent | None, Membership | Non
 @dataclass
 class _Detached:
     session: AgentSession
+    pace: AudioPace
     user_id: int
     agent_id: str
     timer: threading.Timer
@@ -114,7 +121,7 @@ _detached: dict[str, _Detached] = {}
 _detached_lock = threading.Lock()
 
 
-def _detach(session: AgentSession, *, user_id: int, agent_id: str) -> None:
+def _detach(session: AgentSession, pace: AudioPace, *, user_id: int, agent_id: str) -> None:
     """Keep ``session`` for a socket that comes back within ``RESUME_SECONDS``; past that it
     is ended and saved (in the timer's thread)."""
     conversation_id = session.conversation.conversation_id
@@ -135,13 +142,15 @@ def _detach(session: AgentSession, *, user_id: int, agent_id: str) -> None:
     timer = threading.Timer(RESUME_SECONDS, expire)
     timer.daemon = True
     with _detached_lock:
-        _detached[conversation_id] = _Detached(session, user_id, agent_id, timer, time.monotonic())
+        _detached[conversation_id] = _Detached(
+            session, pace, user_id, agent_id, timer, time.monotonic()
+        )
     timer.start()
 
 
-def _take_over(conversation_id: str, *, user_id: int, agent_id: str) -> AgentSession | None:
-    """The detached session of ``conversation_id`` when it is this member's, with this agent,
-    and still running; None otherwise."""
+def _take_over(conversation_id: str, *, user_id: int, agent_id: str):
+    """The detached session of ``conversation_id`` and its audio pace, when it is this
+    member's, with this agent, and still running; None otherwise."""
     with _detached_lock:
         entry = _detached.get(conversation_id)
         if entry is None or entry.user_id != user_id or entry.agent_id != agent_id:
@@ -150,7 +159,13 @@ def _take_over(conversation_id: str, *, user_id: int, agent_id: str) -> AgentSes
     entry.timer.cancel()
     if entry.session.ended:
         return None
-    return entry.session
+    return entry.session, entry.pace
+
+
+# The sockets holding a conversation now, by its id (this process's): a resume that arrives
+# before the server noticed the old socket was gone (a half-open connection: Wi-Fi roaming, a
+# laptop waking) takes the conversation over from it.
+_attached: dict[str, AgentTalkConsumer] = {}
 
 
 class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
@@ -164,6 +179,8 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
     pump: asyncio.Task | None = None
     muted = False
     live = False  # the session has started: the microphone's frames go to it
+    pace: AudioPace | None = None
+    handed_over = False  # a resuming socket took the conversation: leave it running
     dropped = False  # the client went without saying goodbye: keep the conversation a while
     finished = False  # the conversation was ended and saved through this socket
 
@@ -199,19 +216,58 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
         except BudgetExceeded as exc:
             await self._end(CLOSE_QUOTA, str(exc))
             return
-        self.live = True
+        self.live, self.pace = True, AudioPace()
+        if session.conversation is not None:
+            _attached[session.conversation.conversation_id] = self
         await self._relay(events)
         self.pump = asyncio.create_task(self._pump())
 
     async def _resume(self, conversation_id: str, *, user, agent):
-        session = _take_over(conversation_id, user_id=user.pk, agent_id=agent.agent_id)
-        if session is None:
+        taken = _take_over(conversation_id, user_id=user.pk, agent_id=agent.agent_id)
+        old = _attached.get(conversation_id)
+        if (
+            taken is None
+            and old is not None
+            and old is not self
+            and old.holds(user_id=user.pk, agent_id=agent.agent_id)
+        ):
+            taken = await old.hand_over()
+        if taken is None:
             await self._end(CLOSE_ENDED, CANNOT_RESUME)
             return
-        self.session, self.live = session, True
+        (self.session, self.pace), self.live = taken, True
+        _attached[conversation_id] = self
         await self._send({"type": "resumed", "conversation_id": conversation_id})
-        await self._relay(session.poll())  # what it said while the socket was down
+        await self._relay(self.session.poll())  # what it said while the socket was down
         self.pump = asyncio.create_task(self._pump())
+
+    def holds(self, *, user_id: int, agent_id: str) -> bool:
+        session = self.session
+        return (
+            self.live
+            and not self.finished
+            and session is not None
+            and not session.ended
+            and self.scope["user"].pk == user_id
+            and session.agent.agent_id == agent_id
+        )
+
+    async def hand_over(self):
+        """Give this socket's conversation to a socket resuming it (this one is stale): the
+        session and its pace."""
+        self.handed_over, self.live = True, False
+        await self._stop_pump()
+        taken = (self.session, self.pace)
+        self.session = None
+        self._forget()
+        with contextlib.suppress(Exception):  # it may be gone already
+            await self._end(CLOSE_ENDED, CONTINUED_ELSEWHERE)
+        return taken
+
+    def _forget(self):
+        for conversation_id, consumer in list(_attached.items()):
+            if consumer is self:
+                del _attached[conversation_id]
 
     async def websocket_disconnect(self, message):
         self.dropped = message.get("code") not in DELIBERATE_CLOSES
@@ -250,6 +306,10 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
         if not self.live or self.finished:
             return
         if bytes_data is not None:
+            if not self.pace.take(len(bytes_data)):
+                if self.pace.tell():
+                    await self._send(_error(TOO_FAST))
+                return
             pcm = bytes(len(bytes_data)) if self.muted else bytes_data
             await self._relay(session.feed(pcm))
             return
@@ -290,12 +350,13 @@ class AgentTalkConsumer(SocketEnding, AsyncWebsocketConsumer):
     async def ending(self):
         """However the socket ends: the session is ended and the conversation saved."""
         await self._stop_pump()
+        self._forget()
         session = self.session
         if session is None or session.ended:
             return
         if self.dropped and self.live and not self.finished:
             user = self.scope["user"]
-            _detach(session, user_id=user.pk, agent_id=session.agent.agent_id)
+            _detach(session, self.pace, user_id=user.pk, agent_id=session.agent.agent_id)
             return
         await in_thread(session.end, "the browser left the conversation")
 

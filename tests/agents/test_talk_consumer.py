@@ -17,6 +17,7 @@ from channels.testing import WebsocketCommunicator
 
 from apps.agents import talk as talk_module
 from apps.agents.models import Conversation, ConversationStatus
+from apps.agents.pace import TOO_FAST
 from studio_site.asgi import application
 from tests.agents.test_session import make_agent, office, question_pcm, silence  # noqa: F401
 from tests.jobs.test_consumers import _headers
@@ -372,3 +373,67 @@ def test_one_members_slow_end_does_not_hold_up_anyone_elses_socket(
     assert not saved_yet  # the first End was still running while the other socket started
     assert took < 3.0, took
     assert slow.closed == 1000 and slow.of_type("saved")
+
+
+def test_a_resume_before_the_old_socket_is_seen_gone_takes_the_conversation_over(
+    agent, member, owner, llm_url
+):
+    """A half-open connection: the browser reconnects while the server still holds the old
+    socket. The resume takes the conversation over (the old socket is told and closed, the
+    conversation goes on); another member cannot."""
+    mine, owners = _headers(member), _headers(owner)
+
+    async def scenario():
+        old = Talk(agent, mine)
+        assert (await old.socket.connect(timeout=OPEN_TIMEOUT))[0]
+        await old.until(lambda t: t.of_type("agent_response") and len(t.audio) > 16000)
+        conversation_id = old.events[0]["conversation_initiation_metadata_event"]["conversation_id"]
+        stranger = Talk(agent, owners, f"?resume={conversation_id}")
+        assert (await stranger.socket.connect(timeout=30))[0]
+        await stranger.until(lambda t: t.closed is not None, timeout=30)
+        await stranger.socket.disconnect(timeout=60)
+        new = Talk(agent, mine, f"?resume={conversation_id}")
+        assert (await new.socket.connect(timeout=30))[0]
+        await new.until(lambda t: t.of_type("resumed"), timeout=30)
+        await old.until(lambda t: t.closed is not None, timeout=30)
+        await new.socket.send_to(bytes_data=silence(0.5))
+        await new.socket.send_to(text_data=json.dumps({"type": "end"}))
+        await new.until(lambda t: t.closed is not None, timeout=60)
+        await old.socket.disconnect(timeout=60)
+        return old, stranger, new, conversation_id
+
+    old, stranger, new, conversation_id = async_to_sync(scenario)()
+    assert stranger.closed == 4409
+    assert old.closed == 4409
+    assert old.of_type("error")[-1]["error_event"]["message"] == talk_module.CONTINUED_ELSEWHERE
+    assert new.closed == 1000 and new.of_type("saved")[0]["conversation_id"] == conversation_id
+    conversation = Conversation.objects.get()
+    assert conversation.end_reason == "the user ended it"
+
+
+def test_audio_faster_than_real_time_is_dropped_with_a_message(agent, member, llm_url):
+    """800 s of audio sent in a burst: only about the first 5 s (the slack) is taken."""
+    headers = _headers(member)
+
+    async def scenario():
+        talk = Talk(agent, headers)
+        assert (await talk.socket.connect(timeout=OPEN_TIMEOUT))[0]
+        await talk.until(lambda t: t.of_type("conversation_initiation_metadata"))
+        for _ in range(8000):  # 100 ms frames: 800 s
+            await talk.socket.send_to(bytes_data=bytes(FRAME))
+        await talk.until(lambda t: t.of_type("error"), timeout=30)
+        await talk.socket.send_to(text_data=json.dumps({"type": "end"}))
+        await talk.until(lambda t: t.closed is not None, timeout=60)
+        return talk
+
+    talk = async_to_sync(scenario)()
+    errors = [e["error_event"]["message"] for e in talk.of_type("error")]
+    assert errors.count(TOO_FAST) == 1, errors  # said once, not 8,000 times
+    conversation = Conversation.objects.get()
+    conversation.user_audio.open("rb")
+    try:
+        kept = len(conversation.user_audio.read()) - 44
+    finally:
+        conversation.user_audio.close()
+    assert 5 * 32000 <= kept <= 30 * 32000, kept  # the slack plus the seconds it took
+    assert conversation.stt_seconds <= 30

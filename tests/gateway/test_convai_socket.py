@@ -17,6 +17,7 @@ from channels.testing import WebsocketCommunicator
 from apps.agents import consumers, knowledge
 from apps.agents import services as agents
 from apps.agents.config import AgentConfig
+from apps.agents.pace import TOO_FAST
 from apps.agents.signing import convai_signature_make
 from apps.gateway import services
 from apps.gateway.models import ApiKey
@@ -349,3 +350,30 @@ def test_on_elevenlabs_a_provider_refusal_at_the_start_is_said_once_and_the_sock
     conversation = Conversation.objects.get(agent=agent)
     assert conversation.status == ConversationStatus.FAILED
     assert conversation.engine == "elevenlabs"
+
+
+def test_audio_faster_than_real_time_is_dropped_with_one_message(agent, key):
+    """A script sending 2 s chunks as fast as it can (200 s in a burst): the audio beyond the
+    clock's slack is dropped, said once; the conversation goes on."""
+    chunk = base64.b64encode(bytes(64000)).decode()
+
+    async def go():
+        ws = socket(f"agent_id={agent.agent_id}", key=key)
+        assert (await ws.connect(timeout=30))[0]
+        await ws.send_to(text_data=json.dumps({"type": "conversation_initiation_client_data"}))
+        seen: list = []
+        await until(ws, "conversation_initiation_metadata", seen)
+        for _ in range(100):
+            await ws.send_to(text_data=json.dumps({"user_audio_chunk": chunk}))
+        await until(ws, "error", seen, timeout=30)
+        await ws.send_to(text_data=json.dumps({"type": "pong", "event_id": 1}))
+        await ws.disconnect(timeout=60)
+        return seen
+
+    seen = async_to_sync(go)()
+    errors = [e["error_event"]["message"] for e in seen if e["type"] == "error"]
+    assert errors == [TOO_FAST]
+    from apps.agents.models import Conversation
+
+    conversation = Conversation.objects.get(agent=agent)
+    assert conversation.stt_seconds <= 30, conversation.stt_seconds
