@@ -132,6 +132,7 @@
       box.dataset.counterReady = "1";
       const show = () => { counter.textContent = box.value.length + "/" + counter.dataset.max; };
       box.addEventListener("input", show);
+      show(); // text typed before this ran, or restored by the browser, counts too
     });
   }
 
