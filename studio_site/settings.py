@@ -459,6 +459,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "transcripts.live_sweep",
         "schedule": 30.0,
     },
+    "agents-conversations-sweep": {"task": "agents.conversations_sweep", "schedule": 600.0},
     # The spend review (issue 16): the forecast against the plan (managers told once per
     # period), the anomaly rules, and the night's reconciliation with the provider.
     "billing-forecasts": {"task": "billing.forecasts_check", "schedule": 3600.0},
