@@ -391,3 +391,23 @@ def test_a_cut_socket_is_convai_ended_and_a_normal_close_says_so():
             socket.receive(5)
         socket.close()
     assert ended.value.normal and "maximum length" in ended.value.message
+
+
+def test_a_socket_that_cannot_open_for_another_reason_keeps_the_signed_url_out_of_logs(
+    monkeypatch, caplog
+):
+    """The websockets library's errors may quote the URL it was given (the single-use token
+    in its query): such an error becomes a typed one that names only its kind."""
+    from apps.engines.elevenlabs import convai
+
+    def broken(url, **options):
+        raise ValueError(f"cannot connect to {url}")
+
+    monkeypatch.setattr(convai, "ws_connect", broken)
+    caplog.set_level(logging.DEBUG)
+    with convai_server(lambda ws: None) as url, pytest.raises(UpstreamUnavailable) as failed:
+        engine_of(signed(url)).convai_conversation("agent_up_1", initiation=INITIATION)
+    assert TOKEN not in str(failed.value) and failed.value.__cause__ is None
+    assert "ValueError" in str(failed.value)
+    for record in caplog.records:
+        assert TOKEN not in record.getMessage()

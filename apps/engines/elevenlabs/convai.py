@@ -143,8 +143,12 @@ def connect(
             raise
         except (InvalidStatus, ValueError) as exc:
             refused = _refused_handshake(exc)
-            if refused is None:
-                raise
+            if refused is None:  # not a refusal: its text may hold the signed URL, not kept
+                error = UpstreamUnavailable(
+                    f"Chorus could not open ElevenLabs' conversation socket ({type(exc).__name__})."
+                )
+                log(None, attempt, error)
+                raise error from None
             response = refused.response
             status = response.status_code
             verdict = judge(
