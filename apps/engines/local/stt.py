@@ -43,7 +43,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -920,12 +921,25 @@ class RealtimeSession(RealtimeSTTSession):
     (pocketsphinx en-us); in another language (Whisper base installed) only committed
     transcripts come. Other ElevenLabs options (``model_id``, ``enable_logging``…) are
     accepted and ignored.
+
+    Whisper ahead (``commit_strategy="vad"``): once the VAD has heard ``AHEAD_SECS`` of
+    silence after speech, Whisper starts in a worker thread of the session on the utterance
+    so far (with what of the tail has arrived); when the silence lasts to the end of turn the
+    commit takes that result (the same speech: only trailing silence differs) instead of
+    running Whisper then, so the transcription overlaps the wait. Speech that resumes
+    discards it.
+
+    Hooks: ``on_speech_start`` (a callable, or None) is called with the utterance's start in
+    seconds the moment the VAD opens an utterance, inside ``send_audio`` and before that
+    chunk's partial (which then comes with the next chunk, out of the callback's way);
+    ``speaking`` says whether an utterance is open.
     """
 
     MAX_CHUNK_SECS = 2.0
     MAX_UTTERANCE_SECS = 25.0  # Whisper reads 30 s windows
     PREROLL_SECS = 0.3
     TAIL_SECS = 0.25
+    AHEAD_SECS = 0.096  # silence (three VAD windows) after which Whisper starts ahead
 
     def __init__(
         self,
@@ -983,7 +997,16 @@ class RealtimeSession(RealtimeSTTSession):
         self._utterance_start: int | None = None
         self._decoded_to = 0
         self._partial = ""
+        self._partials_later = False  # the chunk that opened the utterance: partial next time
+        self._ahead: tuple[int, int, Future] | None = None  # (start, silence start, Whisper)
+        self._pool: ThreadPoolExecutor | None = None
         self._closed = False
+        self.on_speech_start: Callable[[float], None] | None = None
+
+    @property
+    def speaking(self) -> bool:
+        """An utterance is open: the VAD heard speech and not yet the silence that ends it."""
+        return self._utterance_start is not None
 
     # The session's audio clock, in seconds.
     @property
@@ -1050,6 +1073,8 @@ class RealtimeSession(RealtimeSTTSession):
             return []
         events = self._finish(self._received) if self._utterance_start is not None else []
         self._closed = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         return events
 
     # --- internals ---
@@ -1078,6 +1103,8 @@ class RealtimeSession(RealtimeSTTSession):
             return self._finish(end)
         if length >= self.MAX_UTTERANCE_SECS * SAMPLE_RATE:
             return self._finish(window_end)
+        if self.commit_strategy == "vad" and self._silence_run >= self.AHEAD_SECS * SAMPLE_RATE:
+            self._guess(window_end - self._silence_run)
         return []
 
     def _begin(self, start: int) -> None:
@@ -1087,8 +1114,49 @@ class RealtimeSession(RealtimeSTTSession):
         self._decoded_to = start
         if self._decoder is not None:
             self._decoder.start_utt()
+        hook = self.on_speech_start
+        if hook is not None:
+            # Pocketsphinx on the pre-roll holds the GIL ~80 ms: what the hook started (a
+            # barge-in on its way to a socket) goes first, this chunk's partial next time.
+            self._partials_later = True
+            try:
+                hook(start / SAMPLE_RATE)
+            except Exception:
+                log.exception("on_speech_start failed")
+
+    def _options(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "language": self.language,
+            "keyterms": self.keyterms,
+            "tag_audio_events": self.tag_audio_events,
+            "no_verbatim": self.no_verbatim,
+            "vad_filter": False,
+        }
+
+    def _guess(self, silent_from: int) -> None:
+        """Start Whisper on the utterance up to ``silent_from`` (plus what of the tail has
+        come), once per (utterance start, silence start)."""
+        start = self._utterance_start
+        key = (start, silent_from)
+        if self._ahead is not None:
+            if self._ahead[:2] == key:
+                return
+            self._ahead[2].cancel()  # a guess for speech that resumed, if not begun yet
+        end = min(silent_from + int(self.TAIL_SECS * SAMPLE_RATE), self._received)
+        audio = self._buffer[start - self._buffer_start : end - self._buffer_start]
+        if len(audio) < MIN_AUDIO_SECS * SAMPLE_RATE:
+            self._ahead = None
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="whisper-ahead")
+        samples = audio.astype(np.float32) / 32768.0
+        self._ahead = (start, silent_from, self._pool.submit(recognise, samples, **self._options()))
 
     def _partials(self) -> list[RealtimeEvent]:
+        if self._partials_later:
+            self._partials_later = False
+            return []
         lo = self._decoded_to - self._buffer_start
         audio = self._buffer[lo:]
         if len(audio) == 0 or self._decoder is None:
@@ -1111,6 +1179,11 @@ class RealtimeSession(RealtimeSTTSession):
 
     def _finish(self, end: int, *, manual: bool = False) -> list[RealtimeEvent]:
         start = self._utterance_start
+        ahead, self._ahead = self._ahead, None
+        tail = int(self.TAIL_SECS * SAMPLE_RATE)
+        if ahead is not None and (manual or ahead[:2] != (start, end - tail)):
+            ahead[2].cancel()  # not this speech (resumed, or cut another way): not used
+            ahead = None
         end = min(max(end, start), self._received)
         audio = self._buffer[start - self._buffer_start : end - self._buffer_start]
         if self._decoder is not None:
@@ -1120,6 +1193,7 @@ class RealtimeSession(RealtimeSTTSession):
         self._speech_run = 0
         self._silence_run = 0
         self._partial = ""
+        self._partials_later = False
         # Keep what came after the utterance: it may already hold the next one's start.
         self._buffer = self._buffer[end - self._buffer_start :]
         self._buffer_start = end
@@ -1127,15 +1201,14 @@ class RealtimeSession(RealtimeSTTSession):
         words: list[Word] = []
         if len(audio) >= MIN_AUDIO_SECS * SAMPLE_RATE:
             try:
-                result = recognise(
-                    audio.astype(np.float32) / 32768.0,
-                    kind=self.kind,
-                    language=self.language,
-                    keyterms=self.keyterms,
-                    tag_audio_events=self.tag_audio_events,
-                    no_verbatim=self.no_verbatim,
-                    vad_filter=False,
-                )
+                result = None
+                if ahead is not None:
+                    try:
+                        result = ahead[2].result()  # the same speech, transcribed ahead
+                    except Exception:
+                        log.exception("Whisper ahead failed; transcribing at the commit")
+                if result is None:
+                    result = recognise(audio.astype(np.float32) / 32768.0, **self._options())
             except Exception as exc:  # a failed utterance must not end the session
                 log.exception("Whisper failed on a live utterance")
                 return [self._error(f"Transcription failed: {exc}", end / SAMPLE_RATE)]
