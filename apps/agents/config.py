@@ -26,6 +26,11 @@ VARIABLE_USE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
 DEFAULT_TTS_MODEL = "eleven_flash_v2_5"
 LOCAL_LLM = "chorus-local"  # the offline model (or the configured endpoint's default)
+# The offline model's answer length when an agent keeps the default ``max_tokens``: SmolLM2-135M
+# answers a question from knowledge in 12-32 tokens, then rambles ("No, no, no, ...") to the
+# limit, which lengthens the history every later turn reads (measured on bench/agents.py's
+# twenty questions: the same answers at 60 as at 160, the ramblings cut 2.7 times shorter).
+OFFLINE_MAX_TOKENS = 60
 CLIENT_EVENTS = [
     "audio",
     "user_transcript",

@@ -523,3 +523,23 @@ def knowledge_search(workspace, document_ids, query: str, k: int = 3) -> list[Kn
             chunk.score = score
             result.append(chunk)
     return result
+
+
+def knowledge_whole_if_few(workspace, document_ids, k: int = 3) -> list[KnowledgeChunk] | None:
+    """Every chunk of the workspace's documents ``document_ids`` when there are ``k`` or
+    fewer, in document order (the documents as listed, each from its start); None when there
+    are more (retrieval picks then). The same whole every turn keeps an agent's system prompt
+    the same, so the offline LLM's KV cache holds from one turn to the next."""
+    ids = list(dict.fromkeys(document_ids or []))
+    if not ids or k < 1:
+        return []
+    chunks = list(
+        KnowledgeChunk.objects.filter(document__workspace=workspace, document__document_id__in=ids)
+        .select_related("document")
+        .order_by("document_id", "position")[: k + 1]
+    )
+    if len(chunks) > k:
+        return None
+    rank = {document_id: i for i, document_id in enumerate(ids)}
+    chunks.sort(key=lambda c: (rank[c.document.document_id], c.position))
+    return chunks

@@ -8,11 +8,14 @@ consumer (or the ``/v1`` WebSocket) drives.
     conversation = session.end("the user hung up")
 
 Pipeline: user audio → the local engine's realtime STT (pocketsphinx partials, Silero VAD end
-of utterance after the agent's ``silence_ms``, Whisper for the utterance) → retrieval over the
-agent's knowledge (BM25, ``knowledge.knowledge_search``) into the system prompt, with the
-conversation so far → the LLM streamed (``llm.chat_stream``) → the answer cut into sentences,
-each spoken as soon as it is complete with the local engine's streaming TTS (``pcm_16000``)
-while the LLM still writes → ``audio`` events.
+of utterance after the agent's ``silence_ms``, Whisper for the utterance, started during that
+silence) → the agent's knowledge (whole in the system prompt when it is a few chunks; else
+retrieval, BM25 ``knowledge.knowledge_search``, with the question) and the conversation so far
+→ the LLM streamed (one ``llm.ChatSession`` a conversation: the prompt's start stays the same
+turn to turn so the offline model's KV cache holds) → the answer cut into sentences (the first
+one's first clause alone), each spoken as soon as it is complete with the local engine's
+streaming TTS (``pcm_16000``) while the LLM still writes → ``audio`` events. Barge-in is
+decided when the STT's VAD opens an utterance (``on_speech_start``).
 
 Events are dicts in the shapes of the official AsyncAPI file (``conversation_initiation_
 metadata``, ``user_transcript``, ``agent_response``, ``agent_response_correction``, ``audio``
@@ -70,8 +73,8 @@ from apps.generation.conversation import ConversationMeter
 from apps.generation.text_parts import split_text
 from apps.generation.voice_rules import voice_apply
 
-from .config import AgentConfig
-from .knowledge import knowledge_search
+from .config import OFFLINE_MAX_TOKENS, AgentConfig
+from .knowledge import knowledge_search, knowledge_whole_if_few
 from .models import Conversation, ConversationStatus, ConversationTurn, TurnRole
 
 log = logging.getLogger(__name__)
@@ -85,7 +88,12 @@ SENTENCE_LIMIT = 300  # a sentence longer than this is spoken in parts
 PROGRESS_SECONDS = 5.0  # the responder records usage on the ledger row this often
 KNOWLEDGE_CHUNKS = 3
 HISTORY_TURNS = 12  # the turns before the question that the LLM sees
+KNOWLEDGE_INTRO = (
+    "\n\nAnswer from this knowledge when it helps (say so when it does not answer the question):\n"
+)
 _SENTENCE_END = re.compile(r"""[.!?…]+["'”’)\]]*\s""")
+_CLAUSE_END = re.compile(r"""[,;:]["'”’)\]]*\s""")
+FIRST_CLAUSE_WORDS = 4  # an answer's first clause is spoken alone when it has this many words
 
 
 def _estimated_tokens(text: str) -> int:
@@ -156,6 +164,7 @@ class AgentSession:
         # while the conversation was opening) waits for it, so nothing is opened after the end.
         self._start_lock = threading.Lock()
         self.stt = None
+        self._knowledge_whole = _UNKNOWN  # knowledge_whole_if_few, once per conversation
 
     # --- Public ----------------------------------------------------------------------------
 
@@ -247,6 +256,7 @@ class AgentSession:
             commit_strategy="vad",
             vad_silence_threshold_secs=silence,
         )
+        self.stt.on_speech_start = self._speech_started  # barge-in at the VAD onset
         self._emit(
             {
                 "type": "conversation_initiation_metadata",
@@ -395,17 +405,11 @@ class AgentSession:
     def _heard(self, pcm: bytes) -> None:
         config = self.config
         began = time.perf_counter()
+        with self._lock:  # before the STT: a barge-in it tells of cuts at this chunk's end
+            self._heard_to += len(pcm) // 2
         events = self.stt.send_audio(pcm)
         took = time.perf_counter() - began
-        with self._lock:
-            self._heard_to += len(pcm) // 2
-        talking = getattr(self.stt, "_utterance_start", None) is not None
-        if talking and not self._user_talking:
-            self._user_talking = True
-            self._talking_over = self._agent_speaking()
-            if self._talking_over and config.interruptible:
-                self._interrupt()
-        elif not talking:
+        if not self.stt.speaking:
             self._user_talking = False
         for event in events:
             kind = event.message_type
@@ -426,6 +430,16 @@ class AgentSession:
                 f"The conversation reached its maximum length of {config.max_duration_seconds} s.",
                 failed=False,
             )
+
+    def _speech_started(self, at: float = 0.0) -> None:
+        """The STT's VAD opened an utterance (called inside ``send_audio``, before that
+        chunk's partial): the user speaking over the agent interrupts it here."""
+        if self._user_talking:
+            return
+        self._user_talking = True
+        self._talking_over = self._agent_speaking()
+        if self._talking_over and self.config.interruptible:
+            self._interrupt()
 
     def _utterance(self, event, *, began: float, took: float) -> None:
         text = " ".join(event.text.split())
@@ -526,26 +540,44 @@ class AgentSession:
             connection.close()  # this thread's own
 
     def _messages(self, question: str) -> list[dict]:
+        """The LLM's prompt for ``question``. The system prompt and the turns before the
+        question stay the same from turn to turn, so the offline LLM reuses its KV cache for
+        them (it recomputes from the first token that differs): small knowledge (at most
+        ``KNOWLEDGE_CHUNKS`` chunks) goes into the system prompt whole, in document order;
+        from larger knowledge, the passages retrieved for this question go with the question
+        itself, in the last message."""
         config = self.config
         system = self.system_prompt
-        found = knowledge_search(
-            self.agent.workspace, config.knowledge, question, k=KNOWLEDGE_CHUNKS
-        )
-        if found:
-            passages = "\n\n".join(chunk.text for chunk in found)
-            system += (
-                "\n\nAnswer from this knowledge when it helps (say so when it does not "
-                f"answer the question):\n{passages}"
+        if self._knowledge_whole is _UNKNOWN:  # the documents do not change mid-call
+            self._knowledge_whole = knowledge_whole_if_few(
+                self.agent.workspace, config.knowledge, k=KNOWLEDGE_CHUNKS
             )
+        whole, passages = self._knowledge_whole, []
+        if whole:
+            system += KNOWLEDGE_INTRO + "\n\n".join(chunk.text for chunk in whole)
+        elif whole is None:
+            found = knowledge_search(
+                self.agent.workspace, config.knowledge, question, k=KNOWLEDGE_CHUNKS
+            )
+            passages = sorted(found, key=lambda chunk: (chunk.document_id, chunk.position))
         messages = [{"role": "system", "content": system}]
         with self._lock:
             history = [t for t in self._turns if t.text and t.role in TurnRole.values]
         if history and history[-1].role == TurnRole.USER and history[-1].text == question:
             history.pop()
-        history = history[-HISTORY_TURNS:]
+        if len(history) > HISTORY_TURNS:
+            # The oldest turns leave in blocks of half the window, not one a turn: the
+            # history's start (and so the cached prefix) then changes only every few turns.
+            step = max(HISTORY_TURNS // 2, 1)
+            history = history[-(-(len(history) - HISTORY_TURNS) // step) * step :]
         for turn in history:
             role = "assistant" if turn.role == TurnRole.AGENT else "user"
             messages.append({"role": role, "content": turn.text})
+        if passages:
+            # In the question's own message (not a message of its own: some chat templates
+            # want user and assistant turns to alternate), after the cached history.
+            found = "\n\n".join(chunk.text for chunk in passages)
+            question = f"{KNOWLEDGE_INTRO.strip()}\n{found}\n\nQuestion: {question}"
         messages.append({"role": "user", "content": question})
         return messages
 
@@ -570,12 +602,13 @@ class AgentSession:
                 messages,
                 model=config.llm,
                 temperature=config.temperature,
-                max_tokens=config.max_tokens,
+                max_tokens=self._max_tokens(),
             ),
             turn.cancelled,
         )
         written, pending, tokens = "", "", None
         first_token = None
+        first_part = True  # nothing of the answer handed to the TTS yet
         for chunk in stream:
             if turn.cancelled.is_set():
                 break
@@ -592,6 +625,9 @@ class AgentSession:
             pending += delta
             turn.written = written
             sentences, pending = _complete_sentences(pending)
+            if first_part:
+                sentences, pending = _first_clause_cut(sentences, pending)
+                first_part = not sentences
             for sentence in sentences:
                 self._speak(turn, sentence, latency, timing)
                 if turn.cancelled.is_set():
@@ -616,6 +652,20 @@ class AgentSession:
             latency["total"] = round((latency.pop("first_audio") - timing["speech_end"]) * 1000)
         turn.latency_ms = latency
         self._turn_finished(turn)
+
+    def _max_tokens(self) -> int:
+        """The agent's ``max_tokens``; on the offline model, an agent left at the default
+        gets ``OFFLINE_MAX_TOKENS`` (see config)."""
+        from .llm import LLMError, endpoint_url
+
+        chosen = self.config.max_tokens
+        if chosen != AgentConfig.max_tokens:
+            return chosen
+        try:
+            offline = endpoint_url() is None
+        except LLMError:
+            offline = False  # a bad endpoint URL: the stream says so
+        return OFFLINE_MAX_TOKENS if offline else chosen
 
     def _agent_turn(self) -> _Turn:
         with self._lock:
@@ -799,6 +849,7 @@ class _Pump:
 
 
 _DONE = object()
+_UNKNOWN = object()
 
 
 @contextlib.contextmanager
@@ -829,6 +880,23 @@ def _complete_sentences(text: str) -> tuple[list[str], str]:
             sentences.append(sentence)
         start = match.end()
     return sentences, text[start:]
+
+
+def _first_clause_cut(sentences: list[str], rest: str) -> tuple[list[str], str]:
+    """The first thing an answer says, spoken sooner: its first sentence (whole, or still
+    being written) cut after its first clause (at ``,`` ``;`` ``:`` followed by a space) of at
+    least ``FIRST_CLAUSE_WORDS`` words; the rest of it follows as a part of its own.
+    ``sentences`` and ``rest`` as ``_complete_sentences`` gives them; unchanged when there is
+    no such clause yet."""
+    head = sentences[0] if sentences else rest
+    for match in _CLAUSE_END.finditer(head):
+        clause = head[: match.end()].strip()
+        if len(clause.split()) >= FIRST_CLAUSE_WORDS:
+            after = head[match.end() :]
+            if sentences:
+                return [clause, *([after.strip()] if after.strip() else []), *sentences[1:]], rest
+            return [clause], after
+    return sentences, rest
 
 
 def _spoken_text(sentences: list[tuple[str, int]], played: int) -> str:
