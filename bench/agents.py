@@ -89,7 +89,7 @@ from django.test import Client  # noqa: E402
 from websockets.asyncio.client import connect  # noqa: E402
 
 from apps.agents import knowledge, services  # noqa: E402
-from apps.agents.config import AgentConfig  # noqa: E402
+from apps.agents.config import OFFLINE_MAX_TOKENS, AgentConfig  # noqa: E402
 from apps.agents.models import ConversationTurn  # noqa: E402
 from apps.engines import audio  # noqa: E402
 from apps.voices import services as voice_services  # noqa: E402
@@ -581,9 +581,11 @@ def main():
             }
         )
 
+    offline_default = args.max_tokens == AgentConfig.max_tokens  # see AgentSession._max_tokens
     print(
         f"conditions: local engine, offline LLM SmolLM2-135M (numpy), voice {voice}, "
-        f"silence_ms {args.silence_ms}, max_tokens {args.max_tokens}, knowledge "
+        f"silence_ms {args.silence_ms}, max_tokens {args.max_tokens}"
+        f"{f' ({OFFLINE_MAX_TOKENS} on the offline model)' if offline_default else ''}, knowledge "
         f"{len(KNOWLEDGE)} chars ({chunks} chunks); {os.cpu_count()} cores; Daphne "
         f"(1 process) + this client on the same machine; "
         f"{settings.DATABASES['default']['ENGINE'].rsplit('.', 1)[-1]}; "
