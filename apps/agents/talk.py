@@ -34,14 +34,14 @@ A dropped socket (closed with a code other than 1000, or 1001 when the page is l
 conversation running for ``RESUME_SECONDS``, detached: the agent finishes what it was saying
 into the session's queue. A socket opened with ``?resume=<conversation_id>`` by the same member,
 for the same agent, within that time takes it over: ``{"type": "resumed", "conversation_id"}``,
-then every event and audio frame produced while it was down, then the conversation goes on.
-A resume may also come before the server noticed the old socket was gone (a half-open
-connection): the old socket, still attached, hands the conversation over and is closed (4409,
-"went on in another connection"). Past that time the conversation is ended and saved ("the connection dropped"). A resume that
-finds nothing (too late, another member's, another process's) gets an ``error`` event and
-4409. Detached conversations live in this process's memory: with several Daphne processes a
-reconnect reaches its conversation only when the proxy sends it to the same process (sticky
-sessions); otherwise it is told it cannot resume.
+then every event and audio frame produced while it was down, then the conversation goes on. A
+resume may also come before the server noticed the old socket was gone (a half-open connection):
+the old socket, still attached, hands the conversation over and is closed (4409, "went on in
+another connection"). Past that time the conversation is ended and saved ("the connection
+dropped"). A resume that finds nothing (too late, another member's, another process's) gets an
+``error`` event and 4409. Detached conversations live in this process's memory: with several
+Daphne processes a reconnect reaches its conversation only when the proxy sends it to the same
+process (sticky sessions); otherwise it is told it cannot resume.
 """
 
 from __future__ import annotations
