@@ -632,7 +632,8 @@ class AgentSession:
                 self._speak(turn, sentence, latency, timing)
                 if turn.cancelled.is_set():
                     break
-        stream.join()  # one LLM call at a time (a ChatSession serves one turn at a time)
+        if not self._stopping.is_set():  # ending: the LLM's thread is left to time out
+            stream.join()  # one LLM call at a time (a ChatSession serves one turn at a time)
         if stream.error is not None:
             log.warning("agent LLM failed: %s", stream.error)
             self._emit(_error(f"The agent's language model failed: {stream.error}"))
@@ -842,7 +843,12 @@ class _Pump:
 
     def __iter__(self):
         while True:
-            chunk = self._queue.get()
+            try:
+                chunk = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._cancelled.is_set():  # an LLM that says nothing is not waited for
+                    return
+                continue
             if chunk is _DONE:
                 return
             yield chunk

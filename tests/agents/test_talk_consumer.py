@@ -337,13 +337,23 @@ def test_one_members_slow_end_does_not_hold_up_anyone_elses_socket(
     owner,
     question_pcm,  # noqa: F811
     llm_url,
+    monkeypatch,
 ):
-    """End waits for the answer being written (a slow LLM here, 6 s); meanwhile another
-    member's socket opens and starts at once (the end runs on the agents' own threads, not
-    on the one thread every socket's sign-in and start would otherwise queue behind)."""
+    """End takes a while (saving is made 6 s slow here: big files, a busy database);
+    meanwhile another member's socket opens and starts at once (the end runs on the agents'
+    own threads, not on the one thread every socket's sign-in and start would otherwise queue
+    behind)."""
     import asyncio
 
-    llm_url.delay = 6.0
+    from apps.agents.session import AgentSession
+
+    save = AgentSession._save
+
+    def slow_save(self, **kwargs):
+        time.sleep(6.0)
+        return save(self, **kwargs)
+
+    monkeypatch.setattr(AgentSession, "_save", slow_save)
     mine, theirs = _headers(member), _headers(owner)
 
     async def scenario():
@@ -437,3 +447,41 @@ def test_audio_faster_than_real_time_is_dropped_with_a_message(agent, member, ll
         conversation.user_audio.close()
     assert 5 * 32000 <= kept <= 30 * 32000, kept  # the slack plus the seconds it took
     assert conversation.stt_seconds <= 30
+
+
+def test_end_does_not_wait_for_an_llm_that_is_still_thinking(
+    agent,
+    member,
+    question_pcm,  # noqa: F811
+    llm_url,
+):
+    """The question is asked, the LLM takes 20 s to say anything; End saves at once with
+    the question (the answer never came), not after the LLM."""
+    import asyncio
+
+    llm_url.delay = 20.0
+    headers = _headers(member)
+
+    async def scenario():
+        talk = Talk(agent, headers)
+        assert (await talk.socket.connect(timeout=OPEN_TIMEOUT))[0]
+        await talk.until(lambda t: t.of_type("agent_response") and len(t.audio) > 16000)
+        pcm = silence(1.0) + question_pcm + silence(1.5)
+        for offset in range(0, len(pcm), FRAME):
+            await talk.socket.send_to(bytes_data=pcm[offset : offset + FRAME])
+            await talk.drain()
+        await talk.until(lambda t: t.of_type("user_transcript"))
+        await asyncio.sleep(0.5)  # the LLM was asked
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await talk.socket.send_to(text_data=json.dumps({"type": "end"}))
+        await talk.until(lambda t: t.closed is not None, timeout=60)
+        return talk, loop.time() - began
+
+    talk, took = async_to_sync(scenario)()
+    assert llm_url.requests  # it was thinking
+    assert talk.closed == 1000 and talk.of_type("saved")
+    assert took < 5.0, took
+    conversation = Conversation.objects.get()
+    roles = list(conversation.turns.order_by("position").values_list("role", flat=True))
+    assert roles == ["agent", "user"]
