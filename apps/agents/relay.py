@@ -45,18 +45,16 @@ import threading
 import time
 
 import numpy as np
-from django.core.files.base import ContentFile
-from django.db import connection, transaction
-from django.utils import timezone
+from django.db import connection
 
 from apps.billing.services import BudgetExceeded
-from apps.engines import audio
 from apps.engines.base import EngineError
 from apps.generation.caller import Caller
 from apps.generation.conversation import ConversationMeter
 
 from .config import AgentConfig
-from .models import Conversation, ConversationStatus, ConversationTurn, TurnRole
+from .models import Conversation, TurnRole
+from .saving import conversation_save, error_event
 from .upstream import AUDIO_FORMAT, agent_upstream_sync
 
 log = logging.getLogger(__name__)
@@ -89,10 +87,6 @@ def session_open(*, caller: Caller, agent, llm=None):
 
 def _tokens(text: str) -> int:
     return max(1, len(text) // 4) if text else 0
-
-
-def _error(message: str, *, fatal: bool = False) -> dict:
-    return {"type": "error", "error_event": {"message": message, "fatal": fatal}}
 
 
 @dataclasses.dataclass
@@ -266,7 +260,7 @@ class RelaySession:
         """The provider refused the start: said, saved as failed, the reservation released."""
         if self.meter is not None:
             self.meter.release(note=message)
-        self._emit(_error(message, fatal=True))
+        self._emit(error_event(message, fatal=True))
         self._save(reason=message, failed=True)
         self._stopping.set()
         self._ended.set()
@@ -275,19 +269,19 @@ class RelaySession:
     def feed(self, pcm) -> list[dict]:
         """User audio in (16 kHz mono s16le); the events so far out. Never blocks."""
         if self.ended or self._stopping.is_set():
-            return [*self.poll(), _error("The conversation has ended.")]
+            return [*self.poll(), error_event("The conversation has ended.")]
         if not isinstance(pcm, bytes | bytearray | memoryview):
-            return [*self.poll(), _error("Audio chunks must be bytes of 16-bit PCM.")]
+            return [*self.poll(), error_event("Audio chunks must be bytes of 16-bit PCM.")]
         pcm = bytes(pcm)
         if len(pcm) % 2:
             message = (
                 "Audio must be 16 kHz mono 16-bit little-endian PCM: a chunk of "
                 f"{len(pcm)} bytes is not a whole number of samples."
             )
-            return [*self.poll(), _error(message)]
+            return [*self.poll(), error_event(message)]
         if len(pcm) > MAX_CHUNK_BYTES:
             message = f"Send at most 2 s of audio a chunk ({len(pcm):,} bytes given)."
-            return [*self.poll(), _error(message)]
+            return [*self.poll(), error_event(message)]
         if pcm:
             samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
             loud = float(np.sqrt(np.mean(samples**2))) > SPEECH_RMS
@@ -349,7 +343,7 @@ class RelaySession:
             self._ready.notify_all()
 
     def _end_soon(self, message: str, *, failed: bool) -> None:
-        self._emit(_error(message, fatal=True))
+        self._emit(error_event(message, fatal=True))
         self._end(message, failed=failed, wait=False)
 
     # --- The sender: user audio to the provider --------------------------------------------
@@ -463,7 +457,7 @@ class RelaySession:
             if inner.get("fatal"):
                 self._fatal = message  # the close follows: its ending says it
             elif message:
-                self._emit(_error(message))
+                self._emit(error_event(message))
         # vad_score, internal_tentative_agent_response, agent_chat_response_part, …: unused
 
     def _last(self, role: str) -> _Turn | None:
@@ -488,7 +482,7 @@ class RelaySession:
         try:
             data = base64.b64decode(inner.get("audio_base_64") or "", validate=True)
         except ValueError:
-            self._emit(_error("ElevenLabs sent audio that is not base64; it was skipped."))
+            self._emit(error_event("ElevenLabs sent audio that is not base64; it was skipped."))
             return
         if len(data) % 2:
             data = data[:-1]
@@ -572,46 +566,11 @@ class RelaySession:
     # --- Saving ----------------------------------------------------------------------------
 
     def _save(self, *, reason: str, failed: bool) -> Conversation:
-        conversation = self.conversation
         with self._lock:
             user = bytes(self._user)
             agent = bytes(self._agent)
             turns = [t for t in self._turns if t.text or t.interrupted]
-        length = max(len(user), len(agent))
-        agent += bytes(length - len(agent))
-        usage = self.meter.usage if self.meter else None
-        with transaction.atomic():
-            event = self.meter.settle() if self.meter else None
-            if user:
-                conversation.user_audio.save("user.wav", ContentFile(_wav(user)), save=False)
-            if agent:
-                conversation.agent_audio.save("agent.wav", ContentFile(_wav(agent)), save=False)
-            ConversationTurn.objects.filter(conversation=conversation).delete()
-            ConversationTurn.objects.bulk_create(
-                ConversationTurn(
-                    conversation=conversation,
-                    position=position,
-                    role=turn.role,
-                    text=turn.text,
-                    started_seconds=round(turn.started, 3),
-                    ended_seconds=round(max(turn.ended, turn.started), 3),
-                    interrupted=turn.interrupted,
-                )
-                for position, turn in enumerate(sorted(turns, key=lambda t: t.started))
-            )
-            conversation.status = ConversationStatus.FAILED if failed else ConversationStatus.DONE
-            conversation.end_reason = reason[:300]
-            conversation.ended_at = timezone.now()
-            conversation.duration_seconds = round(length / BYTES_PER_SECOND, 3)
-            if usage is not None:
-                conversation.stt_seconds = round(usage.stt_seconds, 3)
-                conversation.tts_characters = usage.tts_characters
-                conversation.llm_tokens = usage.llm_tokens
-            if event is not None:
-                conversation.usage_event_id = event.pk
-            conversation.save()
-        return conversation
-
-
-def _wav(pcm: bytes) -> bytes:
-    return audio.wav_header(RATE, len(pcm)) + pcm
+        return conversation_save(
+            self.conversation, user=user, agent=agent, turns=turns, meter=self.meter,
+            reason=reason, failed=failed,
+        )  # fmt: skip

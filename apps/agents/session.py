@@ -61,12 +61,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from django.core.files.base import ContentFile
-from django.db import connection, transaction
-from django.utils import timezone
+from django.db import connection
 
 from apps.billing.services import BudgetExceeded
-from apps.engines import audio
 from apps.engines.base import TTSRequest, VoiceSettings
 from apps.generation.caller import Caller
 from apps.generation.conversation import ConversationMeter
@@ -75,7 +72,8 @@ from apps.generation.voice_rules import voice_apply
 
 from .config import OFFLINE_MAX_TOKENS, AgentConfig
 from .knowledge import knowledge_search, knowledge_whole_if_few
-from .models import Conversation, ConversationStatus, ConversationTurn, TurnRole
+from .models import Conversation, TurnRole
+from .saving import conversation_save, error_event
 
 log = logging.getLogger(__name__)
 
@@ -286,19 +284,19 @@ class AgentSession:
         """User audio in (16 kHz mono s16le); the events produced so far out. Never blocks on
         the engine; bad input is an ``error`` event, never an exception."""
         if self.ended or self._stopping.is_set():
-            return [*self.poll(), _error("The conversation has ended.")]
+            return [*self.poll(), error_event("The conversation has ended.")]
         if not isinstance(pcm, bytes | bytearray | memoryview):
-            return [*self.poll(), _error("Audio chunks must be bytes of 16-bit PCM.")]
+            return [*self.poll(), error_event("Audio chunks must be bytes of 16-bit PCM.")]
         pcm = bytes(pcm)
         if len(pcm) % 2:
             message = (
                 "Audio must be 16 kHz mono 16-bit little-endian PCM: a chunk of "
                 f"{len(pcm)} bytes is not a whole number of samples."
             )
-            return [*self.poll(), _error(message)]
+            return [*self.poll(), error_event(message)]
         if len(pcm) > MAX_CHUNK_BYTES:
             message = f"Send at most 2 s of audio a chunk ({len(pcm):,} bytes given)."
-            return [*self.poll(), _error(message)]
+            return [*self.poll(), error_event(message)]
         if pcm:
             with self._lock:
                 self._user += pcm
@@ -380,7 +378,7 @@ class AgentSession:
 
     def _end_soon(self, message: str, *, failed: bool) -> None:
         """From a worker: say why, then end and save (``end`` joins the other worker)."""
-        self._emit(_error(message, fatal=True))
+        self._emit(error_event(message, fatal=True))
         self._end(message, failed=failed, wait=False)
 
     # --- The listener: STT, turn-taking, barge-in ------------------------------------------
@@ -414,7 +412,7 @@ class AgentSession:
         for event in events:
             kind = event.message_type
             if kind == "error":
-                self._emit(_error(event.error or "Speech recognition failed."))
+                self._emit(error_event(event.error or "Speech recognition failed."))
             elif kind == "partial_transcript" and self.partials:
                 if not (self._talking_over and not config.interruptible):
                     self._emit({"type": "tentative_user_transcript",
@@ -636,7 +634,7 @@ class AgentSession:
             stream.join()  # one LLM call at a time (a ChatSession serves one turn at a time)
         if stream.error is not None:
             log.warning("agent LLM failed: %s", stream.error)
-            self._emit(_error(f"The agent's language model failed: {stream.error}"))
+            self._emit(error_event(f"The agent's language model failed: {stream.error}"))
         if not turn.cancelled.is_set() and pending.strip():
             for sentence in self._sentences_of(pending):
                 self._speak(turn, sentence, latency, timing)
@@ -768,46 +766,14 @@ class AgentSession:
     # --- Saving ----------------------------------------------------------------------------
 
     def _save(self, *, reason: str, failed: bool) -> Conversation:
-        conversation = self.conversation
         with self._lock:
             user = bytes(self._user)
             agent = bytes(self._agent)
             turns = [t for t in self._turns if t.text or t.interrupted]
-        length = max(len(user), len(agent))
-        agent += bytes(length - len(agent))
-        usage = self.meter.usage if self.meter else None
-        with transaction.atomic():
-            event = self.meter.settle() if self.meter else None
-            if user:
-                conversation.user_audio.save("user.wav", ContentFile(_wav(user)), save=False)
-            if agent:
-                conversation.agent_audio.save("agent.wav", ContentFile(_wav(agent)), save=False)
-            ConversationTurn.objects.filter(conversation=conversation).delete()
-            ConversationTurn.objects.bulk_create(
-                ConversationTurn(
-                    conversation=conversation,
-                    position=position,
-                    role=turn.role,
-                    text=turn.text,
-                    started_seconds=round(turn.started, 3),
-                    ended_seconds=round(max(turn.ended, turn.started), 3),
-                    interrupted=turn.interrupted,
-                    latency_ms=turn.latency_ms,
-                )
-                for position, turn in enumerate(sorted(turns, key=lambda t: t.started))
-            )
-            conversation.status = ConversationStatus.FAILED if failed else ConversationStatus.DONE
-            conversation.end_reason = reason[:300]
-            conversation.ended_at = timezone.now()
-            conversation.duration_seconds = round(length / BYTES_PER_SECOND, 3)
-            if usage is not None:
-                conversation.stt_seconds = round(usage.stt_seconds, 3)
-                conversation.tts_characters = usage.tts_characters
-                conversation.llm_tokens = usage.llm_tokens
-            if event is not None:
-                conversation.usage_event_id = event.pk
-            conversation.save()
-        return conversation
+        return conversation_save(
+            self.conversation, user=user, agent=agent, turns=turns, meter=self.meter,
+            reason=reason, failed=failed,
+        )  # fmt: skip
 
 
 # --- Helpers ------------------------------------------------------------------------------
@@ -921,11 +887,3 @@ def _spoken_text(sentences: list[tuple[str, int]], played: int) -> str:
                 heard.append(" ".join(words[:count]))
         break
     return " ".join(heard)
-
-
-def _error(message: str, *, fatal: bool = False) -> dict:
-    return {"type": "error", "error_event": {"message": message, "fatal": fatal}}
-
-
-def _wav(pcm: bytes) -> bytes:
-    return audio.wav_header(RATE, len(pcm)) + pcm
