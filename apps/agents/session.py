@@ -17,6 +17,15 @@ one's first clause alone), each spoken as soon as it is complete with the local 
 streaming TTS (``pcm_16000``) while the LLM still writes → ``audio`` events. Barge-in is
 decided when the STT's VAD opens an utterance (``on_speech_start``).
 
+Speculation: the STT's Whisper runs ahead during the end-of-turn silence (``on_ahead``); when
+the agent is quiet, the responder starts the LLM on that guess right away (the same prompt
+the commit would give, the same ``ChatSession``), its chunks held back: nothing is spoken,
+emitted or metered. When the commit took that very guess (``last_commit_key``) and the prompt
+is the same, the turn reads that stream (what it buffered first) instead of calling the LLM
+again (``latency_ms["speculative"]``; ``llm`` then counts from the commit). Speech that
+resumes, another guess or another commit cancels it; its call is waited for before the next
+one (one call at a time) and the tokens it spent are metered.
+
 Events are dicts in the shapes of the official AsyncAPI file (``conversation_initiation_
 metadata``, ``user_transcript``, ``agent_response``, ``agent_response_correction``, ``audio``
 with base64 PCM and a rising ``event_id``, ``interruption`` naming the last audio event of the
@@ -117,6 +126,26 @@ class _Turn:
     done: bool = False
 
 
+@dataclasses.dataclass
+class _Speculation:
+    """An LLM call started on the STT's guess (``on_ahead``), before the commit."""
+
+    key: tuple
+    text: str
+    messages: list
+    stream: _Pump | None = None
+    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+    committed: bool = False  # the commit took its guess: only the responder ends it now
+
+
+@dataclasses.dataclass(frozen=True)
+class _Ahead:
+    """A responder job: the STT guessed ``text`` for the utterance ``key`` (see module)."""
+
+    text: str
+    key: tuple
+
+
 class AgentSession:
     """One conversation of ``caller`` with ``agent`` on the local engine (see the module)."""
 
@@ -163,6 +192,9 @@ class AgentSession:
         self._start_lock = threading.Lock()
         self.stt = None
         self._knowledge_whole = _UNKNOWN  # knowledge_whole_if_few, once per conversation
+        self.speculate = True  # start the LLM on the STT's guess (see the module)
+        self._speculation: _Speculation | None = None  # live, or cancelled and not yet reaped
+        self._committed_key = None  # the STT guess key of the last commit
 
     # --- Public ----------------------------------------------------------------------------
 
@@ -255,6 +287,8 @@ class AgentSession:
             vad_silence_threshold_secs=silence,
         )
         self.stt.on_speech_start = self._speech_started  # barge-in at the VAD onset
+        if hasattr(self.stt, "on_ahead"):
+            self.stt.on_ahead = self._guessed  # the LLM started during the silence
         self._emit(
             {
                 "type": "conversation_initiation_metadata",
@@ -353,11 +387,14 @@ class AgentSession:
             with self._lock:
                 if self._speaking is not None:
                     self._speaking.cancelled.set()
+                if self._speculation is not None:
+                    self._speculation.cancelled.set()
             self._inbox.put(None)
             self._jobs.put(None)
             for thread in self._threads:
                 if thread is not threading.current_thread():
                     thread.join(timeout=60)
+            self._speculation_reap(wait=False)  # its tokens were spent: metered
             if self.stt is not None:
                 with contextlib.suppress(Exception):
                     self.stt.close()
@@ -407,6 +444,7 @@ class AgentSession:
             self._heard_to += len(pcm) // 2
         events = self.stt.send_audio(pcm)
         took = time.perf_counter() - began
+        commit_key = getattr(self.stt, "last_commit_key", None)
         if not self.stt.speaking:
             self._user_talking = False
         for event in events:
@@ -421,8 +459,10 @@ class AgentSession:
             elif kind == "committed_transcript" and event.text.strip():
                 ignored = self._talking_over and not config.interruptible
                 self._talking_over = False
+                self._committed(event, None if ignored else commit_key)
                 if not ignored:
-                    self._utterance(event, began=began, took=took)
+                    self._utterance(event, began=began, took=took, key=commit_key)
+        self._speculation_check()
         if self.now >= config.max_duration_seconds:
             self._end_soon(
                 f"The conversation reached its maximum length of {config.max_duration_seconds} s.",
@@ -435,11 +475,45 @@ class AgentSession:
         if self._user_talking:
             return
         self._user_talking = True
+        self._speculation_cancel()  # the user goes on: not the question it guessed
         self._talking_over = self._agent_speaking()
         if self._talking_over and self.config.interruptible:
             self._interrupt()
 
-    def _utterance(self, event, *, began: float, took: float) -> None:
+    def _guessed(self, text: str, key) -> None:
+        """The STT's Whisper ran ahead (its worker thread): the responder may start the LLM."""
+        text = " ".join(text.split())
+        if text and self.speculate and not self._stopping.is_set():
+            self._jobs.put(_Ahead(text, key))
+
+    def _committed(self, event, key) -> None:
+        """At a commit (listener): the speculation goes on only when it took the same guess."""
+        text = " ".join(event.text.split())
+        with self._lock:
+            self._committed_key = key
+            spec = self._speculation
+            if spec is None or spec.committed:
+                return
+            if key is not None and spec.key == key and spec.text == text:
+                spec.committed = True
+            else:
+                spec.cancelled.set()
+
+    def _speculation_cancel(self) -> None:
+        with self._lock:
+            spec = self._speculation
+            if spec is not None and not spec.committed:
+                spec.cancelled.set()
+
+    def _speculation_check(self) -> None:
+        """Speech resumed inside the utterance (the STT dropped that guess): cancelled."""
+        with self._lock:
+            spec = self._speculation
+            resumed = spec is not None and getattr(self.stt, "ahead_key", None) != spec.key
+            if resumed and not spec.committed:
+                spec.cancelled.set()
+
+    def _utterance(self, event, *, began: float, took: float, key=None) -> None:
         text = " ".join(event.text.split())
         speech_end = max((event.end or 0) - getattr(self.stt, "TAIL_SECS", 0.25), event.start or 0)
         wall_end = self._wall_at(int(speech_end * RATE))
@@ -447,7 +521,8 @@ class AgentSession:
             self._turns.append(_Turn(TurnRole.USER, text, event.start or 0, event.end or 0))
         self._emit({"type": "user_transcript",
                     "user_transcription_event": {"user_transcript": text}})  # fmt: skip
-        timing = {"speech_end": wall_end, "stt_start": began, "stt_ms": took * 1000}
+        timing = {"speech_end": wall_end, "stt_start": began, "stt_ms": took * 1000,
+                  "ahead_key": key}  # fmt: skip
         self._jobs.put((text, timing))
 
     def _wall_at(self, sample: int) -> float:
@@ -520,6 +595,9 @@ class AgentSession:
                 try:
                     if job is None or self._stopping.is_set():
                         return
+                    if isinstance(job, _Ahead):
+                        self._speculate(job)
+                        continue
                     blocked = self.meter.blocked_by()
                     if blocked:
                         self._end_soon(blocked, failed=False)
@@ -579,31 +657,104 @@ class AgentSession:
         messages.append({"role": "user", "content": question})
         return messages
 
-    def _reply(self, question: str, timing: dict) -> None:
+    def _chat(self, messages: list[dict], cancelled: threading.Event) -> _Pump:
+        """The LLM streamed for ``messages`` in a thread of its own."""
+        if self._llm is None:  # one ChatSession a conversation (the offline model's KV cache)
+            from .llm import ChatSession
+
+            self._llm = ChatSession().stream
         config = self.config
+        chunks = self._llm(
+            messages,
+            model=config.llm,
+            temperature=config.temperature,
+            max_tokens=self._max_tokens(),
+        )
+        return _Pump(chunks, cancelled)
+
+    def _speculate(self, job: _Ahead) -> None:
+        """Start the LLM on the STT's guess (responder), its chunks held in the pump."""
+        self._speculation_reap(wait=True)  # an earlier one's call stops first
+        if self._agent_speaking() or self.meter.blocked_by():
+            return
+
+        def current() -> bool:
+            return (
+                self._committed_key != job.key
+                and getattr(self.stt, "ahead_key", None) == job.key
+                and not self._stopping.is_set()
+            )
+
+        with self._lock:
+            if not current():
+                return
+        spec = _Speculation(job.key, job.text, self._messages(job.text))
+        with self._lock:  # the listener sees it from here on (commit, resumed speech)
+            if not current() or self._agent_speaking():
+                return
+            self._speculation = spec
+            spec.stream = self._chat(spec.messages, spec.cancelled)
+
+    def _speculation_take(self, question: str, key, messages: list[dict]):
+        """The speculation this commit can read, if any (taken: no longer cancellable by the
+        listener except as the turn, through its ``cancelled``)."""
+        with self._lock:
+            spec = self._speculation
+            if (
+                spec is not None
+                and spec.committed
+                and not spec.cancelled.is_set()
+                and key is not None
+                and spec.key == key
+                and spec.text == question
+                and spec.messages == messages
+            ):
+                self._speculation = None
+                return spec
+        return None
+
+    def _speculation_reap(self, *, wait: bool) -> None:
+        """Cancel the speculation left, wait for its call to stop (``wait``: one LLM call at
+        a time) and meter the tokens it spent."""
+        with self._lock:
+            spec, self._speculation = self._speculation, None
+        if spec is None:
+            return
+        spec.cancelled.set()
+        stream = spec.stream
+        if stream is None:
+            return
+        if wait and not self._stopping.is_set():
+            stream.join()
+        written, tokens = "", None
+        for chunk in stream.drain():
+            written += getattr(chunk, "text", None) or ""
+            counted = _tokens_of(chunk)
+            if counted is not None:
+                tokens = counted
+        if tokens is None:
+            tokens = sum(_estimated_tokens(m["content"]) for m in spec.messages)
+            tokens += _estimated_tokens(written)
+        self.meter.add(llm_tokens=tokens)
+
+    def _reply(self, question: str, timing: dict) -> None:
         picked = time.perf_counter()
         messages = self._messages(question)
         retrieved = time.perf_counter()
-        turn = self._agent_turn()
+        spec = self._speculation_take(question, timing.get("ahead_key"), messages)
+        if spec is None:
+            self._speculation_reap(wait=True)  # one LLM call at a time
+        turn = self._agent_turn(cancelled=spec.cancelled if spec is not None else None)
         latency = {
             "stt": round(timing["stt_ms"]),
             "wait": round((timing["stt_start"] - timing["speech_end"]) * 1000),
             "retrieval": round((retrieved - picked) * 1000),
         }
-        if self._llm is None:  # one ChatSession a conversation (the offline model's KV cache)
-            from .llm import ChatSession
-
-            self._llm = ChatSession().stream
-        llm = self._llm
-        stream = _Pump(
-            llm(
-                messages,
-                model=config.llm,
-                temperature=config.temperature,
-                max_tokens=self._max_tokens(),
-            ),
-            turn.cancelled,
-        )
+        if spec is not None:
+            stream = spec.stream  # started during the silence: what it buffered comes first
+            latency["speculative"] = True
+        else:
+            stream = self._chat(messages, turn.cancelled)
         written, pending, tokens = "", "", None
         first_token = None
         first_part = True  # nothing of the answer handed to the TTS yet
@@ -666,10 +817,12 @@ class AgentSession:
             offline = False  # a bad endpoint URL: the stream says so
         return OFFLINE_MAX_TOKENS if offline else chosen
 
-    def _agent_turn(self) -> _Turn:
+    def _agent_turn(self, cancelled: threading.Event | None = None) -> _Turn:
         with self._lock:
             self._turn_number += 1
             turn = _Turn(TurnRole.AGENT, number=self._turn_number, started=self.now)
+            if cancelled is not None:
+                turn.cancelled = cancelled  # the speculation's: a barge-in stops its LLM
             self._turns.append(turn)
             self._speaking = turn
         return turn
@@ -806,6 +959,18 @@ class _Pump:
 
     def join(self) -> None:
         self._thread.join(timeout=30)
+
+    def drain(self) -> list:
+        """The chunks queued and not yet read (never blocks)."""
+        chunks = []
+        while True:
+            try:
+                chunk = self._queue.get_nowait()
+            except queue.Empty:
+                return chunks
+            if chunk is _DONE:
+                return chunks
+            chunks.append(chunk)
 
     def __iter__(self):
         while True:

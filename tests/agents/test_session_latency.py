@@ -5,6 +5,7 @@ before the rest of its first sentence is written. Helpers and the stand-in LLM a
 test_session's."""
 
 import threading
+import time
 
 import pytest
 
@@ -12,8 +13,12 @@ from apps.agents import knowledge, services
 from apps.agents.config import OFFLINE_MAX_TOKENS, AgentConfig
 from apps.agents.models import TurnRole
 from apps.agents.session import HISTORY_TURNS, _first_clause_cut, _spoken_text, _Turn
+from apps.engines.base import TTSRequest
+from apps.engines.local.engine import local_engine
 from tests.agents.test_session import (
     ANSWER,
+    CHUNK,
+    Chunk,
     StandInLLM,
     audio_of,
     feed,
@@ -51,8 +56,7 @@ def agent_knowing(workspace, member, voices, documents, **changes):
         first_message="Hello, how can I help?",
         voice_id=voices[0],
         knowledge=[d.document_id for d in documents],
-        silence_ms=500,
-        **changes,
+        **{"silence_ms": 500, **changes},
     )
     return services.agent_create(workspace=workspace, user=member, name="Desk", config=config)
 
@@ -216,3 +220,166 @@ def test_the_offline_model_answers_shorter_when_the_agent_keeps_the_default_leng
     assert started(chosen, member)._max_tokens() == 120
     settings.CHORUS_AGENT_LLM_URL = "http://127.0.0.1:9/v1"  # an endpoint: its own default
     assert kept._max_tokens() == 160
+
+
+class TimedLLM:
+    """A stand-in LLM that answers each question with the question itself (word by word,
+    ``delay`` apart) and records every call: (its question, when it began, when it stopped)."""
+
+    def __init__(self, delay: float = 0.05):
+        self.delay = delay
+        self.calls: list[dict] = []
+
+    def answer_to(self, question: str) -> str:
+        return f"You asked me this: {question} The office opens at nine."
+
+    def __call__(self, messages, *, model, temperature, max_tokens, stop=None):
+        call = {"messages": messages, "began": time.perf_counter(), "stopped": None, "said": 0}
+        self.calls.append(call)
+        words = self.answer_to(messages[-1]["content"]).split(" ")
+        try:
+            for index, word in enumerate(words):
+                time.sleep(self.delay)
+                call["said"] += 1
+                yield Chunk(word + (" " if index < len(words) - 1 else ""))
+            yield Chunk(prompt_tokens=150, completion_tokens=len(words))
+        finally:
+            call["stopped"] = time.perf_counter()
+
+
+def fed_live(session, pcm: bytes) -> list[dict]:
+    """Feed 50 ms chunks at the pace of a microphone, never ahead of the listener (so the
+    silence takes its real time on a busy machine too)."""
+    events, began = [], time.perf_counter()
+    for offset in range(0, len(pcm), CHUNK):
+        while session._inbox.unfinished_tasks:
+            time.sleep(0.005)
+        began = max(began, time.perf_counter() - offset / 32000)  # a late listener: no rush
+        wait = began + offset / 32000 - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        events += session.feed(pcm[offset : offset + CHUNK])
+    return events
+
+
+def commits_timed(session) -> list[tuple[float, str, list]]:
+    """When the listener committed each utterance (wall clock), its text and the LLM prompt
+    it gives."""
+    commits, utterance = [], session._utterance
+
+    def timed(event, **kwargs):
+        text = " ".join(event.text.split())
+        commits.append((time.perf_counter(), text, session._messages(text)))
+        utterance(event, **kwargs)
+
+    session._utterance = timed
+    return commits
+
+
+def spoken(text: str) -> bytes:
+    from apps.engines.local import tts
+
+    voice = tts.list_voices()[0].voice_id
+    request = TTSRequest(text=text, voice_id=voice, output_format="pcm_16000")
+    return local_engine().tts(request).audio
+
+
+def answered(session, pcm: bytes) -> tuple[list[dict], object]:
+    events = fed_live(session, pcm)
+    events = until(session, events, lambda ev: len(of_type(ev, "agent_response")) == 1)
+    events = settled(session, events)
+    return events, session.end()
+
+
+def test_the_llm_starts_during_the_silence_on_the_guess_and_is_called_once(
+    workspace,
+    member,
+    voices,
+    office,
+    question_pcm,  # noqa: F811
+):
+    agent = agent_knowing(workspace, member, voices, [office], silence_ms=2000)
+    llm = TimedLLM()
+    session = started(agent, member, llm)
+    commits = commits_timed(session)
+    events, conversation = answered(session, silence(2.5) + question_pcm + silence(2.5))
+    [(committed_at, text, messages)] = commits
+    [call] = llm.calls  # once: the turn read the speculation's stream
+    assert call["began"] < committed_at  # during the end-of-turn silence
+    assert call["messages"] == messages and messages[-1]["content"] == text
+    question = call["messages"][-1]["content"]
+    [response] = of_type(events, "agent_response")
+    assert response["agent_response_event"]["agent_response"] == llm.answer_to(question)
+    turns = list(conversation.turns.order_by("position"))
+    assert turns[2].text == llm.answer_to(question) and not turns[2].interrupted
+    assert turns[2].latency_ms["speculative"] is True and turns[2].latency_ms["total"] > 0
+    assert conversation.llm_tokens == 150 + len(llm.answer_to(question).split(" "))
+
+
+def test_speech_that_resumes_cancels_the_speculation_and_the_full_question_is_answered(
+    workspace, member, voices, office
+):
+    agent = agent_knowing(workspace, member, voices, [office], silence_ms=3000)
+    llm = TimedLLM(delay=0.3)
+    session = started(agent, member, llm)
+    commits = commits_timed(session)
+    # A pause long enough for Whisper's guess and the LLM to start (on a busy machine too),
+    # short of a turn's end.
+    pcm = silence(2.5) + spoken("When does the office") + silence(2.0)
+    pcm += spoken("open on Saturdays?") + silence(3.5)
+    events, conversation = answered(session, pcm)
+    [(committed_at, full, messages)] = commits
+    assert "saturday" in full.lower()
+    guess, answer = llm.calls  # the speculation on the first half, then the full question
+    assert guess["began"] < committed_at and "saturday" not in str(guess["messages"]).lower()
+    assert guess["stopped"] is not None and guess["stopped"] < committed_at  # cancelled
+    assert guess["said"] < len(llm.answer_to("When does the office").split(" "))
+    assert guess["stopped"] <= answer["began"]  # one LLM call at a time
+    assert answer["messages"] == messages and messages[-1]["content"] == full
+    [response] = of_type(events, "agent_response")
+    assert response["agent_response_event"]["agent_response"] == llm.answer_to(full)
+    turns = list(conversation.turns.order_by("position"))
+    assert [t.role for t in turns] == [TurnRole.AGENT, TurnRole.USER, TurnRole.AGENT]
+    assert turns[1].text == full and turns[2].text == llm.answer_to(full)
+    # (The full question was guessed in its own silence too: that call is the answer's.)
+    assert turns[2].latency_ms.get("speculative") is True
+    # The cancelled call's tokens were spent: metered on top of the answer's own.
+    assert conversation.llm_tokens > 150 + len(llm.answer_to(full).split(" "))
+
+
+def test_the_saved_turns_and_events_are_the_same_with_and_without_speculation(
+    workspace,
+    member,
+    voices,
+    office,
+    question_pcm,  # noqa: F811
+):
+    agent = agent_knowing(workspace, member, voices, [office], silence_ms=2000)
+    outcomes = []
+    for speculate in (True, False):
+        llm = TimedLLM(delay=0.01)
+        session = started(agent, member, llm)
+        session.speculate = speculate
+        commits = commits_timed(session)
+        events, conversation = answered(session, silence(2.5) + question_pcm + silence(2.5))
+        [(committed_at, _, _)] = commits
+        assert len(llm.calls) == 1 and (llm.calls[0]["began"] < committed_at) == speculate
+        turns = list(conversation.turns.order_by("position"))
+        outcomes.append(
+            {
+                "events": [
+                    (e["type"], e.get("user_transcription_event"), e.get("agent_response_event"))
+                    for e in events
+                    if e["type"] != "conversation_initiation_metadata"
+                ],
+                "audio": audio_of(events),
+                "turns": [(t.role, t.text, t.interrupted) for t in turns],
+                "speculative": [t.latency_ms.get("speculative") for t in turns],
+                "usage": (conversation.llm_tokens, conversation.tts_characters),
+            }
+        )
+    with_it, without = outcomes
+    assert with_it["speculative"] == [None, None, True]
+    assert without["speculative"] == [None, None, None]
+    for name in ("events", "audio", "turns", "usage"):
+        assert with_it[name] == without[name], name

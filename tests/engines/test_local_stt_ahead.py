@@ -124,3 +124,65 @@ def test_closing_stops_the_sessions_whisper_worker():
     while any(t.name.startswith("whisper-ahead") for t in threading.enumerate()):
         assert time.monotonic() < deadline, "the Whisper worker outlived its session"
         time.sleep(0.05)
+
+
+def stream_live(session, samples: np.ndarray) -> tuple[list[tuple[int, object]], list]:
+    """Feed 100 ms chunks at the pace of a microphone; the events with their chunk, and the
+    guess under way after each chunk (``ahead_key``)."""
+    data, events, keys, began = pcm(samples), [], [], time.perf_counter()
+    for i in range(0, len(data), CHUNK):
+        wait = began + i / (RATE * 2) - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+        events += [(i // CHUNK, e) for e in session.send_audio(data[i : i + CHUNK])]
+        keys.append(session.ahead_key)
+    return events, keys
+
+
+def test_a_finished_guess_is_told_with_its_key_and_the_commit_names_the_guess_it_took():
+    said = "Please send me the details by Friday."
+    session = stt.RealtimeSession(vad_silence_threshold_secs=2.0)
+    guesses = []
+    session.on_ahead = lambda text, key: guesses.append((text, key, threading.current_thread()))
+    try:
+        events, _ = stream_live(session, np.concatenate([silence(0.5), speak(said), silence(2.5)]))
+    finally:
+        session.close()
+    [event] = committed(events)
+    [(text, key, thread)] = guesses  # once: the silence held
+    assert thread.name.startswith("whisper-ahead")
+    assert text == event.text and wer(said, text) <= 0.2  # what the commit said, told before
+    assert session.last_commit_key == key
+    start, silent_from = key
+    assert start / RATE == event.start and silent_from < event.end * RATE
+
+
+def test_speech_that_resumes_drops_the_told_guess_and_the_commit_names_the_later_one():
+    first, second = "Please send me the details", "by Friday afternoon."
+    samples = [silence(0.5), speak(first), silence(1.5), speak(second), silence(3.5)]
+    session = stt.RealtimeSession(vad_silence_threshold_secs=3.0)
+    guesses = []
+    session.on_ahead = lambda text, key: guesses.append((text, key))
+    try:
+        events, keys = stream_live(session, np.concatenate(samples))
+    finally:
+        session.close()
+    [event] = committed(events)
+    assert len(guesses) == 2  # the pause's guess, then the whole utterance's
+    (pause_text, pause_key), (text, key) = guesses
+    assert "friday" not in pause_text.lower() and text == event.text
+    assert pause_key[0] == key[0] and pause_key[1] < key[1]  # one utterance, a later silence
+    assert session.last_commit_key == key != pause_key
+    # The pause's guess was dropped the moment the speech went on, before the next guess.
+    pause_rows = [i for i, k in enumerate(keys) if k == pause_key]
+    assert pause_rows and keys[pause_rows[-1] + 1] is None
+
+
+def test_a_manual_commit_or_one_without_a_guess_names_none():
+    session = stt.RealtimeSession(commit_strategy="manual")
+    try:
+        stream(session, np.concatenate([silence(0.3), speak("Good morning to you."), silence(0.3)]))
+        [event] = [e for e in session.commit() if e.message_type == "committed_transcript"]
+    finally:
+        session.close()
+    assert event.text and session.ahead_key is None and session.last_commit_key is None

@@ -927,9 +927,14 @@ class RealtimeSession(RealtimeSTTSession):
     so far (with what of the tail has arrived); when the silence lasts to the end of turn the
     commit takes that result (the same speech: only trailing silence differs) instead of
     running Whisper then, so the transcription overlaps the wait. Speech that resumes
-    discards it.
+    discards it (the guess is dropped the moment the VAD hears speech again).
 
-    Hooks: ``on_speech_start`` (a callable, or None) is called with the utterance's start in
+    Hooks: ``on_ahead`` (a callable, or None) is called with ``(text, key)`` when a guess
+    completes and is still the current one, from the Whisper worker thread: ``text`` is what
+    the commit would say if the silence holds, ``key`` is (utterance start, silence start) in
+    samples; ``ahead_key`` is the current guess's key (None when there is none), and after a
+    commit ``last_commit_key`` is the key of the guess it took (None when Whisper ran at the
+    commit). ``on_speech_start`` (a callable, or None) is called with the utterance's start in
     seconds the moment the VAD opens an utterance, inside ``send_audio`` and before that
     chunk's partial (which then comes with the next chunk, out of the callback's way);
     ``speaking`` says whether an utterance is open.
@@ -1002,6 +1007,14 @@ class RealtimeSession(RealtimeSTTSession):
         self._pool: ThreadPoolExecutor | None = None
         self._closed = False
         self.on_speech_start: Callable[[float], None] | None = None
+        self.on_ahead: Callable[[str, tuple[int, int]], None] | None = None
+        self.last_commit_key: tuple[int, int] | None = None
+
+    @property
+    def ahead_key(self) -> tuple[int, int] | None:
+        """The key (utterance start, silence start) of the Whisper guess under way, if any."""
+        ahead = self._ahead
+        return None if ahead is None else ahead[:2]
 
     @property
     def speaking(self) -> bool:
@@ -1097,6 +1110,9 @@ class RealtimeSession(RealtimeSTTSession):
             self._silence_run += window
         elif p >= self.threshold:
             self._silence_run = 0
+            if self._ahead is not None:  # speech resumed: that guess will not be the commit
+                self._ahead[2].cancel()
+                self._ahead = None
         length = window_end - self._utterance_start
         if self.commit_strategy == "vad" and self._silence_run >= self.silence_samples:
             end = window_end - self._silence_run + int(self.TAIL_SECS * SAMPLE_RATE)
@@ -1151,7 +1167,23 @@ class RealtimeSession(RealtimeSTTSession):
         if self._pool is None:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="whisper-ahead")
         samples = audio.astype(np.float32) / 32768.0
-        self._ahead = (start, silent_from, self._pool.submit(recognise, samples, **self._options()))
+        future = self._pool.submit(recognise, samples, **self._options())
+        self._ahead = (start, silent_from, future)
+        future.add_done_callback(lambda done: self._guessed(done, key))
+
+    def _guessed(self, future: Future, key: tuple[int, int]) -> None:
+        """A guess finished (Whisper worker thread): ``on_ahead`` with the text the commit
+        would give, when it is still the current guess."""
+        hook, ahead = self.on_ahead, self._ahead
+        if hook is None or future.cancelled() or ahead is None or ahead[2] is not future:
+            return
+        if future.exception() is not None:
+            return
+        text = "".join(w.text for w in with_spacing(future.result().words))
+        try:
+            hook(text, key)
+        except Exception:
+            log.exception("on_ahead failed")
 
     def _partials(self) -> list[RealtimeEvent]:
         if self._partials_later:
@@ -1184,6 +1216,7 @@ class RealtimeSession(RealtimeSTTSession):
         if ahead is not None and (manual or ahead[:2] != (start, end - tail)):
             ahead[2].cancel()  # not this speech (resumed, or cut another way): not used
             ahead = None
+        self.last_commit_key = None if ahead is None else ahead[:2]
         end = min(max(end, start), self._received)
         audio = self._buffer[start - self._buffer_start : end - self._buffer_start]
         if self._decoder is not None:
@@ -1207,6 +1240,7 @@ class RealtimeSession(RealtimeSTTSession):
                         result = ahead[2].result()  # the same speech, transcribed ahead
                     except Exception:
                         log.exception("Whisper ahead failed; transcribing at the commit")
+                        self.last_commit_key = None
                 if result is None:
                     result = recognise(audio.astype(np.float32) / 32768.0, **self._options())
             except Exception as exc:  # a failed utterance must not end the session
