@@ -36,7 +36,6 @@ ending it decides) on its own connection, closed when it stops.
 from __future__ import annotations
 
 import base64
-import collections
 import contextlib
 import dataclasses
 import logging
@@ -53,8 +52,9 @@ from apps.generation.caller import Caller
 from apps.generation.conversation import ConversationMeter
 
 from .config import AgentConfig
+from .events import SessionEvents
 from .models import Conversation, TurnRole
-from .saving import conversation_save, error_event
+from .saving import error_event
 from .upstream import AUDIO_FORMAT, agent_upstream_sync
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,11 @@ class _Turn:
     closed: bool = False  # an agent turn after which the user spoke: new audio is a new turn
 
 
-class RelaySession:
+class RelaySession(SessionEvents):
     """One conversation of ``caller`` with ``agent`` at the provider (see the module)."""
 
     def __init__(self, *, caller: Caller, agent, engine=None, meter=None, llm=None):
+        super().__init__()
         self.caller, self.agent = caller, agent
         self._engine = engine
         self.meter: ConversationMeter | None = meter
@@ -114,9 +115,6 @@ class RelaySession:
         self.config: AgentConfig | None = None
         self.system_prompt = ""
         self.socket = None
-        self._lock = threading.RLock()
-        self._ready = threading.Condition(self._lock)
-        self._out: collections.deque = collections.deque()  # (turn number or 0, event)
         self._outbox: queue.Queue = queue.Queue()
         self._user = bytearray()
         self._agent = bytearray()
@@ -127,17 +125,8 @@ class RelaySession:
         self._turn_number = 0
         self._cut_upto = -1  # the provider's audio event ids up to this were interrupted
         self._fatal = ""  # what the provider said before it closed
-        self._threads: list[threading.Thread] = []
-        self._stopping = threading.Event()
-        self._ended = threading.Event()
-        self._end_lock = threading.Lock()
-        self._start_lock = threading.Lock()
 
     # --- Public ----------------------------------------------------------------------------
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.is_set()
 
     @property
     def now(self) -> float:
@@ -293,23 +282,6 @@ class RelaySession:
             self._outbox.put(pcm)
         return self.poll()
 
-    def poll(self) -> list[dict]:
-        with self._lock:
-            events = [event for _, event in self._out]
-            self._out.clear()
-        return events
-
-    def wait(self, timeout: float) -> list[dict]:
-        with self._ready:
-            if not self._out and not self.ended:
-                self._ready.wait(timeout)
-        return self.poll()
-
-    def end(self, reason: str = "", *, failed: bool = False) -> Conversation | None:
-        """End the conversation once (blocks: the socket closed, threads joined, files
-        written, usage settled); the saved row. Safe from any thread."""
-        return self._end(reason, failed=failed, wait=True)
-
     def _end(self, reason: str, *, failed: bool, wait: bool) -> Conversation | None:
         if wait:
             with self._start_lock:
@@ -334,17 +306,6 @@ class RelaySession:
             return conversation
         finally:
             self._end_lock.release()
-
-    # --- Events ----------------------------------------------------------------------------
-
-    def _emit(self, event: dict, turn: int = 0) -> None:
-        with self._ready:
-            self._out.append((turn, event))
-            self._ready.notify_all()
-
-    def _end_soon(self, message: str, *, failed: bool) -> None:
-        self._emit(error_event(message, fatal=True))
-        self._end(message, failed=failed, wait=False)
 
     # --- The sender: user audio to the provider --------------------------------------------
 
@@ -562,15 +523,3 @@ class RelaySession:
             self._out.clear()
             self._out.extend(kept)
         self._emit({"type": "interruption", "interruption_event": {"event_id": turn.last_event_id}})
-
-    # --- Saving ----------------------------------------------------------------------------
-
-    def _save(self, *, reason: str, failed: bool) -> Conversation:
-        with self._lock:
-            user = bytes(self._user)
-            agent = bytes(self._agent)
-            turns = [t for t in self._turns if t.text or t.interrupted]
-        return conversation_save(
-            self.conversation, user=user, agent=agent, turns=turns, meter=self.meter,
-            reason=reason, failed=failed,
-        )  # fmt: skip

@@ -80,9 +80,10 @@ from apps.generation.text_parts import split_text
 from apps.generation.voice_rules import voice_apply
 
 from .config import OFFLINE_MAX_TOKENS, AgentConfig
+from .events import SessionEvents
 from .knowledge import knowledge_search, knowledge_whole_if_few
 from .models import Conversation, TurnRole
-from .saving import conversation_save, error_event
+from .saving import error_event
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class _Ahead:
     key: tuple
 
 
-class AgentSession:
+class AgentSession(SessionEvents):
     """One conversation of ``caller`` with ``agent`` on the local engine (see the module)."""
 
     def __init__(
@@ -159,6 +160,7 @@ class AgentSession:
         meter: ConversationMeter | None = None,
         partials: bool = True,
     ):
+        super().__init__()
         self.caller, self.agent = caller, agent
         self._llm = llm
         self._engine = engine
@@ -167,9 +169,6 @@ class AgentSession:
         self.conversation: Conversation | None = None
         self.config: AgentConfig | None = None
         self.system_prompt = ""
-        self._lock = threading.RLock()
-        self._ready = threading.Condition(self._lock)
-        self._out: collections.deque = collections.deque()  # (turn number or 0, event)
         self._inbox: queue.Queue = queue.Queue()
         self._jobs: queue.Queue = queue.Queue()
         self._user = bytearray()  # the user track: every byte as received
@@ -183,13 +182,6 @@ class AgentSession:
         self._turn_number = 0
         self._user_talking = False
         self._talking_over = False  # the current utterance began while the agent spoke
-        self._threads: list[threading.Thread] = []
-        self._stopping = threading.Event()
-        self._ended = threading.Event()
-        self._end_lock = threading.Lock()
-        # Held while ``start`` runs: ``end`` from another thread (a socket that went away
-        # while the conversation was opening) waits for it, so nothing is opened after the end.
-        self._start_lock = threading.Lock()
         self.stt = None
         self._knowledge_whole = _UNKNOWN  # knowledge_whole_if_few, once per conversation
         self.speculate = True  # start the LLM on the STT's guess (see the module)
@@ -197,10 +189,6 @@ class AgentSession:
         self._committed_key = None  # the STT guess key of the last commit
 
     # --- Public ----------------------------------------------------------------------------
-
-    @property
-    def ended(self) -> bool:
-        return self._ended.is_set()
 
     @property
     def now(self) -> float:
@@ -339,20 +327,6 @@ class AgentSession:
             self._inbox.put(pcm)
         return self.poll()
 
-    def poll(self) -> list[dict]:
-        """The events produced since the last call (never blocks)."""
-        with self._lock:
-            events = [event for _, event in self._out]
-            self._out.clear()
-        return events
-
-    def wait(self, timeout: float) -> list[dict]:
-        """The next events, waiting up to ``timeout`` seconds for one (call from a thread)."""
-        with self._ready:
-            if not self._out and not self.ended:
-                self._ready.wait(timeout)
-        return self.poll()
-
     def idle(self) -> bool:
         """Nothing queued for the workers and no agent turn in production (tests, bench)."""
         with self._lock:
@@ -362,12 +336,6 @@ class AgentSession:
             and self._jobs.unfinished_tasks == 0
             and (not producing)
         )
-
-    def end(self, reason: str = "", *, failed: bool = False) -> Conversation:
-        """End the conversation once (blocks: threads joined, files written, usage settled);
-        the saved row (None when it ended before it started). Safe from any thread; a
-        ``start`` under way in another thread finishes first."""
-        return self._end(reason, failed=failed, wait=True)
 
     def _end(self, reason: str, *, failed: bool, wait: bool) -> Conversation:
         # A worker ending the conversation gives way to a caller already ending it (who is
@@ -405,18 +373,6 @@ class AgentSession:
             return conversation
         finally:
             self._end_lock.release()
-
-    # --- Events ----------------------------------------------------------------------------
-
-    def _emit(self, event: dict, turn: int = 0) -> None:
-        with self._ready:
-            self._out.append((turn, event))
-            self._ready.notify_all()
-
-    def _end_soon(self, message: str, *, failed: bool) -> None:
-        """From a worker: say why, then end and save (``end`` joins the other worker)."""
-        self._emit(error_event(message, fatal=True))
-        self._end(message, failed=failed, wait=False)
 
     # --- The listener: STT, turn-taking, barge-in ------------------------------------------
 
@@ -915,21 +871,6 @@ class AgentSession:
             final=not self.caller.draft,
         )
         return request
-
-    # --- Saving ----------------------------------------------------------------------------
-
-    def _save(self, *, reason: str, failed: bool) -> Conversation:
-        with self._lock:
-            user = bytes(self._user)
-            agent = bytes(self._agent)
-            turns = [t for t in self._turns if t.text or t.interrupted]
-        return conversation_save(
-            self.conversation, user=user, agent=agent, turns=turns, meter=self.meter,
-            reason=reason, failed=failed,
-        )  # fmt: skip
-
-
-# --- Helpers ------------------------------------------------------------------------------
 
 
 class _Pump:
