@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import threading
 
+from .config import AgentConfig
 from .models import Conversation
 from .saving import conversation_save, error_event
 
@@ -74,3 +75,35 @@ class SessionEvents:
             self.conversation, user=user, agent=agent, turns=turns, meter=self.meter,
             reason=reason, failed=failed,
         )  # fmt: skip
+
+    def _opened(self, conversation, overrides, dynamic_variables, *, engine: str) -> str:
+        """The agent's configuration for this conversation (``config``, ``system_prompt``)
+        and its row (``conversation``: made, or the one given moved to ``engine``); the
+        first message, filled."""
+        agent = self.agent
+        version = agent.version
+        config = AgentConfig.from_dict(version.config if version else None)
+        if overrides:
+            config = AgentConfig.from_conversation_config(overrides, base=config)
+        self.config = config
+        self.system_prompt, first_message = config.filled(dynamic_variables)
+        caller = self.caller
+        if conversation is None:
+            conversation = Conversation.objects.create(
+                workspace=agent.workspace,
+                agent=agent,
+                agent_name=agent.name,
+                version=version,
+                version_number=version.number if version else 0,
+                user=caller.user,
+                source=caller.source,
+                api_key_id=caller.key_id,
+                engine=engine,
+                dynamic_variables=dict(dynamic_variables or {}),
+                overrides=dict(overrides or {}),
+            )
+        elif conversation.engine != engine:
+            conversation.engine = engine
+            conversation.save(update_fields=["engine"])
+        self.conversation = conversation
+        return first_message

@@ -160,32 +160,9 @@ class RelaySession(SessionEvents):
     def _start(self, conversation, overrides, dynamic_variables) -> list[dict]:
         from apps.generation.engine import engine_for
 
-        agent = self.agent
-        version = agent.version
-        config = AgentConfig.from_dict(version.config if version else None)
-        if overrides:
-            config = AgentConfig.from_conversation_config(overrides, base=config)
-        self.config = config
-        self.system_prompt, _ = config.filled(dynamic_variables)
-        caller = self.caller
-        if conversation is None:
-            conversation = Conversation.objects.create(
-                workspace=agent.workspace,
-                agent=agent,
-                agent_name=agent.name,
-                version=version,
-                version_number=version.number if version else 0,
-                user=caller.user,
-                source=caller.source,
-                api_key_id=caller.key_id,
-                engine=ENGINE,
-                dynamic_variables=dict(dynamic_variables or {}),
-                overrides=dict(overrides or {}),
-            )
-        elif conversation.engine != ENGINE:
-            conversation.engine = ENGINE
-            conversation.save(update_fields=["engine"])
-        self.conversation = conversation
+        _ = self._opened(conversation, overrides, dynamic_variables, engine=ENGINE)
+        agent, conversation = self.agent, self.conversation
+        config, caller = self.config, self.caller
         try:
             engine = self._engine = self._engine or engine_for(agent.workspace)
         except EngineError as exc:  # the stored key cannot be read

@@ -226,29 +226,9 @@ class AgentSession(SessionEvents):
     def _start(self, *, conversation, overrides, dynamic_variables) -> list[dict]:
         from apps.engines.local.engine import local_engine
 
-        agent = self.agent
-        version = agent.version
-        config = AgentConfig.from_dict(version.config if version else None)
-        if overrides:
-            config = AgentConfig.from_conversation_config(overrides, base=config)
-        self.config = config
-        self.system_prompt, first_message = config.filled(dynamic_variables)
-        caller = self.caller
-        if conversation is None:
-            conversation = Conversation.objects.create(
-                workspace=agent.workspace,
-                agent=agent,
-                agent_name=agent.name,
-                version=version,
-                version_number=version.number if version else 0,
-                user=caller.user,
-                source=caller.source,
-                api_key_id=caller.key_id,
-                engine="local",
-                dynamic_variables=dict(dynamic_variables or {}),
-                overrides=dict(overrides or {}),
-            )
-        self.conversation = conversation
+        first_message = self._opened(conversation, overrides, dynamic_variables, engine="local")
+        conversation = self.conversation
+        config, caller = self.config, self.caller
         engine = self._engine = self._engine or local_engine()
         self._tts_template = self._voice_request(engine, config)
         if self.meter is None:
